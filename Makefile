@@ -1,0 +1,68 @@
+# apilake: the targets a newcomer guesses. Every target sets up what it needs from nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+# Python 3.12, as the Lambda runtime: pyenv's 3.12.1 if there is one, else python3.12 from PATH.
+PY312 ?= $(shell for p in "$$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev/null)" "$$(command -v python3.12)"; do \
+  [ -n "$$p" ] && "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Nothing may wait on the network or on a real AWS account.
+export SAM_CLI_TELEMETRY := 0
+export AWS_MAX_ATTEMPTS := 1
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_EC2_METADATA_DISABLED := true
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help env test unit integration lint build lock clean
+
+help:
+	@echo "make test   lint, unit, integration and template tests (sets up .venv from nothing)"
+	@echo "make lint   ruff and mypy"
+	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
+	@echo "make lock   re-resolve requirements-dev.lock and layers/common/requirements.txt"
+
+$(UV):
+	@test -n "$(PY312)" || { echo "python3.12 not found (PATH or pyenv 3.12.1)"; exit 1; }
+	$(PY312) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): $(UV) requirements-dev.lock pyproject.toml
+	$(UV) venv --quiet --allow-existing --python $(PY312) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
+	touch $@
+
+env: $(STAMP)
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: env
+	$(BIN)/pytest tests/unit
+
+integration: env
+	$(BIN)/pytest tests/integration
+
+test: lint
+	$(BIN)/pytest
+
+build: env
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
+
+lock: $(UV)
+	$(UV) pip compile --quiet pyproject.toml --extra dev --python-version 3.12 -o requirements-dev.lock
+	$(UV) pip compile --quiet pyproject.toml -c requirements-dev.lock --python-version 3.12 \
+	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate -o layers/common/requirements.txt
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

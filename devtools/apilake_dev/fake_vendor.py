@@ -1,0 +1,290 @@
+"""Fake vendor APIs on 127.0.0.1: every pagination style over deterministic data, with faults on demand.
+
+One server serves several datasets; the URL says the style and the dataset::
+
+    /page-number/<ds>?page=N&per_page=S        {"data": [...], "meta": {"total": T}}  (T omitted with ?no_total=1)
+    /offset/<ds>?offset=O&limit=L              {"items": [...], "total": T}
+    /cursor/<ds>?cursor=C&limit=L              {"results": [...], "next_cursor": C2 | null, "has_more": bool}
+    /next-url/<ds>?page=N&per_page=S           {"data": [...], "links": {"next": URL | null}}
+    /link/<ds>?page=N&per_page=S               [...]  with  Link: <URL>; rel="next"
+    /single/<ds>                               {"records": [...]}
+
+``since`` / ``until`` (YYYY-MM-DD) keep the records whose ``updated_at`` falls in [since, until).
+Faults are injected per (style, dataset, page index) and consumed in order, or kept forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import socket
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+STYLES = ("page-number", "offset", "cursor", "next-url", "link", "single")
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+FaultKind = Literal["429", "status", "slow", "malformed", "truncated", "reset", "redirect", "html"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    status: int = 503
+    retry_after: str | None = None  # header value, as sent ("2" or an HTTP-date)
+    delay_seconds: float = 0.0
+    location: str | None = None
+
+    @classmethod
+    def throttle(cls, retry_after: float | None = None, http_date: bool = False) -> Fault:
+        if retry_after is None:
+            return cls("429", status=429)
+        if http_date:
+            when = datetime.now(UTC) + timedelta(seconds=retry_after)
+            return cls("429", status=429, retry_after=format_datetime(when, usegmt=True))
+        return cls("429", status=429, retry_after=str(int(retry_after)))
+
+
+@dataclass
+class Dataset:
+    name: str
+    total: int
+    days: int = 1  # records spread over this many days of updated_at, ending the day before `last_day`
+    last_day: date = date(2026, 11, 26)
+
+    def record(self, index: int) -> dict[str, Any]:
+        rng = random.Random(f"{self.name}:{index}")
+        day = self.last_day - timedelta(days=1 + index % self.days)
+        created = EPOCH + timedelta(seconds=rng.randrange(0, 300 * 86400))
+        updated = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400))
+        return {
+            "id": f"{self.name}-{index:07d}",
+            "seq": index,
+            "name": f"item {index}",
+            "amount": round(rng.uniform(1, 5000), 2),
+            "currency": rng.choice(["EUR", "USD", "GBP"]),
+            "active": rng.random() > 0.2,
+            "created_at": created.isoformat().replace("+00:00", "Z"),
+            "updated_at": updated.isoformat().replace("+00:00", "Z"),
+            "customer": {"id": f"c-{rng.randrange(1, 2000):05d}", "country": rng.choice(["DE", "FR", "US", "GB", "NL"])},
+            "tags": rng.sample(["new", "vip", "promo", "b2b", "retail"], k=rng.randrange(0, 3)),
+        }
+
+    def records(self, since: str | None, until: str | None) -> list[dict[str, Any]]:
+        found = [self.record(i) for i in range(self.total)]
+        if since:
+            found = [r for r in found if r["updated_at"][:10] >= since]
+        if until:
+            found = [r for r in found if r["updated_at"][:10] < until]
+        return found
+
+
+@dataclass
+class VendorState:
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    faults: dict[tuple[str, str, int], deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
+    sticky: dict[tuple[str, str, int], Fault] = field(default_factory=dict)
+    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    api_key: str | None = None  # when set, every request must carry it (header X-Api-Key or ?api_key=)
+    seen_urls: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_fault(self, style: str, dataset: str, page: int) -> Fault | None:
+        key = (style, dataset, page)
+        with self.lock:
+            self.requests[key] += 1
+            if key in self.sticky:
+                return self.sticky[key]
+            queue = self.faults.get(key)
+            return queue.popleft() if queue else None
+
+
+def encode_cursor(page: int) -> str:
+    return base64.urlsafe_b64encode(f"p:{page}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    text = base64.urlsafe_b64decode(padded.encode()).decode()
+    if not text.startswith("p:"):
+        raise ValueError("bad cursor")
+    return int(text[2:])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        state = self.server.state
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        with state.lock:
+            state.seen_urls.append(self.path)
+        segments = [s for s in parts.path.split("/") if s]
+        if len(segments) != 2 or segments[0] not in STYLES or segments[1] not in state.datasets:
+            return self._json(404, {"error": f"no such endpoint {parts.path}"})
+        if state.api_key is not None and state.api_key not in (self.headers.get("X-Api-Key"), query.get("api_key")):
+            return self._json(401, {"error": "missing or wrong API key"})
+        style, name = segments
+        try:
+            page, size = self._page_and_size(style, query)
+        except ValueError as exc:
+            return self._json(400, {"error": str(exc)})
+        fault = state.take_fault(style, name, page)
+        if fault is not None and self._fault(fault):
+            return
+        dataset = state.datasets[name]
+        records = dataset.records(query.get("since"), query.get("until"))
+        chunk = records[(page - 1) * size : page * size]
+        has_next = page * size < len(records)
+        self._respond(style, name, query, page, size, chunk, len(records), has_next)
+
+    def _page_and_size(self, style: str, query: dict[str, str]) -> tuple[int, int]:
+        if style == "single":
+            return 1, 10**9
+        if style == "offset":
+            limit = int(query.get("limit", "100"))
+            offset = int(query.get("offset", "0"))
+            if limit <= 0 or offset < 0 or offset % limit:
+                raise ValueError("offset must be a multiple of limit")
+            return offset // limit + 1, limit
+        if style == "cursor":
+            cursor = query.get("cursor")
+            return (decode_cursor(cursor) if cursor else 1), int(query.get("limit", "100"))
+        page = int(query.get("page", "1"))
+        if page < 1:
+            raise ValueError("page starts at 1")
+        return page, int(query.get("per_page", "100"))
+
+    def _respond(
+        self, style: str, name: str, query: dict[str, str], page: int, size: int, chunk: list[Any], total: int, has_next: bool
+    ) -> None:
+        base = f"http://{self.headers.get('Host')}/{style}/{name}"
+        carried = {k: v for k, v in query.items() if k in ("since", "until", "per_page", "api_key")}
+        next_url = f"{base}?{urlencode({**carried, 'page': page + 1})}" if has_next else None
+        if style == "page-number":
+            body: Any = {"data": chunk, "meta": {"page": page}}
+            if query.get("no_total") != "1":
+                body["meta"]["total"] = total
+            return self._json(200, body)
+        if style == "offset":
+            return self._json(200, {"items": chunk, "total": total})
+        if style == "cursor":
+            return self._json(200, {"results": chunk, "next_cursor": encode_cursor(page + 1) if has_next else None, "has_more": has_next})
+        if style == "next-url":
+            return self._json(200, {"data": chunk, "links": {"next": next_url}})
+        if style == "link":
+            headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
+            return self._json(200, chunk, headers)
+        return self._json(200, {"records": chunk})
+
+    def _fault(self, fault: Fault) -> bool:
+        """Play a fault; False when it only delays the normal answer."""
+        if fault.kind == "429" or fault.kind == "status":
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            self._json(fault.status, {"error": "injected"}, headers)
+            return True
+        if fault.kind == "slow":
+            time.sleep(fault.delay_seconds)
+            return False
+        if fault.kind == "malformed":
+            self._raw(200, b'{"data": [1, 2', "application/json")
+            return True
+        if fault.kind == "html":
+            self._raw(200, b"<html>maintenance</html>", "text/html")
+            return True
+        if fault.kind == "redirect":
+            self.send_response(302)
+            self.send_header("Location", fault.location or "http://example.invalid/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        if fault.kind == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"data": [')
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        # reset: close without an answer
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.connection.close()
+        return True
+
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self._raw(status, json.dumps(body).encode(), "application/json", headers)
+
+    def _raw(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: VendorState
+
+
+class FakeVendor:
+    """Runs the fake vendor in a background thread; use as a context manager."""
+
+    def __init__(self, datasets: list[Dataset], api_key: str | None = None, port: int = 0) -> None:
+        self.state = VendorState(datasets={d.name: d for d in datasets}, api_key=api_key)
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.state = self.state
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vendor", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeVendor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeVendor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(self, style: str, dataset: str, page: int, *faults: Fault, forever: bool = False) -> None:
+        with self.state.lock:
+            if forever:
+                self.state.sticky[(style, dataset, page)] = faults[0]
+            else:
+                self.state.faults[(style, dataset, page)].extend(faults)
+
+    def clear(self, style: str, dataset: str, page: int) -> None:
+        with self.state.lock:
+            self.state.sticky.pop((style, dataset, page), None)
+            self.state.faults.pop((style, dataset, page), None)
+
+    def requests_for(self, style: str, dataset: str, page: int) -> int:
+        with self.state.lock:
+            return self.state.requests[(style, dataset, page)]

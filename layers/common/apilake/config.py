@@ -1,0 +1,295 @@
+"""Sources as configuration: the models of the sources file and its loader.
+
+One file (``sources.yaml``) declares every source. It is validated as a whole before anything
+runs, and an error names the file, the source and the field::
+
+    sources.yaml: source 'api-b': pagination.cursor_path: Field required
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+
+from apilake.exceptions import ConfigError
+
+SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+# A dotted path into a JSON document ("data.items"); "" is the document itself.
+JsonPath = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*)?$")]
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PageNumberPagination(_Model):
+    """``?page=N&per_page=S``; fans out when the response says how many records or pages there are."""
+
+    type: Literal["page_number"]
+    page_param: ParamName = "page"
+    size_param: ParamName | None = "per_page"
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    first_page: int = Field(default=1, ge=0, le=1)
+    total_path: JsonPath | None = None
+    total_pages_path: JsonPath | None = None
+    stop_on_short_page: bool = True
+
+    @model_validator(mode="after")
+    def _one_total(self) -> PageNumberPagination:
+        if self.total_path is not None and self.total_pages_path is not None:
+            raise ValueError("give total_path or total_pages_path, not both")
+        return self
+
+
+class OffsetPagination(_Model):
+    """``?offset=O&limit=L`` with the total number of records in the response."""
+
+    type: Literal["offset"]
+    offset_param: ParamName = "offset"
+    limit_param: ParamName = "limit"
+    limit: int = Field(default=100, ge=1, le=10_000)
+    total_path: JsonPath
+
+
+class CursorPagination(_Model):
+    """A cursor in the body is sent back as a query parameter; stops on a null cursor or has_more false."""
+
+    type: Literal["cursor"]
+    cursor_param: ParamName = "cursor"
+    cursor_path: JsonPath
+    has_more_path: JsonPath | None = None
+
+
+class NextUrlPagination(_Model):
+    """The body holds the URL of the next page (on the same host)."""
+
+    type: Literal["next_url"]
+    next_url_path: JsonPath
+
+
+class LinkHeaderPagination(_Model):
+    """``Link: <https://...>; rel="next"`` (RFC 8288), as GitHub and many others do."""
+
+    type: Literal["link_header"]
+
+
+class SinglePagePagination(_Model):
+    """The whole result in one response."""
+
+    type: Literal["single"]
+
+
+Pagination = Annotated[
+    PageNumberPagination
+    | OffsetPagination
+    | CursorPagination
+    | NextUrlPagination
+    | LinkHeaderPagination
+    | SinglePagePagination,
+    Field(discriminator="type"),
+]
+
+
+class NoSharding(_Model):
+    type: Literal["none"]
+
+
+class DailySharding(_Model):
+    """One shard a day: the window [day, day + 1) goes to the vendor as two query parameters."""
+
+    type: Literal["daily"]
+    start_param: ParamName
+    end_param: ParamName
+    date_format: str = "%Y-%m-%d"
+    lookback_days: int = Field(default=1, ge=1, le=366)
+
+
+Sharding = Annotated[NoSharding | DailySharding, Field(discriminator="type")]
+
+
+class NoAuth(_Model):
+    type: Literal["none"]
+
+
+class ApiKeyAuth(_Model):
+    """An API key read from Secrets Manager by name, sent in a header or a query parameter."""
+
+    type: Literal["api_key"]
+    secret_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$")]
+    # When the secret is a JSON object, the key whose value is the API key.
+    secret_field: ParamName | None = None
+    location: Literal["header", "query"] = "header"
+    name: ParamName = "X-Api-Key"
+
+
+class BearerAuth(_Model):
+    """``Authorization: Bearer <token>``, the token read from Secrets Manager by name."""
+
+    type: Literal["bearer"]
+    secret_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$")]
+    secret_field: ParamName | None = None
+
+
+Auth = Annotated[NoAuth | ApiKeyAuth | BearerAuth, Field(discriminator="type")]
+
+
+class Budget(_Model):
+    """How hard we may call the vendor: requests per second for the whole source, and how many
+    workers may run at once (the event source mapping's MaximumConcurrency, at least 2)."""
+
+    requests_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    max_concurrency: int = Field(default=2, ge=2, le=1000)
+
+    @property
+    def per_worker_rps(self) -> float | None:
+        """Each worker keeps to its share, so that all of them together stay under the limit."""
+        if self.requests_per_second is None:
+            return None
+        return self.requests_per_second / self.max_concurrency
+
+
+class Retries(_Model):
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    base_delay_seconds: float = Field(default=0.5, gt=0, le=60)
+    max_delay_seconds: float = Field(default=20.0, gt=0, le=900)
+    # A Retry-After longer than this parks the message (visibility timeout) instead of sleeping.
+    max_inline_wait_seconds: float = Field(default=15.0, ge=0, le=300)
+
+
+class Timeouts(_Model):
+    connect_seconds: float = Field(default=3.05, gt=0, le=60)
+    read_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Source(_Model):
+    name: SourceName
+    base_url: str
+    path: str = ""
+    params: dict[ParamName, str] = Field(default_factory=dict)
+    headers: dict[ParamName, str] = Field(default_factory=dict)
+    records_path: JsonPath
+    record_id_path: JsonPath | None = None
+    pagination: Pagination
+    sharding: Sharding = NoSharding(type="none")
+    auth: Auth = NoAuth(type="none")
+    budget: Budget = Budget()
+    retries: Retries = Retries()
+    timeouts: Timeouts = Timeouts()
+    max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError(f"must use https (plain http is allowed for loopback hosts only), got {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment: use params")
+        return value.rstrip("/")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        if "?" in value or "#" in value:
+            raise ValueError("must not carry a query or fragment: use params")
+        return value
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    @property
+    def origin(self) -> tuple[str, str]:
+        """(scheme, host[:port]) every request of this source must go to."""
+        parts = urlsplit(self.base_url)
+        return parts.scheme, parts.netloc
+
+
+class SourcesFile(_Model):
+    version: Literal[1] = 1
+    sources: list[Source] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SourcesFile:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(f"source '{source.name}' is declared more than once")
+            seen.add(source.name)
+        return self
+
+    @cached_property
+    def by_name(self) -> dict[str, Source]:
+        return {source.name: source for source in self.sources}
+
+    def get(self, name: str) -> Source:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise ConfigError(f"unknown source {name!r}; declared: {', '.join(self.by_name)}") from None
+
+    def select(self, names: list[str] | None) -> list[Source]:
+        """The sources named (all when ``names`` is None), in the file's order; unknown names are an error."""
+        if names is None:
+            return list(self.sources)
+        for name in names:
+            self.get(name)
+        return [source for source in self.sources if source.name in names]
+
+
+def _describe_location(raw: Any, loc: tuple[int | str, ...]) -> str:
+    """Turn pydantic's error location into 'source 'api-b': pagination.cursor_path'."""
+    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        name: object = f"#{loc[1] + 1}"
+        sources = raw.get("sources") if isinstance(raw, dict) else None
+        if isinstance(sources, list) and loc[1] < len(sources) and isinstance(sources[loc[1]], dict):
+            name = sources[loc[1]].get("name", name)
+        rest = [str(part) for part in loc[2:]]
+        # Drop the discriminator tag pydantic inserts for tagged unions (pagination.cursor.cursor_path).
+        if len(rest) >= 2 and rest[0] in ("pagination", "sharding", "auth"):
+            rest = [rest[0], *rest[2:]]
+        field = ".".join(rest) or "(source)"
+        return f"source '{name}': {field}"
+    return ".".join(str(part) for part in loc) or "(file)"
+
+
+def parse_sources(raw: Any, origin: str) -> SourcesFile:
+    """Validate an already-parsed document; ``origin`` (the file name) prefixes every error."""
+    try:
+        return SourcesFile.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{origin}: {_describe_location(raw, err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc
+
+
+def load_sources(path: str | Path) -> SourcesFile:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the sources file: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_sources(raw, path.name)

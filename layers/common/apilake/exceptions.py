@@ -1,0 +1,67 @@
+"""The small error hierarchy of apilake.
+
+What matters is the split between *retryable* errors (the message goes back to its queue and is
+delivered again) and *permanent* ones (retrying cannot help: the message fails, is retried by SQS
+up to maxReceiveCount and ends in the DLQ with the reason logged).
+"""
+
+
+class ApilakeError(Exception):
+    """Base of every error apilake raises on purpose."""
+
+
+class ConfigError(ApilakeError):
+    """The sources file or the environment is invalid; the message names the file and the field."""
+
+
+class RetryableError(ApilakeError):
+    """A failure that may pass: the message returns to the queue."""
+
+
+class TransientHttpError(RetryableError):
+    """429, 5xx, a connection error or a timeout from the vendor."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(RetryableError):
+    """Too many failures in a row for this source in this batch: stop calling the vendor for now."""
+
+
+class ContinuationInFlightError(RetryableError):
+    """Another delivery of the same message is enqueueing the next page right now."""
+
+
+class ParkMessageError(RetryableError):
+    """The vendor asked for a wait longer than is worth sleeping in Lambda: park the message."""
+
+    def __init__(self, message: str, *, delay_seconds: int) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class PermanentError(ApilakeError):
+    """Retrying cannot help (bad request, bad response, bad message): the message goes to the DLQ."""
+
+
+class PermanentHttpError(PermanentError):
+    """A 4xx other than 429, a refused redirect, or a response over the size limit."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BadResponseError(PermanentError):
+    """The response is not JSON, or the records (or the total, cursor, next link) are not where the config says."""
+
+
+class InvalidMessageError(PermanentError):
+    """A queue message that this worker cannot process (wrong source, unknown source)."""
+
+
+class PlanningError(ApilakeError):
+    """The planner could not plan or enqueue one or more sources; the others were planned."""

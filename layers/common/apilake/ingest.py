@@ -1,0 +1,184 @@
+"""The worker's domain: fetch one page, land it once, continue its chain once, account for it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.config import SourcesFile
+from apilake.exceptions import (
+    CircuitOpenError,
+    ContinuationInFlightError,
+    InvalidMessageError,
+    ParkMessageError,
+    PermanentError,
+    RetryableError,
+)
+from apilake.http import Deadline, VendorClients
+from apilake.lake import LakeWriter, WriteResult, page_key
+from apilake.ledger import Claim, Ledger
+from apilake.messages import WorkItem, WorkItemRecord
+from apilake.observability import Metric, count, logger
+from apilake.pagination import PageRequest, paginator_for
+from apilake.queue import QueueSender
+from apilake.records import extract_records
+from apilake.settings import WorkerSettings
+
+CIRCUIT_THRESHOLD = 3  # retryable failures in a row that stop this batch's calls to the vendor
+MAX_VISIBILITY_SECONDS = 43_200  # SQS maximum
+
+
+def request_fingerprint(request: PageRequest) -> str:
+    """A stable hash of what was asked (URL and parameters, credentials excluded)."""
+    canonical = request.url + "?" + "&".join(f"{k}={v}" for k, v in sorted(request.params.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PageIngester:
+    """Handles the records of one SQS batch. Built per invocation from per-container parts."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        sources: SourcesFile,
+        vendors: VendorClients,
+        writer: LakeWriter,
+        ledger: Ledger,
+        sender: QueueSender,
+        sqs_client: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.sources = sources
+        self.vendors = vendors
+        self.writer = writer
+        self.ledger = ledger
+        self.sender = sender
+        self._sqs = sqs_client
+        self._clock = clock
+        self._failures_in_a_row = 0
+
+    @classmethod
+    def for_settings(cls, settings: WorkerSettings) -> PageIngester:
+        clients = default_clients()
+        return cls(
+            settings=settings,
+            sources=cached_sources(settings.sources_file),
+            vendors=default_vendor_clients(),
+            writer=LakeWriter(clients.s3, settings.lake_bucket),
+            ledger=Ledger(clients.s3, settings.lake_bucket),
+            sender=QueueSender(clients.sqs),
+            sqs_client=clients.sqs,
+        )
+
+    def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
+        """The record handler of the batch processor: returns the key landed, raises to fail the record."""
+        item = record.body
+        logger.append_keys(message_id=record.messageId, source=item.source, shard=item.shard, page=item.page, run_id=item.run_id)
+        deadline = Deadline(lambda_context.get_remaining_time_in_millis, self.settings.safety_margin_seconds)
+        try:
+            if self._failures_in_a_row >= CIRCUIT_THRESHOLD:
+                raise CircuitOpenError(f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch")
+            result = self._ingest(item, deadline)
+        except ParkMessageError as exc:
+            self._failures_in_a_row += 1
+            self._park(record, exc.delay_seconds)
+            count(item.source, Metric.PARKED)
+            logger.warning("message parked", extra={"reason": str(exc), "delay_seconds": exc.delay_seconds})
+            raise
+        except RetryableError as exc:
+            self._failures_in_a_row += 1
+            count(item.source, Metric.FAILURES)
+            logger.warning("page failed, will be retried", extra={"reason": str(exc), "error": type(exc).__name__})
+            raise
+        except PermanentError as exc:
+            count(item.source, Metric.FAILURES)
+            logger.error(
+                "page failed permanently; the message goes to the DLQ after maxReceiveCount",
+                extra={"reason": str(exc), "error": type(exc).__name__},
+            )
+            raise
+        except (ClientError, BotoCoreError) as exc:
+            count(item.source, Metric.FAILURES)
+            logger.warning("AWS call failed, will be retried", extra={"reason": str(exc), "error": type(exc).__name__})
+            raise RetryableError(f"AWS call failed: {exc}") from exc
+        self._failures_in_a_row = 0
+        return result.key
+
+    def _ingest(self, item: WorkItem, deadline: Deadline) -> WriteResult:
+        if item.source != self.settings.source:
+            raise InvalidMessageError(f"message for source '{item.source}' reached the worker of '{self.settings.source}'")
+        source = self.sources.get(item.source)
+        paginator = paginator_for(source)
+        client = self.vendors.for_source(source)
+        request = paginator.request(item)
+        page = client.fetch(request, deadline)
+        records = extract_records(page.document, source.records_path)
+        following = paginator.next_page(item, page, records)
+        result = self.writer.write_page(
+            page_key(item.source, item.ingestion_date, item.shard, item.page),
+            records,
+            {
+                "fetched-at": self._clock().isoformat(timespec="seconds"),
+                "request-fingerprint": request_fingerprint(request),
+                "run-id": item.run_id,
+            },
+        )
+        if following is not None:
+            cursor = following.cursor
+            if cursor is not None and paginator.cursor_is_url:
+                cursor = client.credentials.strip(cursor)
+            self._continue(item.next(cursor))
+        elif not paginator.fans_out:
+            self.ledger.mark_end(item)
+        self.ledger.mark_page(
+            item,
+            {
+                "key": result.key,
+                "sha256": result.sha256,
+                "records": result.records,
+                "bytes": result.bytes_written,
+                "written": result.written,
+                "has_next": following is not None,
+                "fetched_at": self._clock().isoformat(timespec="seconds"),
+            },
+        )
+        count(item.source, Metric.PAGES_INGESTED if result.written else Metric.PAGES_UNCHANGED)
+        count(item.source, Metric.RECORDS_INGESTED, result.records)
+        count(item.source, Metric.BYTES_WRITTEN, result.bytes_written)
+        logger.info(
+            "page landed" if result.written else "page unchanged",
+            extra={"key": result.key, "records": result.records, "bytes": result.bytes_written, "has_next": following is not None},
+        )
+        return result
+
+    def _continue(self, next_item: WorkItem) -> None:
+        """Enqueue the chain's next page at most once per claim, however often this message is delivered."""
+        state = self.ledger.claim_continuation(next_item)
+        if state.claim is Claim.SENT:
+            logger.info("next page already enqueued", extra={"next_page": next_item.page})
+            return
+        if state.claim is Claim.PENDING and state.age_seconds < self.settings.continuation_stale_seconds:
+            raise ContinuationInFlightError(
+                f"page {next_item.page} was claimed {state.age_seconds:.0f}s ago by another delivery and not yet confirmed"
+            )
+        try:
+            self.sender.send_one(self.settings.queue_url, next_item)
+        except (ClientError, BotoCoreError) as exc:
+            if state.claim is Claim.CREATED:
+                self.ledger.release_continuation(next_item)
+            raise RetryableError(f"could not enqueue page {next_item.page}: {exc}") from exc
+        self.ledger.confirm_continuation(next_item)
+
+    def _park(self, record: WorkItemRecord, delay_seconds: int) -> None:
+        self._sqs.change_message_visibility(
+            QueueUrl=self.settings.queue_url,
+            ReceiptHandle=record.receiptHandle,
+            VisibilityTimeout=max(0, min(delay_seconds, MAX_VISIBILITY_SECONDS)),
+        )

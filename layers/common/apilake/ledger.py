@@ -1,0 +1,228 @@
+"""The run ledger, kept in the lake: answers "is run R complete for source S, and what is missing?".
+
+Layout (under ``ledger/``):
+- ``runs/run=<R>/manifest.json``: what the planner planned (per source and shard: fan-out with
+  the expected page count, or a chain);
+- ``source=<S>/run=<R>/shard=<D>/page=<NNNNN>.json``: one marker per landed page;
+- ``source=<S>/run=<R>/shard=<D>/next=<NNNNN>.json``: the claim to enqueue page NNNNN of a chain
+  (created with a conditional write, so a chain is continued once however often a message is
+  delivered);
+- ``source=<S>/run=<R>/shard=<D>/end.json``: the last page of a chain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict
+
+from apilake.messages import RunId, ShardName, WorkItem
+
+LEDGER_PREFIX = "ledger"
+_PAGE_MARKER = re.compile(r"/page=(\d{5})\.json$")
+
+
+def manifest_key(run_id: str) -> str:
+    return f"{LEDGER_PREFIX}/runs/run={run_id}/manifest.json"
+
+
+def source_ledger_prefix(source: str) -> str:
+    return f"{LEDGER_PREFIX}/source={source}/"
+
+
+def shard_prefix(source: str, run_id: str, shard: str) -> str:
+    return f"{source_ledger_prefix(source)}run={run_id}/shard={shard}/"
+
+
+def _item_prefix(item: WorkItem) -> str:
+    return shard_prefix(item.source, item.run_id, item.shard)
+
+
+class ShardPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shard: ShardName
+    mode: Literal["fanout", "chain"]
+    expected_pages: int | None = None  # fan-out only
+    messages: int = 0
+    error: str | None = None
+
+
+class SourcePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shards: list[ShardPlan]
+
+
+class RunManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: RunId
+    ingestion_date: date
+    created_at: datetime
+    trigger: Literal["schedule", "manual"]
+    sources: dict[str, SourcePlan]
+
+
+class Claim(StrEnum):
+    CREATED = "created"  # this delivery won the claim: send, then confirm
+    SENT = "sent"  # the next page was enqueued already
+    PENDING = "pending"  # another delivery claimed it and has not confirmed (yet)
+
+
+@dataclass(frozen=True)
+class ClaimState:
+    claim: Claim
+    age_seconds: float = 0.0
+
+
+@dataclass
+class ShardStatus:
+    shard: str
+    mode: str
+    expected_pages: int | None
+    landed_pages: int
+    ended: bool
+    missing: list[int] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.ended and not self.missing and self.note is None
+
+
+@dataclass
+class SourceStatus:
+    source: str
+    shards: list[ShardStatus]
+
+    @property
+    def complete(self) -> bool:
+        return all(shard.complete for shard in self.shards)
+
+
+@dataclass
+class RunStatus:
+    run_id: str
+    ingestion_date: date
+    sources: list[SourceStatus]
+
+    @property
+    def complete(self) -> bool:
+        return all(source.complete for source in self.sources)
+
+
+class Ledger:
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    # -- planner -------------------------------------------------------------------------------
+    def write_manifest(self, manifest: RunManifest) -> None:
+        self._put_json(manifest_key(manifest.run_id), manifest.model_dump(mode="json"))
+
+    def read_manifest(self, run_id: str) -> RunManifest | None:
+        document = self._get_json(manifest_key(run_id))
+        return None if document is None else RunManifest.model_validate(document)
+
+    def run_ids(self) -> list[str]:
+        prefix = f"{LEDGER_PREFIX}/runs/"
+        found = []
+        for key in self._keys(prefix):
+            if key.endswith("/manifest.json"):
+                found.append(key[len(prefix) + len("run=") : -len("/manifest.json")])
+        return sorted(found)
+
+    # -- worker --------------------------------------------------------------------------------
+    def mark_page(self, item: WorkItem, details: dict[str, Any]) -> None:
+        self._put_json(f"{_item_prefix(item)}page={item.page:05d}.json", details)
+
+    def mark_end(self, item: WorkItem) -> None:
+        self._put_json(f"{_item_prefix(item)}end.json", {"last_page": item.page})
+
+    def claim_continuation(self, next_item: WorkItem, now: datetime | None = None) -> ClaimState:
+        key = self._claim_key(next_item)
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps({"state": "pending", "item": next_item.model_dump(mode="json")}).encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+            return ClaimState(Claim.CREATED)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise
+        stored = self._s3.get_object(Bucket=self.bucket, Key=key)
+        state = json.loads(stored["Body"].read()).get("state")
+        if state == "sent":
+            return ClaimState(Claim.SENT)
+        age = ((now or datetime.now(UTC)) - stored["LastModified"]).total_seconds()
+        return ClaimState(Claim.PENDING, age_seconds=age)
+
+    def confirm_continuation(self, next_item: WorkItem) -> None:
+        self._put_json(self._claim_key(next_item), {"state": "sent", "item": next_item.model_dump(mode="json")})
+
+    def release_continuation(self, next_item: WorkItem) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._claim_key(next_item))
+
+    @staticmethod
+    def _claim_key(next_item: WorkItem) -> str:
+        return f"{_item_prefix(next_item)}next={next_item.page:05d}.json"
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self, manifest: RunManifest) -> RunStatus:
+        sources = []
+        for name, plan in manifest.sources.items():
+            shards = [self._shard_status(name, manifest.run_id, shard) for shard in plan.shards]
+            sources.append(SourceStatus(source=name, shards=shards))
+        return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
+
+    def _shard_status(self, source: str, run_id: str, plan: ShardPlan) -> ShardStatus:
+        prefix = shard_prefix(source, run_id, plan.shard)
+        keys = self._keys(prefix)
+        landed = {int(match.group(1)) for key in keys if (match := _PAGE_MARKER.search(key))}
+        if plan.error is not None:
+            return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error)
+        if plan.mode == "fanout":
+            expected = plan.expected_pages or 0
+            missing = sorted(set(range(1, expected + 1)) - landed)
+            return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
+        end = self._get_json(f"{prefix}end.json")
+        if end is None:
+            last = max(landed, default=0)
+            missing = sorted(set(range(1, last + 1)) - landed)
+            note = f"chain not ended: no page after {last} has landed yet" if last else "chain not started"
+            return ShardStatus(plan.shard, plan.mode, None, len(landed), False, missing, note)
+        last_page = int(end["last_page"])
+        missing = sorted(set(range(1, last_page + 1)) - landed)
+        return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing)
+
+    # -- S3 helpers ----------------------------------------------------------------------------
+    def _put_json(self, key: str, document: Any) -> None:
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(document, separators=(",", ":"), default=str).encode(),
+            ContentType="application/json",
+        )
+
+    def _get_json(self, key: str) -> Any:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return json.loads(response["Body"].read())
+
+    def _keys(self, prefix: str) -> list[str]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix) for obj in page.get("Contents", [])]

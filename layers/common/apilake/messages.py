@@ -1,0 +1,42 @@
+"""The work item: one page of one source, as it travels through SQS."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Field, Json, StringConstraints
+
+from apilake.config import SourceName
+
+SCHEMA_VERSION = 1
+MAX_PAGES_PER_SHARD = 99_999  # keys carry the page as five digits
+
+# Every field that reaches an S3 key is constrained to characters that cannot form a path.
+RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ShardName = Annotated[str, StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2})$")]
+
+
+class WorkItem(BaseModel):
+    """What a worker needs to fetch one page and land it under its deterministic key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: RunId
+    source: SourceName
+    ingestion_date: date
+    shard: ShardName
+    page: int = Field(ge=1, le=MAX_PAGES_PER_SHARD)
+    # Chain styles only: the cursor (cursor style) or the absolute URL (next_url, link_header) of this page.
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+
+    def next(self, cursor: str | None) -> WorkItem:
+        return self.model_copy(update={"page": self.page + 1, "cursor": cursor})
+
+
+class WorkItemRecord(SqsRecordModel):
+    """An SQS record whose body is a JSON work item (validated by the batch processor)."""
+
+    body: Json[WorkItem]  # type: ignore[assignment]

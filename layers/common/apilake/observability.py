@@ -1,0 +1,80 @@
+"""The one place where logs and metrics are set up.
+
+Logs are JSON (Powertools Logger); metrics are CloudWatch EMF (Powertools Metrics) in the
+``apilake`` namespace with the dimension ``source``. The same counts are also kept in process
+(:data:`totals`), so that a local run can print them without parsing its own logs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+SERVICE = "apilake"
+NAMESPACE = "apilake"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+class Metric(StrEnum):
+    PAGES_INGESTED = "pages_ingested_total"
+    PAGES_UNCHANGED = "pages_unchanged_total"
+    RECORDS_INGESTED = "records_ingested_total"
+    BYTES_WRITTEN = "bytes_written_total"
+    FAILURES = "failures_total"
+    RETRIES = "retries_total"
+    THROTTLED = "throttled_total"
+    PARKED = "parked_total"
+    MESSAGES_ENQUEUED = "messages_enqueued_total"
+    API_LATENCY = "api_latency_ms"
+
+
+_UNITS = {Metric.BYTES_WRITTEN: MetricUnit.Bytes, Metric.API_LATENCY: MetricUnit.Milliseconds}
+
+
+class Totals:
+    """Thread-safe running sums per (source, metric), for local runs and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, source: str, metric: Metric, value: float) -> None:
+        with self._lock:
+            self._counts[(source, metric.value)] += value
+
+    def get(self, source: str, metric: Metric) -> float:
+        with self._lock:
+            return self._counts[(source, metric.value)]
+
+    def snapshot(self) -> dict[tuple[str, str], float]:
+        with self._lock:
+            return dict(self._counts)
+
+
+totals = Totals()
+
+
+def count(source: str, metric: Metric, value: float = 1) -> None:
+    """Count ``value`` of ``metric`` for ``source``, in EMF and in :data:`totals`."""
+    totals.add(source, metric, value)
+    unit = _UNITS.get(metric, MetricUnit.Count)
+    if metrics.default_dimensions.get("source") == source:
+        # The worker's own source: aggregated into the one EMF document flushed at the end of the invoke.
+        metrics.add_metric(name=metric.value, unit=unit, value=value)
+        return
+    # Another source (the planner works on several): a document of its own, with that dimension.
+    with single_metric(
+        name=metric.value, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"source": source}
+    ):
+        pass
+
+
+def use_source(source: str) -> None:
+    """Make ``source`` the dimension of this invoke's aggregated metrics."""
+    metrics.set_default_dimensions(source=source)

@@ -1,0 +1,258 @@
+"""One strategy class per pagination style: what the request for a page is, and whether there is a next one.
+
+Two families:
+- *fan-out* styles (page number or offset with a total, single page): the planner learns the page
+  count by probing the first page and enqueues every page at once;
+- *chain* styles (cursor, next URL, Link header, page number without a total): a worker that lands
+  page N enqueues page N+1, carrying what the vendor said the next request is.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from requests.utils import parse_header_links
+
+from apilake.config import (
+    CursorPagination,
+    DailySharding,
+    LinkHeaderPagination,
+    NextUrlPagination,
+    OffsetPagination,
+    PageNumberPagination,
+    SinglePagePagination,
+    Source,
+)
+from apilake.exceptions import BadResponseError
+from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem
+from apilake.records import find, find_optional
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """An absolute URL and the query parameters to add to it."""
+
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VendorPage:
+    """A successful response, parsed."""
+
+    document: Any
+    headers: Mapping[str, str]
+    url: str
+    size_bytes: int
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class NextPage:
+    """The chain goes on; ``cursor`` is what the next work item carries (None: the page number is enough)."""
+
+    cursor: str | None
+
+
+class Paginator(ABC):
+    #: True when the planner can enumerate every page up front.
+    fans_out: bool = False
+    #: True when the planner must fetch the first page to learn the page count.
+    needs_probe: bool = False
+    #: True when a work item's cursor is a URL (credentials are stripped from it before it is queued).
+    cursor_is_url: bool = False
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def request(self, item: WorkItem) -> PageRequest:
+        """The request for ``item``'s page: the source's URL, static params, the shard's window, the page's params."""
+        params = dict(self.source.params)
+        params.update(shard_params(self.source, item.shard))
+        params.update(self.page_params(item))
+        return PageRequest(url=self.source.url, params=params)
+
+    def page_params(self, item: WorkItem) -> dict[str, str]:
+        return {}
+
+    def page_count(self, page: VendorPage | None) -> int:
+        """For fan-out styles: how many pages there are, from the probed first page."""
+        raise NotImplementedError(f"{type(self).__name__} does not fan out")
+
+    @abstractmethod
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        """For chain styles: the next page, or None when ``item`` was the last one."""
+
+
+class PageNumberPaginator(Paginator):
+    def __init__(self, source: Source, config: PageNumberPagination) -> None:
+        super().__init__(source)
+        self.config = config
+        self.fans_out = self.needs_probe = config.total_path is not None or config.total_pages_path is not None
+
+    def page_params(self, item: WorkItem) -> dict[str, str]:
+        params = {self.config.page_param: str(self.config.first_page + item.page - 1)}
+        if self.config.size_param:
+            params[self.config.size_param] = str(self.config.page_size)
+        return params
+
+    def page_count(self, page: VendorPage | None) -> int:
+        assert page is not None
+        if self.config.total_pages_path is not None:
+            return _checked_count(find(page.document, self.config.total_pages_path, "total pages"), "total pages")
+        assert self.config.total_path is not None
+        total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
+        return _checked_count(math.ceil(total / self.config.page_size), "page count")
+
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        if self.fans_out or not records:
+            return None
+        if self.config.stop_on_short_page and len(records) < self.config.page_size:
+            return None
+        return NextPage(cursor=None)
+
+
+class OffsetPaginator(Paginator):
+    fans_out = True
+    needs_probe = True
+
+    def __init__(self, source: Source, config: OffsetPagination) -> None:
+        super().__init__(source)
+        self.config = config
+
+    def page_params(self, item: WorkItem) -> dict[str, str]:
+        return {
+            self.config.offset_param: str((item.page - 1) * self.config.limit),
+            self.config.limit_param: str(self.config.limit),
+        }
+
+    def page_count(self, page: VendorPage | None) -> int:
+        assert page is not None
+        total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
+        return _checked_count(math.ceil(total / self.config.limit), "page count")
+
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        return None
+
+
+class CursorPaginator(Paginator):
+    def __init__(self, source: Source, config: CursorPagination) -> None:
+        super().__init__(source)
+        self.config = config
+
+    def page_params(self, item: WorkItem) -> dict[str, str]:
+        return {self.config.cursor_param: item.cursor} if item.cursor is not None else {}
+
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        has_more = find_optional(page.document, self.config.has_more_path)
+        if self.config.has_more_path is not None and has_more is False:
+            return None
+        cursor = find_optional(page.document, self.config.cursor_path)
+        if cursor is None or cursor == "":
+            if has_more is True:
+                raise BadResponseError(f"has_more is true but there is no cursor at {self.config.cursor_path!r}")
+            return None
+        if isinstance(cursor, bool) or not isinstance(cursor, str | int):
+            raise BadResponseError(f"cursor at {self.config.cursor_path!r} is a {type(cursor).__name__}")
+        cursor = str(cursor)
+        if cursor == item.cursor:
+            raise BadResponseError(f"the vendor returned the same cursor again on page {item.page}: stopping a loop")
+        return NextPage(cursor=cursor)
+
+
+class _UrlChainPaginator(Paginator):
+    """Shared by the styles whose next page is a URL: page 1 is the configured request, the others the URL."""
+
+    cursor_is_url = True
+
+    def request(self, item: WorkItem) -> PageRequest:
+        if item.cursor is None:
+            return super().request(item)
+        return PageRequest(url=item.cursor)
+
+    def _next(self, item: WorkItem, page: VendorPage, link: str | None) -> NextPage | None:
+        if not link:
+            return None
+        url = urljoin(page.url, link)
+        parts = urlsplit(url)
+        if (parts.scheme, parts.netloc) != self.source.origin:
+            raise BadResponseError(f"the next page's URL points to {parts.scheme}://{parts.netloc}, not to the source's host")
+        if url == item.cursor:
+            raise BadResponseError(f"the vendor returned the same next URL again on page {item.page}: stopping a loop")
+        return NextPage(cursor=url)
+
+
+class NextUrlPaginator(_UrlChainPaginator):
+    def __init__(self, source: Source, config: NextUrlPagination) -> None:
+        super().__init__(source)
+        self.config = config
+
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        link = find_optional(page.document, self.config.next_url_path)
+        if link is not None and not isinstance(link, str):
+            raise BadResponseError(f"next URL at {self.config.next_url_path!r} is a {type(link).__name__}")
+        return self._next(item, page, link)
+
+
+class LinkHeaderPaginator(_UrlChainPaginator):
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        header = page.headers.get("Link") or page.headers.get("link")
+        if not header:
+            return None
+        links = [link for link in parse_header_links(header) if "next" in link.get("rel", "").split()]
+        return self._next(item, page, links[0]["url"] if links else None)
+
+
+class SinglePagePaginator(Paginator):
+    fans_out = True
+
+    def page_count(self, page: VendorPage | None) -> int:
+        return 1
+
+    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+        return None
+
+
+def paginator_for(source: Source) -> Paginator:
+    config = source.pagination
+    match config:
+        case PageNumberPagination():
+            return PageNumberPaginator(source, config)
+        case OffsetPagination():
+            return OffsetPaginator(source, config)
+        case CursorPagination():
+            return CursorPaginator(source, config)
+        case NextUrlPagination():
+            return NextUrlPaginator(source, config)
+        case LinkHeaderPagination():
+            return LinkHeaderPaginator(source)
+        case SinglePagePagination():
+            return SinglePagePaginator(source)
+
+
+def shard_params(source: Source, shard: str) -> dict[str, str]:
+    """The query parameters of a date shard: the window [day, day + 1)."""
+    sharding = source.sharding
+    if not isinstance(sharding, DailySharding) or shard == "all":
+        return {}
+    day = date.fromisoformat(shard)
+    return {
+        sharding.start_param: day.strftime(sharding.date_format),
+        sharding.end_param: (day + timedelta(days=1)).strftime(sharding.date_format),
+    }
+
+
+def _checked_count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        raise BadResponseError(f"{what} is not a non-negative whole number: {value!r}")
+    count = int(value)
+    if what == "page count" or what == "total pages":
+        if count > MAX_PAGES_PER_SHARD:
+            raise BadResponseError(f"{count} pages in one shard is more than the {MAX_PAGES_PER_SHARD} a shard may hold")
+    return count

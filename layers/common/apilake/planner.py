@@ -1,0 +1,217 @@
+"""The planner: enumerates source x date shard, learns page counts, fans work out to the queues."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.config import DailySharding, Source, SourcesFile
+from apilake.exceptions import ApilakeError, ConfigError, PlanningError
+from apilake.http import Deadline, VendorClient
+from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.messages import RunId, WorkItem
+from apilake.observability import Metric, count, logger
+from apilake.pagination import paginator_for
+from apilake.queue import QueueSender
+from apilake.settings import PlannerSettings
+
+MAX_BACKFILL_DAYS = 366
+
+
+class ScheduledEvent(BaseModel):
+    """An EventBridge (Scheduler) event: the scheduled time fixes the run id and the ingestion date,
+    so a retried invocation plans the same run again."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    source: Literal["aws.events", "aws.scheduler"]
+    time: datetime
+
+
+class ManualRun(BaseModel):
+    """A run started by hand: a subset of sources, a backfill window of shards, a fixed date or run id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] | None = Field(default=None, min_length=1)
+    shard_from: date | None = None
+    shard_to: date | None = None
+    ingestion_date: date | None = None
+    run_id: RunId | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> ManualRun:
+        if (self.shard_from is None) != (self.shard_to is None):
+            raise ValueError("give both shard_from and shard_to, or neither")
+        if self.shard_from and self.shard_to:
+            if self.shard_to < self.shard_from:
+                raise ValueError("shard_to is before shard_from")
+            if (self.shard_to - self.shard_from).days >= MAX_BACKFILL_DAYS:
+                raise ValueError(f"a backfill window is at most {MAX_BACKFILL_DAYS} days")
+        return self
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    run_id: str
+    ingestion_date: date
+    trigger: Literal["schedule", "manual"]
+    sources: list[str] | None = None
+    shard_window: tuple[date, date] | None = None
+
+
+def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
+    """Turn the invocation payload into a plan request, with an error that says what is wrong."""
+    now = now or datetime.now(UTC)
+    if not isinstance(event, dict):
+        raise ConfigError(f"planner event: expected a JSON object, got {type(event).__name__}")
+    try:
+        if event.get("source") in ("aws.events", "aws.scheduler"):
+            scheduled = ScheduledEvent.model_validate(event)
+            when = scheduled.time.astimezone(UTC)
+            return PlanRequest(
+                run_id=f"sched-{when:%Y%m%dT%H%M%SZ}", ingestion_date=when.date(), trigger="schedule"
+            )
+        manual = ManualRun.model_validate(event)
+    except ValidationError as exc:
+        lines = [f"planner event: {'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc
+    window = (manual.shard_from, manual.shard_to) if manual.shard_from and manual.shard_to else None
+    return PlanRequest(
+        run_id=manual.run_id or f"manual-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        ingestion_date=manual.ingestion_date or now.date(),
+        trigger="manual",
+        sources=manual.sources,
+        shard_window=window,
+    )
+
+
+def shards_for(source: Source, request: PlanRequest) -> list[str]:
+    """The date shards of one source for this run: 'all' when unsharded; else the backfill window,
+    or the ``lookback_days`` days before the ingestion date."""
+    sharding = source.sharding
+    if not isinstance(sharding, DailySharding):
+        return ["all"]
+    if request.shard_window is not None:
+        first, last = request.shard_window
+    else:
+        first = request.ingestion_date - timedelta(days=sharding.lookback_days)
+        last = request.ingestion_date - timedelta(days=1)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+@dataclass
+class PlanSummary:
+    run_id: str
+    ingestion_date: date
+    messages: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "ingestion_date": self.ingestion_date.isoformat(),
+            "messages": self.messages,
+            "errors": self.errors,
+        }
+
+
+class Planner:
+    def __init__(
+        self,
+        sources: SourcesFile,
+        queue_urls: dict[str, str],
+        ledger: Ledger,
+        sender: QueueSender,
+        client_for: Callable[[Source], VendorClient],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sources = sources
+        self.queue_urls = queue_urls
+        self.ledger = ledger
+        self.sender = sender
+        self.client_for = client_for
+        self.clock = clock
+
+    def plan(self, request: PlanRequest, deadline: Deadline) -> PlanSummary:
+        selected = self.sources.select(request.sources)
+        missing_queues = [source.name for source in selected if source.name not in self.queue_urls]
+        if missing_queues:
+            raise ConfigError(f"no queue URL configured for source(s): {', '.join(missing_queues)}")
+        work: dict[str, list[WorkItem]] = {}
+        plans: dict[str, SourcePlan] = {}
+        for source in selected:
+            plans[source.name], work[source.name] = self._plan_source(source, request, deadline)
+        manifest = RunManifest(
+            run_id=request.run_id,
+            ingestion_date=request.ingestion_date,
+            created_at=self.clock(),
+            trigger=request.trigger,
+            sources=plans,
+        )
+        # The manifest is written before anything is sent: whatever happens next, the ledger knows
+        # what was expected and can say what is missing.
+        self.ledger.write_manifest(manifest)
+        summary = PlanSummary(run_id=request.run_id, ingestion_date=request.ingestion_date)
+        for source in selected:
+            summary.messages[source.name] = self._send(source, work[source.name], plans[source.name], summary)
+            errors = [f"shard {s.shard}: {s.error}" for s in plans[source.name].shards if s.error]
+            if errors:
+                summary.errors.setdefault(source.name, "; ".join(errors))
+        if summary.errors:
+            self.ledger.write_manifest(manifest)
+            raise PlanningError(f"run {request.run_id}: some sources were not planned: {summary.errors}")
+        return summary
+
+    def _plan_source(self, source: Source, request: PlanRequest, deadline: Deadline) -> tuple[SourcePlan, list[WorkItem]]:
+        paginator = paginator_for(source)
+        shards: list[ShardPlan] = []
+        items: list[WorkItem] = []
+        for shard in shards_for(source, request):
+            first = WorkItem(
+                run_id=request.run_id, source=source.name, ingestion_date=request.ingestion_date, shard=shard, page=1
+            )
+            if not paginator.fans_out:
+                shards.append(ShardPlan(shard=shard, mode="chain", messages=1))
+                items.append(first)
+                continue
+            try:
+                probed = self.client_for(source).fetch(paginator.request(first), deadline) if paginator.needs_probe else None
+                pages = paginator.page_count(probed)
+            except ApilakeError as exc:
+                logger.error("probe failed", extra={"source": source.name, "shard": shard, "reason": str(exc)})
+                shards.append(ShardPlan(shard=shard, mode="fanout", error=f"probe failed: {exc}"))
+                continue
+            shards.append(ShardPlan(shard=shard, mode="fanout", expected_pages=pages, messages=pages))
+            items.extend(first.model_copy(update={"page": page}) for page in range(1, pages + 1))
+        return SourcePlan(shards=shards), items
+
+    def _send(self, source: Source, items: list[WorkItem], plan: SourcePlan, summary: PlanSummary) -> int:
+        try:
+            sent = self.sender.send_all(self.queue_urls[source.name], items)
+        except ApilakeError as exc:
+            for shard in plan.shards:
+                shard.error = shard.error or f"enqueue failed: {exc}"
+            logger.error("enqueue failed", extra={"source": source.name, "reason": str(exc)})
+            return 0
+        count(source.name, Metric.MESSAGES_ENQUEUED, sent)
+        logger.info("source planned", extra={"source": source.name, "messages": sent, "shards": len(plan.shards)})
+        return sent
+
+    @classmethod
+    def for_settings(cls, settings: PlannerSettings) -> Planner:
+        clients = default_clients()
+        vendors = default_vendor_clients()
+        return cls(
+            sources=cached_sources(settings.sources_file),
+            queue_urls=settings.queue_urls,
+            ledger=Ledger(clients.s3, settings.lake_bucket),
+            sender=QueueSender(clients.sqs, threads=settings.send_threads),
+            client_for=vendors.for_source,
+        )

@@ -1,0 +1,157 @@
+"""The sources file: valid configs load, invalid ones fail with a message naming file, source and field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apilake.config import Budget, CursorPagination, load_sources, parse_sources
+from apilake.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE: dict[str, Any] = {
+    "name": "api-x",
+    "base_url": "https://api.example.com",
+    "path": "/v1/things",
+    "records_path": "data",
+    "pagination": {"type": "single"},
+}
+
+
+def doc(**overrides: Any) -> dict[str, Any]:
+    source = copy.deepcopy(BASE)
+    source.update(overrides)
+    return {"version": 1, "sources": [source]}
+
+
+VALID = [
+    pytest.param(doc(), id="minimal single page"),
+    pytest.param(doc(pagination={"type": "page_number", "page_size": 50, "total_path": "meta.total"}), id="page number with total"),
+    pytest.param(doc(pagination={"type": "page_number", "total_pages_path": "meta.pages"}), id="page number with page count"),
+    pytest.param(doc(pagination={"type": "page_number", "stop_on_short_page": False}), id="page number until empty page"),
+    pytest.param(doc(pagination={"type": "offset", "limit": 25, "total_path": "total"}), id="offset"),
+    pytest.param(doc(pagination={"type": "cursor", "cursor_path": "next", "has_more_path": "more"}), id="cursor"),
+    pytest.param(doc(pagination={"type": "next_url", "next_url_path": "links.next"}), id="next url"),
+    pytest.param(doc(pagination={"type": "link_header"}, records_path=""), id="link header, records at the root"),
+    pytest.param(doc(sharding={"type": "daily", "start_param": "from", "end_param": "to", "lookback_days": 3}), id="daily"),
+    pytest.param(doc(auth={"type": "api_key", "secret_name": "apilake/x", "location": "query", "name": "key"}), id="key"),
+    pytest.param(doc(auth={"type": "bearer", "secret_name": "apilake/x", "secret_field": "token"}), id="bearer"),
+    pytest.param(doc(base_url="http://127.0.0.1:8080"), id="plain http on loopback"),
+    pytest.param(doc(budget={"requests_per_second": 50, "max_concurrency": 5}), id="budget"),
+]
+
+
+@pytest.mark.parametrize("raw", VALID)
+def test_valid_configs_load(raw: dict[str, Any]) -> None:
+    sources = parse_sources(raw, "sources.yaml")
+    assert sources.get("api-x").name == "api-x"
+
+
+INVALID = [
+    pytest.param(
+        doc(pagination={"type": "cursor"}),
+        "sources.yaml: source 'api-x': pagination.cursor_path: Field required",
+        id="cursor without cursor_path",
+    ),
+    pytest.param(
+        doc(pagination={"type": "scroll"}),
+        "sources.yaml: source 'api-x': pagination: Input tag 'scroll' found using 'type' does not match any of the expected tags",
+        id="unknown pagination type",
+    ),
+    pytest.param(
+        doc(pagination={"type": "offset"}),
+        "sources.yaml: source 'api-x': pagination.total_path: Field required",
+        id="offset without total",
+    ),
+    pytest.param(
+        doc(pagination={"type": "page_number", "total_path": "a", "total_pages_path": "b"}),
+        "sources.yaml: source 'api-x': pagination: Value error, give total_path or total_pages_path, not both",
+        id="two totals",
+    ),
+    pytest.param(
+        {"version": 1, "sources": [{k: v for k, v in BASE.items() if k != "records_path"}]},
+        "sources.yaml: source 'api-x': records_path: Field required",
+        id="missing records path",
+    ),
+    pytest.param(
+        doc(base_url="http://api.example.com"),
+        "sources.yaml: source 'api-x': base_url: Value error, must use https",
+        id="plain http to a remote host",
+    ),
+    pytest.param(
+        doc(base_url="https://api.example.com?key=1"),
+        "sources.yaml: source 'api-x': base_url: Value error, must not carry a query",
+        id="query in base url",
+    ),
+    pytest.param(doc(path="v1/things"), "sources.yaml: source 'api-x': path: Value error, must start with '/'", id="path"),
+    pytest.param(doc(name="API X"), "sources.yaml: source 'API X': name: String should match pattern", id="bad name"),
+    pytest.param(
+        doc(budget={"max_concurrency": 1}),
+        "sources.yaml: source 'api-x': budget.max_concurrency: Input should be greater than or equal to 2",
+        id="concurrency below the SQS minimum",
+    ),
+    pytest.param(
+        doc(auth={"type": "api_key"}), "sources.yaml: source 'api-x': auth.secret_name: Field required", id="key, no secret"
+    ),
+    pytest.param(
+        doc(sharding={"type": "daily", "start_param": "from"}),
+        "sources.yaml: source 'api-x': sharding.end_param: Field required",
+        id="daily without end param",
+    ),
+    pytest.param(doc(colour="blue"), "sources.yaml: source 'api-x': colour: Extra inputs are not permitted", id="typo"),
+    pytest.param(
+        {"version": 1, "sources": [BASE, BASE]},
+        "sources.yaml: (file): Value error, source 'api-x' is declared more than once",
+        id="duplicate names",
+    ),
+    pytest.param({"version": 1, "sources": []}, "sources.yaml: sources: List should have at least 1 item", id="none"),
+    pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
+    pytest.param(["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), INVALID)
+def test_invalid_configs_say_file_source_and_field(raw: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_sources(raw, "sources.yaml")
+    assert message in str(raised.value)
+
+
+def test_the_shipped_sources_file_declares_the_four_seed_sources() -> None:
+    sources = load_sources(ROOT / "layers" / "common" / "sources.yaml")
+    assert [s.name for s in sources.sources] == ["api-a", "api-b", "api-c", "api-d"]
+    assert all(s.base_url.startswith("https://") for s in sources.sources)
+
+
+def test_a_file_that_is_not_yaml_is_named_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources: [unclosed")
+    with pytest.raises(ConfigError, match=r"sources.yaml: not valid YAML"):
+        load_sources(path)
+
+
+def test_a_missing_file_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.yaml: cannot read the sources file"):
+        load_sources(tmp_path / "nope.yaml")
+
+
+def test_yaml_round_trip_keeps_tagged_unions(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump(doc(pagination={"type": "cursor", "cursor_path": "next"})))
+    assert isinstance(load_sources(path).get("api-x").pagination, CursorPagination)
+
+
+def test_unknown_source_names_the_declared_ones() -> None:
+    sources = parse_sources(doc(), "sources.yaml")
+    with pytest.raises(ConfigError, match=r"unknown source 'api-z'; declared: api-x"):
+        sources.select(["api-z"])
+
+
+@pytest.mark.parametrize(("rps", "workers", "share"), [(10, 2, 5.0), (50, 5, 10.0), (None, 2, None)])
+def test_each_worker_keeps_to_its_share_of_the_budget(rps: float | None, workers: int, share: float | None) -> None:
+    assert Budget(requests_per_second=rps, max_concurrency=workers).per_worker_rps == share

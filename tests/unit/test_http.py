@@ -1,0 +1,231 @@
+"""The vendor client's retry policy, Retry-After handling, redirects and size cap, against a stub session."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from apilake.auth import Credentials
+from apilake.config import Source, parse_sources
+from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
+from apilake.http import Deadline, VendorClient, parse_retry_after
+from apilake.observability import Metric, totals
+from apilake.pagination import PageRequest
+
+NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("0", 0.0),
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        (format_datetime(NOW + timedelta(seconds=30), usegmt=True), 30.0),
+        (format_datetime(NOW - timedelta(seconds=30), usegmt=True), 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("soon", None),
+        ("-5", None),
+    ],
+)
+def test_retry_after_is_read_in_both_forms(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+def response(status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code = status
+    payload = raw if raw is not None else json.dumps(body if body is not None else {"data": []}).encode()
+    resp.raw = io.BytesIO(payload)
+    resp.headers = CaseInsensitiveDict(headers or {})
+    resp.url = "https://api.example.com/things?page=1"
+    return resp
+
+
+class StubSession:
+    """Plays the given responses (or raises the given exceptions) in order and records the calls."""
+
+    def __init__(self, *outcomes: requests.Response | Exception) -> None:
+        self.outcomes = list(outcomes)
+        self.calls: list[dict[str, Any]] = []
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        self.calls.append({"url": url, **kwargs})
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def make_source(**retries: Any) -> Source:
+    raw = {
+        "name": "api-x",
+        "base_url": "https://api.example.com",
+        "path": "/things",
+        "records_path": "data",
+        "pagination": {"type": "single"},
+        "retries": {"max_attempts": 4, "base_delay_seconds": 1, "max_delay_seconds": 8, **retries},
+        "max_page_bytes": 2048,
+    }
+    return parse_sources({"sources": [raw]}, "test").get("api-x")
+
+
+def client(session: StubSession, credentials: Credentials | None = None, **retries: Any) -> tuple[VendorClient, list[float]]:
+    slept: list[float] = []
+    vendor = VendorClient(
+        make_source(**retries),
+        session,  # type: ignore[arg-type]
+        credentials or Credentials(),
+        sleep=slept.append,
+        jitter=lambda low, high: high,  # the ceiling of full jitter, to make waits predictable
+    )
+    return vendor, slept
+
+
+REQUEST = PageRequest("https://api.example.com/things", {"page": "1"})
+
+
+def test_429_and_5xx_are_retried_with_exponential_backoff_then_succeed() -> None:
+    # Given a vendor that fails three times before answering
+    session = StubSession(response(503), response(500), response(429), response(200, {"data": [1]}))
+    vendor, slept = client(session)
+    # When the page is fetched
+    page = vendor.fetch(REQUEST, Deadline.unbounded())
+    # Then it took four attempts, waiting 1, 2, 4 seconds (full jitter's ceiling) in between
+    assert page.document == {"data": [1]}
+    assert slept == [1.0, 2.0, 4.0]
+
+
+def test_retry_after_seconds_is_honoured_instead_of_backoff() -> None:
+    session = StubSession(response(429, headers={"Retry-After": "3"}), response(200))
+    vendor, slept = client(session)
+    vendor.fetch(REQUEST, Deadline.unbounded())
+    assert slept == [3.0]
+
+
+def test_retry_after_is_capped_by_max_delay() -> None:
+    session = StubSession(response(503, headers={"Retry-After": "12"}), response(200))
+    vendor, slept = client(session, max_inline_wait_seconds=60)
+    vendor.fetch(REQUEST, Deadline.unbounded())
+    assert slept == [8.0]
+
+
+def test_a_long_retry_after_parks_the_message_instead_of_sleeping() -> None:
+    session = StubSession(response(429, headers={"Retry-After": "120"}))
+    vendor, slept = client(session)
+    with pytest.raises(ParkMessageError) as raised:
+        vendor.fetch(REQUEST, Deadline.unbounded())
+    assert raised.value.delay_seconds == 120
+    assert slept == []
+
+
+def test_a_retry_after_past_the_remaining_time_parks_the_message() -> None:
+    session = StubSession(response(429, headers={"Retry-After": "10"}))
+    vendor, _ = client(session)
+    with pytest.raises(ParkMessageError):
+        vendor.fetch(REQUEST, Deadline(lambda: 8_000, 0.0))
+
+
+def test_no_wait_is_started_past_the_remaining_time() -> None:
+    # Given 2.5 s left: the first wait (1 s) fits, the second (2 s) does not
+    clock = {"ms": 2_500}
+    session = StubSession(response(503), response(503), response(200))
+    vendor, slept = client(session)
+    vendor._sleep = lambda s: (slept.append(s), clock.__setitem__("ms", clock["ms"] - int(s * 1000)))  # type: ignore[method-assign]
+    with pytest.raises(TransientHttpError, match="503"):
+        vendor.fetch(REQUEST, Deadline(lambda: clock["ms"], 0.0))
+    assert slept == [1.0]
+
+
+def test_attempts_are_bounded() -> None:
+    session = StubSession(*(response(502) for _ in range(4)))
+    vendor, slept = client(session)
+    with pytest.raises(TransientHttpError, match="502"):
+        vendor.fetch(REQUEST, Deadline.unbounded())
+    assert len(session.calls) == 4 and len(slept) == 3
+
+
+@pytest.mark.parametrize(
+    "error", [requests.ConnectTimeout("boom"), requests.ReadTimeout("slow"), requests.ConnectionError("reset")]
+)
+def test_connection_errors_and_timeouts_are_retried(error: Exception) -> None:
+    session = StubSession(error, response(200))
+    vendor, slept = client(session)
+    assert vendor.fetch(REQUEST, Deadline.unbounded()).document == {"data": []}
+    assert len(slept) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+def test_other_4xx_are_permanent_and_not_retried(status: int) -> None:
+    session = StubSession(response(status))
+    vendor, slept = client(session)
+    with pytest.raises(PermanentHttpError, match=str(status)):
+        vendor.fetch(REQUEST, Deadline.unbounded())
+    assert slept == []
+
+
+def test_a_body_that_is_not_json_is_permanent() -> None:
+    session = StubSession(response(200, raw=b"<html>down for maintenance</html>", headers={"Content-Type": "text/html"}))
+    vendor, _ = client(session)
+    with pytest.raises(BadResponseError, match=r"not JSON \(text/html"):
+        vendor.fetch(REQUEST, Deadline.unbounded())
+
+
+def test_a_body_over_the_size_limit_is_refused() -> None:
+    session = StubSession(response(200, raw=b"[" + b"1," * 2000 + b"1]"))
+    vendor, _ = client(session)
+    with pytest.raises(PermanentHttpError, match="over the 2048-byte limit"):
+        vendor.fetch(REQUEST, Deadline.unbounded())
+
+
+def test_a_redirect_to_another_host_is_refused() -> None:
+    session = StubSession(response(302, headers={"Location": "https://elsewhere.example.net/things"}))
+    vendor, _ = client(session)
+    with pytest.raises(PermanentHttpError, match=r"redirect \(302\) to https://elsewhere.example.net refused"):
+        vendor.fetch(REQUEST, Deadline.unbounded())
+
+
+def test_a_redirect_on_the_same_host_is_followed() -> None:
+    session = StubSession(response(301, headers={"Location": "/v2/things?page=1"}), response(200, {"data": [2]}))
+    vendor, _ = client(session)
+    assert vendor.fetch(REQUEST, Deadline.unbounded()).document == {"data": [2]}
+    assert session.calls[1]["url"] == "https://api.example.com/v2/things?page=1"
+
+
+def test_requests_go_out_with_timeouts_credentials_and_no_automatic_redirects() -> None:
+    session = StubSession(response(200))
+    vendor, _ = client(session, credentials=Credentials(headers={"X-Api-Key": "k"}, params={"token": "t"}))
+    vendor.fetch(REQUEST, Deadline.unbounded())
+    call = session.calls[0]
+    assert call["timeout"] == (3.05, 30.0)
+    assert call["allow_redirects"] is False
+    assert call["headers"]["X-Api-Key"] == "k"
+    assert call["params"] == {"page": "1", "token": "t"}
+
+
+def test_query_credentials_never_appear_in_errors() -> None:
+    failing = response(404)
+    failing.url = "https://api.example.com/things?page=1&token=s3cr3t"
+    session = StubSession(failing)
+    vendor, _ = client(session, credentials=Credentials(params={"token": "s3cr3t"}))
+    with pytest.raises(PermanentHttpError) as raised:
+        vendor.fetch(REQUEST, Deadline.unbounded())
+    assert "s3cr3t" not in str(raised.value)
+    assert "token=***" in str(raised.value)
+
+
+def test_retries_and_throttles_are_counted() -> None:
+    before = (totals.get("api-x", Metric.RETRIES), totals.get("api-x", Metric.THROTTLED))
+    session = StubSession(response(429, headers={"Retry-After": "1"}), response(503), response(200))
+    vendor, _ = client(session)
+    vendor.fetch(REQUEST, Deadline.unbounded())
+    assert totals.get("api-x", Metric.RETRIES) - before[0] == 2
+    assert totals.get("api-x", Metric.THROTTLED) - before[1] == 1

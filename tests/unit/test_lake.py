@@ -1,0 +1,63 @@
+"""Keys are pure functions of (source, date, shard, page); bodies are deterministic gzip NDJSON."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from apilake.lake import LakeWriter, page_key, to_ndjson
+
+
+@pytest.mark.parametrize(
+    ("source", "day", "shard", "page", "key"),
+    [
+        ("api-a", date(2026, 11, 26), "all", 1, "raw/source=api-a/ingestion_date=2026-11-26/shard=all/page=00001.json.gz"),
+        (
+            "api-b",
+            date(2026, 1, 2),
+            "2026-01-01",
+            99999,
+            "raw/source=api-b/ingestion_date=2026-01-02/shard=2026-01-01/page=99999.json.gz",
+        ),
+    ],
+)
+def test_page_keys_are_deterministic(source: str, day: date, shard: str, page: int, key: str) -> None:
+    assert page_key(source, day, shard, page) == key
+
+
+def test_ndjson_is_one_record_a_line_in_utf8() -> None:
+    assert to_ndjson([{"a": 1, "b": "é"}, [1, 2]]) == '{"a":1,"b":"é"}\n[1,2]\n'.encode()
+    assert to_ndjson([]) == b""
+
+
+@mock_aws
+def test_an_unchanged_page_is_not_rewritten_and_a_changed_one_is() -> None:
+    # Given a bucket with one page written
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    writer = LakeWriter(s3, "lake")
+    first = writer.write_page("raw/k.json.gz", [{"id": 1}], {"run-id": "r1"})
+    head = s3.head_object(Bucket="lake", Key="raw/k.json.gz")
+    # When the same records are written again
+    again = writer.write_page("raw/k.json.gz", [{"id": 1}], {"run-id": "r2"})
+    # Then nothing was written: same ETag, same LastModified, same metadata
+    assert first.written and not again.written and again.bytes_written == 0
+    assert s3.head_object(Bucket="lake", Key="raw/k.json.gz")["ETag"] == head["ETag"]
+    assert s3.head_object(Bucket="lake", Key="raw/k.json.gz")["Metadata"]["run-id"] == "r1"
+    # And different records replace the object
+    changed = writer.write_page("raw/k.json.gz", [{"id": 2}], {"run-id": "r3"})
+    stored = s3.get_object(Bucket="lake", Key="raw/k.json.gz")
+    assert changed.written
+    assert [json.loads(line) for line in gzip.decompress(stored["Body"].read()).splitlines()] == [{"id": 2}]
+    assert stored["Metadata"]["sha256"] == changed.sha256
+    assert stored["Metadata"]["record-count"] == "1"
+
+
+def test_the_same_records_give_the_same_bytes() -> None:
+    body = to_ndjson([{"id": i} for i in range(100)])
+    assert gzip.compress(body, mtime=0) == gzip.compress(body, mtime=0)

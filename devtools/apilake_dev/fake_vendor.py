@@ -74,7 +74,10 @@ class Dataset:
             "active": rng.random() > 0.2,
             "created_at": created.isoformat().replace("+00:00", "Z"),
             "updated_at": updated.isoformat().replace("+00:00", "Z"),
-            "customer": {"id": f"c-{rng.randrange(1, 2000):05d}", "country": rng.choice(["DE", "FR", "US", "GB", "NL"])},
+            "customer": {
+                "id": f"c-{rng.randrange(1, 2000):05d}",
+                "country": rng.choice(["DE", "FR", "US", "GB", "NL"]),
+            },
             "tags": rng.sample(["new", "vip", "promo", "b2b", "retail"], k=rng.randrange(0, 3)),
         }
 
@@ -126,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         state = self.server.state
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -169,7 +172,15 @@ class _Handler(BaseHTTPRequestHandler):
         return page, int(query.get("per_page", "100"))
 
     def _respond(
-        self, style: str, name: str, query: dict[str, str], page: int, size: int, chunk: list[Any], total: int, has_next: bool
+        self,
+        style: str,
+        name: str,
+        query: dict[str, str],
+        page: int,
+        size: int,
+        chunk: list[Any],
+        total: int,
+        has_next: bool,
     ) -> None:
         base = f"http://{self.headers.get('Host')}/{style}/{name}"
         carried = {k: v for k, v in query.items() if k in ("since", "until", "per_page", "api_key")}
@@ -182,7 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
         if style == "offset":
             return self._json(200, {"items": chunk, "total": total})
         if style == "cursor":
-            return self._json(200, {"results": chunk, "next_cursor": encode_cursor(page + 1) if has_next else None, "has_more": has_next})
+            return self._json(
+                200,
+                {"results": chunk, "next_cursor": encode_cursor(page + 1) if has_next else None, "has_more": has_next},
+            )
         if style == "next-url":
             return self._json(200, {"data": chunk, "links": {"next": next_url}})
         if style == "link":

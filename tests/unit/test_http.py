@@ -40,7 +40,9 @@ def test_retry_after_is_read_in_both_forms(header: str | None, seconds: float | 
     assert parse_retry_after(header, now=NOW) == seconds
 
 
-def response(status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None) -> requests.Response:
+def response(
+    status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> requests.Response:
     resp = requests.Response()
     resp.status_code = status
     payload = raw if raw is not None else json.dumps(body if body is not None else {"data": []}).encode()
@@ -78,7 +80,9 @@ def make_source(**retries: Any) -> Source:
     return parse_sources({"sources": [raw]}, "test").get("api-x")
 
 
-def client(session: StubSession, credentials: Credentials | None = None, **retries: Any) -> tuple[VendorClient, list[float]]:
+def client(
+    session: StubSession, credentials: Credentials | None = None, **retries: Any
+) -> tuple[VendorClient, list[float]]:
     slept: list[float] = []
     vendor = VendorClient(
         make_source(**retries),
@@ -136,12 +140,17 @@ def test_a_retry_after_past_the_remaining_time_parks_the_message() -> None:
 
 def test_no_wait_is_started_past_the_remaining_time() -> None:
     # Given 2.5 s left: the first wait (1 s) fits, the second (2 s) does not
-    clock = {"ms": 2_500}
+    remaining_ms = [2_500]
     session = StubSession(response(503), response(503), response(200))
     vendor, slept = client(session)
-    vendor._sleep = lambda s: (slept.append(s), clock.__setitem__("ms", clock["ms"] - int(s * 1000)))  # type: ignore[method-assign]
+
+    def sleep_and_run_down(seconds: float) -> None:
+        slept.append(seconds)
+        remaining_ms[0] -= int(seconds * 1000)
+
+    vendor._sleep = sleep_and_run_down
     with pytest.raises(TransientHttpError, match="503"):
-        vendor.fetch(REQUEST, Deadline(lambda: clock["ms"], 0.0))
+        vendor.fetch(REQUEST, Deadline(lambda: remaining_ms[0], 0.0))
     assert slept == [1.0]
 
 
@@ -173,7 +182,9 @@ def test_other_4xx_are_permanent_and_not_retried(status: int) -> None:
 
 
 def test_a_body_that_is_not_json_is_permanent() -> None:
-    session = StubSession(response(200, raw=b"<html>down for maintenance</html>", headers={"Content-Type": "text/html"}))
+    session = StubSession(
+        response(200, raw=b"<html>down for maintenance</html>", headers={"Content-Type": "text/html"})
+    )
     vendor, _ = client(session)
     with pytest.raises(BadResponseError, match=r"not JSON \(text/html"):
         vendor.fetch(REQUEST, Deadline.unbounded())

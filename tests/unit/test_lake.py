@@ -16,7 +16,13 @@ from apilake.lake import LakeWriter, page_key, to_ndjson
 @pytest.mark.parametrize(
     ("source", "day", "shard", "page", "key"),
     [
-        ("api-a", date(2026, 11, 26), "all", 1, "raw/source=api-a/ingestion_date=2026-11-26/shard=all/page=00001.json.gz"),
+        (
+            "api-a",
+            date(2026, 11, 26),
+            "all",
+            1,
+            "raw/source=api-a/ingestion_date=2026-11-26/shard=all/page=00001.json.gz",
+        ),
         (
             "api-b",
             date(2026, 1, 2),

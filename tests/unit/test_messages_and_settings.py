@@ -63,9 +63,18 @@ def test_worker_settings_from_env() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({k: v for k, v in WORKER_ENV.items() if k != "APILAKE_SOURCE"}, "environment variable APILAKE_SOURCE: Field required"),
-        ({**WORKER_ENV, "APILAKE_LAKE_BUCKET": "  "}, "environment variable APILAKE_LAKE_BUCKET: String should have at least 1"),
-        ({**WORKER_ENV, "APILAKE_SAFETY_MARGIN_SECONDS": "-1"}, "APILAKE_SAFETY_MARGIN_SECONDS: Input should be greater"),
+        (
+            {k: v for k, v in WORKER_ENV.items() if k != "APILAKE_SOURCE"},
+            "environment variable APILAKE_SOURCE: Field required",
+        ),
+        (
+            {**WORKER_ENV, "APILAKE_LAKE_BUCKET": "  "},
+            "environment variable APILAKE_LAKE_BUCKET: String should have at least 1",
+        ),
+        (
+            {**WORKER_ENV, "APILAKE_SAFETY_MARGIN_SECONDS": "-1"},
+            "APILAKE_SAFETY_MARGIN_SECONDS: Input should be greater",
+        ),
     ],
 )
 def test_worker_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -74,7 +83,9 @@ def test_worker_settings_errors_name_the_variable(env: dict[str, str], message: 
 
 
 def test_planner_settings_read_queue_urls_as_json() -> None:
-    settings = PlannerSettings.from_env({"APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URLS": '{"api-a": "https://q/a"}'})
+    settings = PlannerSettings.from_env(
+        {"APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URLS": '{"api-a": "https://q/a"}'}
+    )
     assert settings.queue_urls == {"api-a": "https://q/a"}
 
 

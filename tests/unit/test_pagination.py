@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -27,10 +27,14 @@ def source(pagination: dict[str, Any], **extra: Any) -> Source:
 
 
 def item(page: int = 1, cursor: str | None = None, shard: str = "all") -> WorkItem:
-    return WorkItem(run_id="r1", source="api-x", ingestion_date=date(2026, 11, 26), shard=shard, page=page, cursor=cursor)
+    return WorkItem(
+        run_id="r1", source="api-x", ingestion_date=date(2026, 11, 26), shard=shard, page=page, cursor=cursor
+    )
 
 
-def vendor_page(document: Any, headers: dict[str, str] | None = None, url: str = "https://api.example.com/things") -> VendorPage:
+def vendor_page(
+    document: Any, headers: dict[str, str] | None = None, url: str = "https://api.example.com/things"
+) -> VendorPage:
     return VendorPage(document=document, headers=headers or {}, url=url, size_bytes=0, latency_ms=0.0)
 
 
@@ -82,7 +86,12 @@ class TestOffset:
 
 
 class TestCursor:
-    config = {"type": "cursor", "cursor_param": "after", "cursor_path": "paging.next", "has_more_path": "paging.more"}
+    config: ClassVar[dict[str, Any]] = {
+        "type": "cursor",
+        "cursor_param": "after",
+        "cursor_path": "paging.next",
+        "has_more_path": "paging.more",
+    }
 
     def test_first_page_has_no_cursor_the_next_carries_it(self) -> None:
         paginator = paginator_for(source(self.config))
@@ -99,8 +108,13 @@ class TestCursor:
             ({"next": ""}, None),
         ],
     )
-    def test_the_chain_follows_the_cursor_until_it_ends(self, paging: dict[str, Any], expected: NextPage | None) -> None:
-        assert paginator_for(source(self.config)).next_page(item(1, "c1"), vendor_page({"paging": paging}), [1]) == expected
+    def test_the_chain_follows_the_cursor_until_it_ends(
+        self, paging: dict[str, Any], expected: NextPage | None
+    ) -> None:
+        assert (
+            paginator_for(source(self.config)).next_page(item(1, "c1"), vendor_page({"paging": paging}), [1])
+            == expected
+        )
 
     def test_a_repeated_cursor_stops_instead_of_looping(self) -> None:
         with pytest.raises(BadResponseError, match="same cursor again"):
@@ -112,7 +126,7 @@ class TestCursor:
 
 
 class TestNextUrl:
-    config = {"type": "next_url", "next_url_path": "links.next"}
+    config: ClassVar[dict[str, Any]] = {"type": "next_url", "next_url_path": "links.next"}
 
     def test_page_one_is_the_configured_request_the_others_the_given_url(self) -> None:
         paginator = paginator_for(source(self.config))
@@ -122,7 +136,9 @@ class TestNextUrl:
         )
 
     def test_relative_links_are_resolved_against_the_page(self) -> None:
-        following = paginator_for(source(self.config)).next_page(item(1), vendor_page({"links": {"next": "/things?page=2"}}), [])
+        following = paginator_for(source(self.config)).next_page(
+            item(1), vendor_page({"links": {"next": "/things?page=2"}}), []
+        )
         assert following == NextPage("https://api.example.com/things?page=2")
 
     def test_a_link_to_another_host_is_refused(self) -> None:
@@ -136,7 +152,9 @@ class TestNextUrl:
 
 class TestLinkHeader:
     def test_rel_next_is_followed(self) -> None:
-        header = '<https://api.example.com/things?page=1>; rel="prev", <https://api.example.com/things?page=3>; rel="next"'
+        header = (
+            '<https://api.example.com/things?page=1>; rel="prev", <https://api.example.com/things?page=3>; rel="next"'
+        )
         page = vendor_page([], headers={"Link": header})
         following = paginator_for(source({"type": "link_header"}, records_path="")).next_page(item(2), page, [])
         assert following == NextPage("https://api.example.com/things?page=3")

@@ -27,7 +27,7 @@ class Credentials:
 
     def redact(self, url: str) -> str:
         """``url`` with the value of every credential query parameter replaced by ``***``."""
-        return _replace_params(url, {name: "***" for name in self.params})
+        return _replace_params(url, dict.fromkeys(self.params, "***"))
 
     def strip(self, url: str) -> str:
         """``url`` without the credential query parameters (they are added again on each request)."""

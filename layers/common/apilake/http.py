@@ -23,8 +23,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 
-from apilake.auth import CredentialStore, Credentials
+from apilake.auth import Credentials, CredentialStore
 from apilake.config import Source
 from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
 from apilake.observability import Metric, count, logger
@@ -102,7 +103,7 @@ class VendorClient:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientHttpError),
             wait=self._wait,
-            stop=stop_any(stop_after_attempt(retries.max_attempts), _past_deadline(deadline)),
+            stop=stop_any(stop_after_attempt(retries.max_attempts), _StopAtDeadline(deadline)),
             before_sleep=self._before_sleep,
             sleep=self._sleep,
             reraise=True,
@@ -122,7 +123,11 @@ class VendorClient:
         error = state.outcome.exception() if state.outcome else None
         logger.info(
             "retrying vendor request",
-            extra={"attempt": state.attempt_number, "wait_seconds": round(state.upcoming_sleep, 3), "error": str(error)},
+            extra={
+                "attempt": state.attempt_number,
+                "wait_seconds": round(state.upcoming_sleep, 3),
+                "error": str(error),
+            },
         )
 
     def _attempt(self, request: PageRequest, deadline: Deadline) -> VendorPage:
@@ -147,10 +152,11 @@ class VendorClient:
             body = self._read_capped(response)
         try:
             document: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; their text may quote the body
             content_type = response.headers.get("Content-Type", "no content type")
             raise BadResponseError(
-                f"the response of {self._shown(response)} is not JSON ({content_type}, {len(body)} bytes): {exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason}"
+                f"the response of {self._shown(response)} is not JSON ({content_type}, {len(body)} bytes): "
+                f"{type(exc).__name__}"
             ) from None
         return VendorPage(
             document=document,
@@ -215,7 +221,9 @@ class VendorClient:
         limit = self.source.max_page_bytes
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PermanentHttpError(f"the response of {self._shown(response)} is {declared} bytes, over the {limit}-byte limit")
+            raise PermanentHttpError(
+                f"the response of {self._shown(response)} is {declared} bytes, over the {limit}-byte limit"
+            )
         chunks: list[bytes] = []
         size = 0
         try:
@@ -225,25 +233,32 @@ class VendorClient:
                     raise PermanentHttpError(f"the response of {self._shown(response)} is over the {limit}-byte limit")
                 chunks.append(chunk)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientHttpError(f"the response of {self._shown(response)} broke off: {type(exc).__name__}") from None
+            raise TransientHttpError(
+                f"the response of {self._shown(response)} broke off: {type(exc).__name__}"
+            ) from None
         return b"".join(chunks)
 
     def _shown(self, response: requests.Response) -> str:
         return self.credentials.redact(response.url)
 
 
-def _past_deadline(deadline: Deadline) -> Callable[[RetryCallState], bool]:
-    def stop(state: RetryCallState) -> bool:
-        return state.upcoming_sleep >= deadline.remaining()
+class _StopAtDeadline(stop_base):
+    """Stop when the next wait would not end before the deadline (tenacity computes the wait first)."""
 
-    return stop
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep >= self.deadline.remaining()
 
 
 class VendorClients:
     """One :class:`VendorClient` per source for the life of a container: one pooled session, and a
     pacer per source that keeps its pace across invocations."""
 
-    def __init__(self, session: requests.Session, credentials: CredentialStore, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, session: requests.Session, credentials: CredentialStore, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._session = session
         self._credentials = credentials
         self._sleep = sleep

@@ -80,11 +80,15 @@ class PageIngester:
     def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
         """The record handler of the batch processor: returns the key landed, raises to fail the record."""
         item = record.body
-        logger.append_keys(message_id=record.messageId, source=item.source, shard=item.shard, page=item.page, run_id=item.run_id)
+        logger.append_keys(
+            message_id=record.messageId, source=item.source, shard=item.shard, page=item.page, run_id=item.run_id
+        )
         deadline = Deadline(lambda_context.get_remaining_time_in_millis, self.settings.safety_margin_seconds)
         try:
             if self._failures_in_a_row >= CIRCUIT_THRESHOLD:
-                raise CircuitOpenError(f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch")
+                raise CircuitOpenError(
+                    f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch"
+                )
             result = self._ingest(item, deadline)
         except ParkMessageError as exc:
             self._failures_in_a_row += 1
@@ -113,7 +117,9 @@ class PageIngester:
 
     def _ingest(self, item: WorkItem, deadline: Deadline) -> WriteResult:
         if item.source != self.settings.source:
-            raise InvalidMessageError(f"message for source '{item.source}' reached the worker of '{self.settings.source}'")
+            raise InvalidMessageError(
+                f"message for source '{item.source}' reached the worker of '{self.settings.source}'"
+            )
         source = self.sources.get(item.source)
         paginator = paginator_for(source)
         client = self.vendors.for_source(source)
@@ -154,7 +160,12 @@ class PageIngester:
         count(item.source, Metric.BYTES_WRITTEN, result.bytes_written)
         logger.info(
             "page landed" if result.written else "page unchanged",
-            extra={"key": result.key, "records": result.records, "bytes": result.bytes_written, "has_next": following is not None},
+            extra={
+                "key": result.key,
+                "records": result.records,
+                "bytes": result.bytes_written,
+                "has_next": following is not None,
+            },
         )
         return result
 
@@ -166,7 +177,7 @@ class PageIngester:
             return
         if state.claim is Claim.PENDING and state.age_seconds < self.settings.continuation_stale_seconds:
             raise ContinuationInFlightError(
-                f"page {next_item.page} was claimed {state.age_seconds:.0f}s ago by another delivery and not yet confirmed"
+                f"page {next_item.page} was claimed {state.age_seconds:.0f}s ago by another delivery, not yet confirmed"
             )
         try:
             self.sender.send_one(self.settings.queue_url, next_item)

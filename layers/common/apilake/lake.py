@@ -71,4 +71,5 @@ class LakeWriter:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return head.get("Metadata", {}).get("sha256")
+        stored = head.get("Metadata", {}).get("sha256")
+        return str(stored) if stored else None

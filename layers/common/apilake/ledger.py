@@ -158,7 +158,11 @@ class Ledger:
             )
             return ClaimState(Claim.CREATED)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if exc.response.get("Error", {}).get("Code") not in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
                 raise
         stored = self._s3.get_object(Bucket=self.bucket, Key=key)
         state = json.loads(stored["Body"].read()).get("state")
@@ -225,4 +229,8 @@ class Ledger:
 
     def _keys(self, prefix: str) -> list[str]:
         paginator = self._s3.get_paginator("list_objects_v2")
-        return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+        return [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, Json, StringConstraints
 
 from apilake.config import SourceName
 
-SCHEMA_VERSION = 1
 MAX_PAGES_PER_SHARD = 99_999  # keys carry the page as five digits
 
 # Every field that reaches an S3 key is constrained to characters that cannot form a path.
@@ -23,7 +22,7 @@ class WorkItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     run_id: RunId
     source: SourceName
     ingestion_date: date
@@ -39,4 +38,4 @@ class WorkItem(BaseModel):
 class WorkItemRecord(SqsRecordModel):
     """An SQS record whose body is a JSON work item (validated by the batch processor)."""
 
-    body: Json[WorkItem]  # type: ignore[assignment]
+    body: Json[WorkItem]

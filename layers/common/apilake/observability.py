@@ -7,8 +7,9 @@ Logs are JSON (Powertools Logger); metrics are CloudWatch EMF (Powertools Metric
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import Counter
+from collections import defaultdict
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger, Metrics
@@ -18,6 +19,8 @@ SERVICE = "apilake"
 NAMESPACE = "apilake"
 
 logger = Logger(service=SERVICE)
+# The standard-library logger under Powertools' (same name, same JSON formatter), for APIs that want one.
+std_logger = logging.getLogger(SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 
@@ -42,7 +45,7 @@ class Totals:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str]] = Counter()
+        self._counts: defaultdict[tuple[str, str], float] = defaultdict(float)
 
     def add(self, source: str, metric: Metric, value: float) -> None:
         with self._lock:
@@ -50,7 +53,7 @@ class Totals:
 
     def get(self, source: str, metric: Metric) -> float:
         with self._lock:
-            return self._counts[(source, metric.value)]
+            return self._counts.get((source, metric.value), 0.0)
 
     def snapshot(self) -> dict[tuple[str, str], float]:
         with self._lock:
@@ -76,5 +79,6 @@ def count(source: str, metric: Metric, value: float = 1) -> None:
 
 
 def use_source(source: str) -> None:
-    """Make ``source`` the dimension of this invoke's aggregated metrics."""
-    metrics.set_default_dimensions(source=source)
+    """Make ``source`` the dimension of this invoke's aggregated metrics (kept across invokes)."""
+    if metrics.default_dimensions.get("source") != source:
+        metrics.set_default_dimensions(source=source)

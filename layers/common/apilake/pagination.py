@@ -182,7 +182,9 @@ class _UrlChainPaginator(Paginator):
         url = urljoin(page.url, link)
         parts = urlsplit(url)
         if (parts.scheme, parts.netloc) != self.source.origin:
-            raise BadResponseError(f"the next page's URL points to {parts.scheme}://{parts.netloc}, not to the source's host")
+            raise BadResponseError(
+                f"the next page's URL points to {parts.scheme}://{parts.netloc}, not to the source's host"
+            )
         if url == item.cursor:
             raise BadResponseError(f"the vendor returned the same next URL again on page {item.page}: stopping a loop")
         return NextPage(cursor=url)
@@ -252,7 +254,6 @@ def _checked_count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
         raise BadResponseError(f"{what} is not a non-negative whole number: {value!r}")
     count = int(value)
-    if what == "page count" or what == "total pages":
-        if count > MAX_PAGES_PER_SHARD:
-            raise BadResponseError(f"{count} pages in one shard is more than the {MAX_PAGES_PER_SHARD} a shard may hold")
+    if (what == "page count" or what == "total pages") and count > MAX_PAGES_PER_SHARD:
+        raise BadResponseError(f"{count} pages in one shard is more than the {MAX_PAGES_PER_SHARD} a shard may hold")
     return count

@@ -75,9 +75,7 @@ def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
         if event.get("source") in ("aws.events", "aws.scheduler"):
             scheduled = ScheduledEvent.model_validate(event)
             when = scheduled.time.astimezone(UTC)
-            return PlanRequest(
-                run_id=f"sched-{when:%Y%m%dT%H%M%SZ}", ingestion_date=when.date(), trigger="schedule"
-            )
+            return PlanRequest(run_id=f"sched-{when:%Y%m%dT%H%M%SZ}", ingestion_date=when.date(), trigger="schedule")
         manual = ManualRun.model_validate(event)
     except ValidationError as exc:
         lines = [f"planner event: {'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()]
@@ -169,7 +167,9 @@ class Planner:
             raise PlanningError(f"run {request.run_id}: some sources were not planned: {summary.errors}")
         return summary
 
-    def _plan_source(self, source: Source, request: PlanRequest, deadline: Deadline) -> tuple[SourcePlan, list[WorkItem]]:
+    def _plan_source(
+        self, source: Source, request: PlanRequest, deadline: Deadline
+    ) -> tuple[SourcePlan, list[WorkItem]]:
         paginator = paginator_for(source)
         shards: list[ShardPlan] = []
         items: list[WorkItem] = []
@@ -182,7 +182,9 @@ class Planner:
                 items.append(first)
                 continue
             try:
-                probed = self.client_for(source).fetch(paginator.request(first), deadline) if paginator.needs_probe else None
+                probed = (
+                    self.client_for(source).fetch(paginator.request(first), deadline) if paginator.needs_probe else None
+                )
                 pages = paginator.page_count(probed)
             except ApilakeError as exc:
                 logger.error("probe failed", extra={"source": source.name, "shard": shard, "reason": str(exc)})

@@ -1,0 +1,141 @@
+"""Vendor faults through the real handlers: throttling, 5xx, slow and malformed responses, parking."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from apilake.lake import page_key
+from apilake.observability import Metric, totals
+from apilake_dev.event_source import LambdaContextStub
+from apilake_dev.fake_vendor import Fault
+from tests.conftest import load_event
+from tests.integration.conftest import DATASETS, MAX_RECEIVE_COUNT, READ_TIMEOUT, Harness
+
+RUN = "sched-20261126T010000Z"
+INGESTION = date(2026, 11, 26)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.throttle(retry_after=1),
+        Fault.throttle(retry_after=1, http_date=True),
+        Fault.throttle(),
+        Fault("status", status=503),
+        Fault("status", status=500, retry_after="1"),
+        Fault("slow", delay_seconds=READ_TIMEOUT + 1.5),
+        Fault("truncated"),
+        Fault("reset"),
+    ],
+    ids=[
+        "429 Retry-After seconds",
+        "429 Retry-After HTTP-date",
+        "429 bare",
+        "503",
+        "500 Retry-After",
+        "slow",
+        "truncated",
+        "reset",
+    ],
+)
+def test_transient_faults_are_retried_and_the_page_lands_once(harness: Harness, fault: Fault) -> None:
+    # Given page 3 of the offset source fails once with the fault
+    harness.plan(load_event("planner.json"))
+    harness.vendor.inject("offset", "ds-f", 3, fault)
+    retries_before = totals.get("offsets", Metric.RETRIES)
+    # When the queue drains
+    stats = harness.drain("offsets")
+    # Then the page was retried inside the invocation and landed; nothing failed, nothing is missing
+    assert stats.failed == 0
+    assert harness.vendor.requests_for("offset", "ds-f", 3) == 2
+    assert totals.get("offsets", Metric.RETRIES) - retries_before == 1
+    assert harness.records("offsets") == DATASETS["offsets"].records(None, None)
+    assert harness.status(RUN).sources[5].complete
+
+
+def test_throttling_on_a_chain_page_is_retried_without_breaking_the_chain(harness: Harness) -> None:
+    harness.plan(load_event("planner.json"))
+    harness.vendor.inject("cursor", "ds-b", 3, Fault.throttle(retry_after=1), Fault("status", status=502))
+    throttled_before = totals.get("api-b", Metric.THROTTLED)
+    harness.drain("api-b")
+    assert harness.records("api-b") == DATASETS["api-b"].records(None, None)
+    assert totals.get("api-b", Metric.THROTTLED) - throttled_before == 1
+
+
+def test_a_malformed_body_fails_that_page_only_it_reaches_the_dlq_and_status_names_it(harness: Harness) -> None:
+    # Given page 7 of the offset source always answers a malformed body
+    harness.plan(load_event("planner.json"))
+    harness.vendor.inject("offset", "ds-f", 7, Fault("malformed"), forever=True)
+    # When the queue drains
+    harness.drain("offsets")
+    # Then the nine other pages landed, the page's message is in the DLQ after maxReceiveCount attempts
+    assert len(harness.keys("offsets")) == 9
+    assert page_key("offsets", INGESTION, "all", 7) not in harness.keys("offsets")
+    assert [json.loads(b)["page"] for b in harness.dlq_bodies("offsets")] == [7]
+    assert harness.vendor.requests_for("offset", "ds-f", 7) == MAX_RECEIVE_COUNT
+    # And the ledger names the missing page
+    offsets = next(s for s in harness.status(RUN).sources if s.source == "offsets")
+    assert not offsets.complete and offsets.shards[0].missing == [7]
+
+
+def test_a_chain_that_breaks_is_reported_as_not_ended(harness: Harness) -> None:
+    harness.plan(load_event("planner.json"))
+    harness.vendor.inject("next-url", "ds-c", 2, Fault("status", status=404), forever=True)
+    harness.drain("api-c")
+    api_c = next(s for s in harness.status(RUN).sources if s.source == "api-c")
+    assert not api_c.complete
+    assert (
+        api_c.shards[0].landed_pages == 1 and api_c.shards[0].note == "chain not ended: no page after 1 has landed yet"
+    )
+
+
+def test_a_long_retry_after_parks_the_message_in_the_queue(harness: Harness) -> None:
+    # Given the only page of a source answers 429 with Retry-After: 600 (longer than we sleep inline)
+    harness.send(
+        "one-page", {"run_id": "r1", "source": "one-page", "ingestion_date": "2026-11-26", "shard": "all", "page": 1}
+    )
+    harness.vendor.inject("single", "ds-g", 1, Fault.throttle(retry_after=600))
+    source = harness.event_source("one-page")
+    # When the worker gets it
+    assert source.poll_once() == 1
+    # Then the message failed without a retry inside Lambda, and is hidden in the queue for the wait
+    assert source.stats.failed == 1
+    assert harness.vendor.requests_for("single", "ds-g", 1) == 1
+    assert source.in_queue() == 1 and source.poll_once() == 0
+    assert totals.get("one-page", Metric.PARKED) >= 1
+    # And once the wait is over (made visible by hand here) the page lands
+    message = harness.sqs.receive_message(QueueUrl=harness.queues["one-page"], VisibilityTimeout=0).get("Messages")
+    assert message is None  # still parked
+    harness.sqs.purge_queue(QueueUrl=harness.queues["one-page"])
+    harness.send(
+        "one-page", {"run_id": "r1", "source": "one-page", "ingestion_date": "2026-11-26", "shard": "all", "page": 1}
+    )
+    source.drain()
+    assert harness.records("one-page") == DATASETS["one-page"].records(None, None)
+
+
+def test_the_worker_event_fixture_lands_its_page(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the SQS event `sam local invoke -e events/worker.json` sends (api-a, shard 2026-11-25, page 1)
+    event = load_event("worker.json")
+    monkeypatch.setenv("APILAKE_SOURCE", "api-a")
+    monkeypatch.setenv("APILAKE_LAKE_BUCKET", "apilake-test-lake")
+    monkeypatch.setenv("APILAKE_QUEUE_URL", harness.queues["api-a"])
+    monkeypatch.setenv("APILAKE_SOURCES_FILE", str(harness.sources_path))
+    # When the worker handler is invoked with it
+    result = harness.worker.handler(event, LambdaContextStub("worker-api-a", 60))
+    # Then no record failed and the page holds the vendor's first 7 records of that day
+    assert result == {"batchItemFailures": []}
+    assert harness.keys("api-a") == [page_key("api-a", INGESTION, "2026-11-25", 1)]
+    assert harness.records("api-a") == DATASETS["api-a"].records("2026-11-25", "2026-11-26")[:7]
+
+
+def test_the_backfill_event_plans_one_shard_per_day_of_its_window(harness: Harness) -> None:
+    summary = harness.plan(load_event("planner-backfill.json"))
+    assert summary["run_id"] == "backfill-2026-11-w1" and list(summary["messages"]) == ["api-a"]
+    status = harness.status("backfill-2026-11-w1")
+    assert [s.shard for s in status.sources[0].shards] == [f"2026-11-0{d}" for d in range(1, 8)]
+    # the fake vendor has no api-a records in early November: seven shards of zero pages, complete
+    assert status.complete and all(s.expected_pages == 0 for s in status.sources[0].shards)

@@ -1,0 +1,207 @@
+"""Planner: events become plan requests; sources x shards become work items, sent once each."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from apilake.config import SourcesFile, parse_sources
+from apilake.exceptions import ConfigError, PlanningError, TransientHttpError
+from apilake.http import Deadline
+from apilake.ledger import Ledger
+from apilake.pagination import PageRequest, VendorPage
+from apilake.planner import Planner, PlanRequest, parse_planner_event, shards_for
+from apilake.queue import QueueSender
+from tests.conftest import load_event
+
+NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+
+
+def test_the_scheduled_event_fixes_run_id_and_date() -> None:
+    request = parse_planner_event(load_event("planner.json"), now=NOW)
+    assert request == PlanRequest(
+        run_id="sched-20261126T010000Z", ingestion_date=date(2026, 11, 26), trigger="schedule"
+    )
+
+
+def test_a_classic_eventbridge_scheduled_event_works_too() -> None:
+    event = {**load_event("planner.json"), "source": "aws.events", "time": "2026-11-25T23:00:00-02:00"}
+    assert parse_planner_event(event).run_id == "sched-20261126T010000Z"
+
+
+def test_the_backfill_event_gives_sources_window_and_ids() -> None:
+    request = parse_planner_event(load_event("planner-backfill.json"), now=NOW)
+    assert request.sources == ["api-a"]
+    assert request.shard_window == (date(2026, 11, 1), date(2026, 11, 7))
+    assert request.run_id == "backfill-2026-11-w1" and request.trigger == "manual"
+
+
+def test_an_empty_manual_event_runs_everything_today() -> None:
+    request = parse_planner_event({}, now=NOW)
+    assert request.ingestion_date == date(2026, 11, 26) and request.sources is None
+    assert request.run_id.startswith("manual-20261126T093000Z-")
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"sorces": ["api-a"]}, "planner event: sorces: Extra inputs are not permitted"),
+        ({"shard_from": "2026-11-01"}, "give both shard_from and shard_to"),
+        ({"shard_from": "2026-11-07", "shard_to": "2026-11-01"}, "shard_to is before shard_from"),
+        ({"shard_from": "2020-01-01", "shard_to": "2026-01-01"}, "at most 366 days"),
+        ({"run_id": "../x"}, "planner event: run_id: String should match pattern"),
+        ({"source": "aws.scheduler"}, "planner event: time: Field required"),
+        (["api-a"], "planner event: expected a JSON object, got list"),
+    ],
+)
+def test_bad_planner_events_say_what_is_wrong(event: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_planner_event(event, now=NOW)
+
+
+def sources(*extra: dict[str, Any]) -> SourcesFile:
+    def make(name: str, pagination: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "base_url": "https://x.example.com",
+            "records_path": "data",
+            "pagination": pagination,
+            **more,
+        }
+
+    raw = [
+        make("fan", {"type": "page_number", "page_size": 10, "total_path": "total"}),
+        make("chain", {"type": "cursor", "cursor_path": "next"}),
+        make(
+            "daily",
+            {"type": "single"},
+            sharding={"type": "daily", "start_param": "from", "end_param": "to", "lookback_days": 3},
+        ),
+        *extra,
+    ]
+    return parse_sources({"sources": raw}, "test")
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        (None, ["2026-11-23", "2026-11-24", "2026-11-25"]),
+        ((date(2026, 2, 27), date(2026, 3, 1)), ["2026-02-27", "2026-02-28", "2026-03-01"]),
+    ],
+)
+def test_daily_shards_are_the_lookback_days_or_the_window(
+    window: tuple[date, date] | None, expected: list[str]
+) -> None:
+    request = PlanRequest("r", date(2026, 11, 26), "manual", shard_window=window)
+    assert shards_for(sources().get("daily"), request) == expected
+    assert shards_for(sources().get("fan"), request) == ["all"]
+
+
+class StubClient:
+    def __init__(self, total: int | Exception) -> None:
+        self.total = total
+        self.requests: list[PageRequest] = []
+
+    def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage:
+        self.requests.append(request)
+        if isinstance(self.total, Exception):
+            raise self.total
+        return VendorPage({"total": self.total, "data": []}, {}, request.url, 0, 0.0)
+
+
+@pytest.fixture
+def aws() -> Any:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("fan", "chain", "daily")}
+        yield s3, sqs, urls
+
+
+def drain_bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
+    bodies = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [json.loads(m["Body"]) for m in messages]
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]} for m in messages]
+        )
+    return bodies
+
+
+def planner(aws: Any, client: StubClient) -> Planner:
+    s3, sqs, urls = aws
+    return Planner(sources(), urls, Ledger(s3, "lake"), QueueSender(sqs), lambda source: client, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+
+
+def test_fan_out_sends_one_message_per_page_and_chains_send_the_first(aws: Any) -> None:
+    # Given a vendor that says 95 records (10 pages of 10) for the fan-out source
+    s3, sqs, urls = aws
+    client = StubClient(total=95)
+    # When the scheduled run is planned
+    summary = planner(aws, client).plan(parse_planner_event(load_event("planner.json")), Deadline.unbounded())
+    # Then every page of the fan-out source was enqueued once, the chain got page 1, each daily shard its page
+    assert summary.messages == {"fan": 10, "chain": 1, "daily": 3}
+    assert sorted(b["page"] for b in drain_bodies(sqs, urls["fan"])) == list(range(1, 11))
+    assert [b["page"] for b in drain_bodies(sqs, urls["chain"])] == [1]
+    assert sorted(b["shard"] for b in drain_bodies(sqs, urls["daily"])) == ["2026-11-23", "2026-11-24", "2026-11-25"]
+    # And the probe asked for page 1 of the fan-out source only
+    assert [r.params for r in client.requests] == [{"page": "1", "per_page": "10"}]
+    # And the manifest says what to expect
+    manifest = Ledger(s3, "lake").read_manifest("sched-20261126T010000Z")
+    assert manifest is not None
+    assert manifest.sources["fan"].shards[0].expected_pages == 10
+    assert manifest.sources["chain"].shards[0].mode == "chain"
+
+
+def test_a_failed_probe_fails_its_source_plans_the_others_and_raises(aws: Any) -> None:
+    s3, sqs, urls = aws
+    with pytest.raises(PlanningError, match="fan"):
+        planner(aws, StubClient(TransientHttpError("503 from x"))).plan(
+            PlanRequest("r1", date(2026, 11, 26), "manual"), Deadline.unbounded()
+        )
+    assert drain_bodies(sqs, urls["fan"]) == []
+    assert len(drain_bodies(sqs, urls["chain"])) == 1
+    manifest = Ledger(s3, "lake").read_manifest("r1")
+    assert manifest is not None and "probe failed: 503 from x" in str(manifest.sources["fan"].shards[0].error)
+
+
+def test_a_subset_of_sources_is_planned_alone(aws: Any) -> None:
+    summary = planner(aws, StubClient(5)).plan(
+        PlanRequest("r1", date(2026, 11, 26), "manual", sources=["chain"]), Deadline.unbounded()
+    )
+    assert summary.messages == {"chain": 1}
+
+
+def test_a_source_without_a_queue_is_a_config_error(aws: Any) -> None:
+    s3, sqs, urls = aws
+    extra = {
+        "name": "orphan",
+        "base_url": "https://x.example.com",
+        "records_path": "",
+        "pagination": {"type": "single"},
+    }
+    orphaned = Planner(sources(extra), urls, Ledger(s3, "lake"), QueueSender(sqs), lambda source: StubClient(1))  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match=r"no queue URL configured for source\(s\): orphan"):
+        orphaned.plan(PlanRequest("r1", date(2026, 11, 26), "manual"), Deadline.unbounded())
+
+
+def test_sends_are_batched_by_ten(aws: Any) -> None:
+    _s3, sqs, _urls = aws
+    calls: list[int] = []
+    original = sqs.send_message_batch
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["Entries"]))
+        return original(**kwargs)
+
+    sqs.send_message_batch = counting
+    planner(aws, StubClient(total=250)).plan(
+        PlanRequest("r1", date(2026, 11, 26), "manual", sources=["fan"]), Deadline.unbounded()
+    )
+    assert sorted(calls) == [5, 10, 10]

@@ -8,6 +8,9 @@ PY312 ?= $(shell for p in "$$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev
   [ -n "$$p" ] && "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
+CHECKOV_VERSION := 3.3.30
+# checkov pins an old boto3 that breaks aws-sam-cli: it gets an environment of its own.
+CHECKOV := .checkov
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -21,12 +24,13 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env test unit integration lint build lock clean
+.PHONY: help env checkov-env test unit integration lint build template lock clean
 
 help:
 	@echo "make test   lint, unit, integration and template tests (sets up .venv from nothing)"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
+	@echo "make template  regenerate template.yaml from layers/common/sources.yaml"
 	@echo "make lock   re-resolve requirements-dev.lock and layers/common/requirements.txt"
 
 $(UV):
@@ -35,12 +39,19 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(STAMP): $(UV) requirements-dev.lock pyproject.toml
-	$(UV) venv --quiet --allow-existing --python $(PY312) $(VENV)
+	$(UV) venv --quiet --seed --allow-existing --python $(PY312) $(VENV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	touch $@
 
 env: $(STAMP)
+
+$(CHECKOV)/.installed: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PY312) $(CHECKOV)
+	VIRTUAL_ENV=$(CHECKOV) $(UV) pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-env: $(CHECKOV)/.installed
 
 lint: env
 	$(BIN)/ruff check .
@@ -53,11 +64,14 @@ unit: env
 integration: env
 	$(BIN)/pytest tests/integration
 
-test: lint
-	$(BIN)/pytest
+test: lint checkov-env
+	$(BIN)/pytest -n 2
 
 build: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
+
+template: env
+	$(BIN)/python -m apilake_dev.template
 
 lock: $(UV)
 	$(UV) pip compile --quiet pyproject.toml --extra dev --python-version 3.12 -o requirements-dev.lock
@@ -65,4 +79,4 @@ lock: $(UV)
 	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate -o layers/common/requirements.txt
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV)

@@ -8,6 +8,7 @@ Logs are JSON (Powertools Logger); metrics are CloudWatch EMF (Powertools Metric
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from enum import StrEnum
@@ -16,7 +17,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "apilake"
-NAMESPACE = "apilake"
+# One namespace per deployed stage (the template sets it), so that dev and prod do not mix.
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "apilake")
 
 logger = Logger(service=SERVICE)
 # The standard-library logger under Powertools' (same name, same JSON formatter), for APIs that want one.

@@ -1,0 +1,225 @@
+"""What matters in template.yaml, asserted for every source: queues, DLQs, concurrency, encryption, IAM."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from apilake.config import SourcesFile
+from apilake_dev.template import build_template, main, pascal, render
+from tests.template.conftest import ROOT
+
+SEED = ["api-a", "api-b", "api-c", "api-d"]
+
+
+def by_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def test_the_committed_template_is_generated_from_the_sources_file(sources: SourcesFile) -> None:
+    assert (ROOT / "template.yaml").read_text() == render(build_template(sources)), "run `make template`"
+    assert main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("source", SEED)
+class TestEverySource:
+    def test_queue_has_an_encrypted_dlq_with_enough_receives_and_longer_retention(
+        self, resources: dict[str, Any], source: str
+    ) -> None:
+        queue = resources[f"{pascal(source)}Queue"]["Properties"]
+        dlq = resources[f"{pascal(source)}DeadLetterQueue"]["Properties"]
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+            "Fn::GetAtt": [f"{pascal(source)}DeadLetterQueue", "Arn"]
+        }
+        assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+        assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+        assert queue["KmsMasterKeyId"] == {"Ref": "LakeKey"} and dlq["KmsMasterKeyId"] == {"Ref": "LakeKey"}
+
+    def test_visibility_timeout_is_at_least_six_times_the_worker_timeout(
+        self, resources: dict[str, Any], source: str
+    ) -> None:
+        worker = resources[f"{pascal(source)}Worker"]["Properties"]
+        assert resources[f"{pascal(source)}Queue"]["Properties"]["VisibilityTimeout"] >= 6 * worker["Timeout"]
+
+    def test_event_source_reports_item_failures_and_caps_concurrency(
+        self, resources: dict[str, Any], sources: SourcesFile, source: str
+    ) -> None:
+        worker = resources[f"{pascal(source)}Worker"]["Properties"]
+        event = worker["Events"]["Pages"]["Properties"]
+        maximum = event["ScalingConfig"]["MaximumConcurrency"]
+        assert worker["Events"]["Pages"]["Type"] == "SQS"
+        assert event["Queue"] == {"Fn::GetAtt": [f"{pascal(source)}Queue", "Arn"]}
+        assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert event["BatchSize"] == {"Ref": "WorkerBatchSize"}
+        assert 2 <= maximum <= worker["ReservedConcurrentExecutions"]
+        assert maximum == sources.get(source).budget.max_concurrency
+        assert worker["Environment"]["Variables"]["APILAKE_SOURCE"] == source
+
+    def test_alarms_watch_its_dlq_and_the_age_of_its_oldest_message(
+        self, resources: dict[str, Any], source: str
+    ) -> None:
+        alarms = by_type(resources, "AWS::CloudWatch::Alarm")
+        watched = {(a["Properties"]["MetricName"], json.dumps(a["Properties"]["Dimensions"])) for a in alarms.values()}
+        dlq_dimension = [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{pascal(source)}DeadLetterQueue", "QueueName"]}}
+        ]
+        queue_dimension = [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{pascal(source)}Queue", "QueueName"]}}]
+        assert ("ApproximateNumberOfMessagesVisible", json.dumps(dlq_dimension)) in watched
+        assert ("ApproximateAgeOfOldestMessage", json.dumps(queue_dimension)) in watched
+        dlq_alarm = resources[f"{pascal(source)}DlqDepthAlarm"]["Properties"]
+        assert dlq_alarm["Threshold"] == 0 and dlq_alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert dlq_alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+    def test_the_worker_writes_only_under_its_own_source_prefixes(self, resources: dict[str, Any], source: str) -> None:
+        role = resources[f"{pascal(source)}WorkerRole"]
+        s3_write = [s for s in statements(role) if any(a in ("s3:PutObject", "s3:DeleteObject") for a in _actions(s))]
+        resources_written = [json.dumps(r) for s in s3_write for r in _as_list(s["Resource"])]
+        assert resources_written, "the worker must be able to write its pages"
+        for written in resources_written:
+            assert f"raw/source={source}/" in written or f"ledger/source={source}/" in written, written
+
+    def test_the_worker_uses_only_its_own_queue(self, resources: dict[str, Any], source: str) -> None:
+        role = resources[f"{pascal(source)}WorkerRole"]
+        sqs = [s for s in statements(role) if any(a.startswith("sqs:") for a in _actions(s))]
+        assert {json.dumps(s["Resource"]) for s in sqs} == {
+            json.dumps({"Fn::GetAtt": [f"{pascal(source)}Queue", "Arn"]})
+        }
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    return _as_list(statement["Action"])
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_iam_statement_grants_s3_sqs_or_secrets_manager_on_star(resources: dict[str, Any]) -> None:
+    for name, role in by_type(resources, "AWS::IAM::Role").items():
+        for statement in statements(role):
+            if any(a.split(":")[0] in ("s3", "sqs", "secretsmanager") for a in _actions(statement)):
+                assert "*" not in _as_list(statement["Resource"]), f"{name}: {statement}"
+            assert "*" not in _actions(statement), f"{name}: {statement}"
+
+
+def test_the_planner_may_only_send_to_the_queues_and_write_manifests(resources: dict[str, Any]) -> None:
+    granted = {a for s in statements(resources["PlannerRole"]) for a in _actions(s)}
+    assert granted == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "sqs:SendMessage",
+        "s3:PutObject",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+        "secretsmanager:GetSecretValue",
+    }
+    put = next(s for s in statements(resources["PlannerRole"]) if "s3:PutObject" in _actions(s))
+    assert put["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/runs/*"}
+
+
+@pytest.mark.parametrize("bucket", ["LakeBucket", "AthenaResultsBucket", "AccessLogsBucket"])
+def test_buckets_are_encrypted_private_and_tls_only(resources: dict[str, Any], bucket: str) -> None:
+    properties = resources[bucket]["Properties"]
+    encryption = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("aws:kms", "AES256")
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    policy = next(
+        r for r in by_type(resources, "AWS::S3::BucketPolicy").values() if r["Properties"]["Bucket"] == {"Ref": bucket}
+    )
+    deny = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s.get("Effect") == "Deny"]
+    assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_the_lake_uses_sse_kms_with_a_bucket_key_and_a_rotating_key(resources: dict[str, Any]) -> None:
+    encryption = resources["LakeBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert encryption["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["LakeKey", "Arn"]},
+    }
+    assert encryption["BucketKeyEnabled"] is True
+    assert resources["LakeKey"]["Properties"]["EnableKeyRotation"] is True
+
+
+def test_the_planner_runs_from_a_scheduler_with_retries_and_a_dlq(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    event = resources["Planner"]["Properties"]["Events"]["Nightly"]
+    assert event["Type"] == "ScheduleV2"
+    assert template["Parameters"]["ScheduleExpression"]["Default"] == "cron(0 1 * * ? *)"
+    assert event["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert event["Properties"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["PlannerScheduleDeadLetterQueue", "Arn"]}}
+    scheduled = json.loads(event["Properties"]["Input"])
+    assert scheduled["source"] == "aws.scheduler" and scheduled["time"] == "<aws.scheduler.scheduled-time>"
+
+
+def test_the_scheduler_input_matches_the_planner_event_fixture(resources: dict[str, Any]) -> None:
+    scheduled = json.loads(resources["Planner"]["Properties"]["Events"]["Nightly"]["Properties"]["Input"])
+    fixture = json.loads((ROOT / "events" / "planner.json").read_text())
+    assert set(scheduled) <= set(fixture)
+    assert scheduled["source"] == fixture["source"]
+
+
+def test_the_crawler_makes_one_table_per_source_after_the_batch(resources: dict[str, Any]) -> None:
+    crawler = resources["RawCrawler"]["Properties"]
+    paths = [t["Path"]["Fn::Sub"] for t in crawler["Targets"]["S3Targets"]]
+    assert paths == [f"s3://${{LakeBucket}}/raw/source={s}/" for s in SEED]
+    configuration = json.loads(crawler["Configuration"])
+    assert configuration["Grouping"]["TableGroupingPolicy"] == "CombineCompatibleSchemas"
+    assert crawler["CrawlerSecurityConfiguration"] == {"Ref": "GlueSecurityConfiguration"}
+    assert crawler["Schedule"] == {"ScheduleExpression": {"Ref": "CrawlerSchedule"}}
+
+
+def test_athena_enforces_encrypted_results_and_a_scan_cutoff(resources: dict[str, Any]) -> None:
+    configuration = resources["AthenaWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+    assert configuration["EnforceWorkGroupConfiguration"] is True
+    assert configuration["PublishCloudWatchMetricsEnabled"] is True
+    assert configuration["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoff"}
+    assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+
+
+def test_crawler_failures_and_planner_errors_alarm(resources: dict[str, Any]) -> None:
+    rule = resources["CrawlerFailedRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["state"] == ["Failed"]
+    assert rule["Targets"][0]["Arn"] == {"Ref": "AlarmTopic"}
+    assert resources["PlannerErrorsAlarm"]["Properties"]["MetricName"] == "Errors"
+    assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "LakeKey"}
+
+
+def test_every_log_group_has_retention_and_encryption(resources: dict[str, Any]) -> None:
+    groups = by_type(resources, "AWS::Logs::LogGroup")
+    assert len(groups) == len(SEED) + 1
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["LakeKey", "Arn"]}
+
+
+def test_functions_are_arm64_python312_with_the_common_layer(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"] == "python3.12" and function_globals["Architectures"] == ["arm64"]
+    assert function_globals["Layers"] == [{"Ref": "CommonLayer"}]
+    assert resources["CommonLayer"]["Metadata"] == {"BuildMethod": "python3.12", "BuildArchitecture": "arm64"}
+
+
+def test_outputs_tell_where_everything_is(template: dict[str, Any]) -> None:
+    names = set(template["Outputs"])
+    assert {"PlannerFunctionName", "LakeBucketName", "GlueDatabaseName", "AthenaWorkGroupName", "DashboardUrl"} <= names
+    assert {f"{pascal(s)}{kind}" for s in SEED for kind in ("QueueUrl", "DeadLetterQueueUrl")} <= names
+
+
+def test_every_checkov_skip_carries_a_reason(resources: dict[str, Any]) -> None:
+    for name, resource in resources.items():
+        for check in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert check["id"].startswith("CKV_") and len(check["comment"]) > 20, name

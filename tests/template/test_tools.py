@@ -1,0 +1,141 @@
+"""The template through the real tools: sam validate --lint, cfn-lint on the translated template,
+checkov, and sam build (arm64 for Lambda, plus a host-architecture layer to import from)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.template.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+CHECKOV = ROOT / ".checkov" / "bin" / "checkov"
+# What the Lambda python3.12 runtime itself provides besides the standard library.
+RUNTIME_PACKAGES = ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"]
+
+pytestmark = pytest.mark.slow
+
+
+def run(*command: str | Path, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # python3.12 with pip, for sam build
+    return subprocess.run(
+        [str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_sam_validate_lint_is_clean() -> None:
+    result = run(BIN / "sam", "validate", "--lint", "--template", "template.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def translated_template() -> dict[str, Any]:
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    template = yaml.safe_load((ROOT / "template.yaml").read_text())
+    for resource in template["Resources"].values():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = "s3://apilake-artifacts/placeholder.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    translated: dict[str, Any] = transform(template, {}, NoManagedPolicies())
+    return translated
+
+
+def test_cfn_lint_is_clean_on_the_translated_template(tmp_path: Path) -> None:
+    # cfn-lint does not range-check AWS::Serverless::* properties: lint what they become.
+    translated = translated_template()
+    assert "AWS::Lambda::EventSourceMapping" in {r["Type"] for r in translated["Resources"].values()}
+    path = tmp_path / "translated.json"
+    path.write_text(json.dumps(translated))
+    result = run(BIN / "cfn-lint", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_translated_event_source_mappings_keep_their_limits() -> None:
+    mappings = [
+        r["Properties"]
+        for r in translated_template()["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert len(mappings) == 4
+    for mapping in mappings:
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["ScalingConfig"]["MaximumConcurrency"] >= 2
+
+
+def test_checkov_finds_no_failed_check() -> None:
+    assert CHECKOV.exists(), "checkov's isolated environment is missing: `make checkov-env` (make test does it)"
+    result = run(CHECKOV, "-f", "template.yaml", "--framework", "cloudformation", "--skip-download", "--output", "json")
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
+    assert summary["failed"] == 0, failed
+    assert summary["passed"] > 100
+
+
+@pytest.fixture(scope="module")
+def arm64_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build_dir = tmp_path_factory.mktemp("sam-build-arm64")
+    result = run(BIN / "sam", "build", "--template", "template.yaml", "--build-dir", build_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build_dir
+
+
+def test_sam_build_makes_an_arm64_layer_with_the_package_and_the_sources(arm64_build: Path) -> None:
+    layer = arm64_build / "CommonLayer" / "python"
+    assert (layer / "apilake" / "ingest.py").exists()
+    assert (layer / "sources.yaml").exists()
+    assert list((layer / "pydantic_core").glob("*aarch64-linux-gnu.so")), "pydantic_core must be built for arm64"
+    for function in ("Planner", "ApiAWorker", "ApiDWorker"):
+        assert (arm64_build / function / "app.py").exists()
+
+
+def test_the_built_layer_imports_with_only_its_own_requirements(tmp_path: Path) -> None:
+    # Given the same layer built for this machine's architecture (the arm64 one cannot load here)
+    template = {
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Resources": {
+            "CommonLayer": {
+                "Type": "AWS::Serverless::LayerVersion",
+                "Metadata": {"BuildMethod": "python3.12", "BuildArchitecture": "x86_64"},
+                "Properties": {"ContentUri": str(ROOT / "layers" / "common"), "CompatibleRuntimes": ["python3.12"]},
+            }
+        },
+    }
+    (tmp_path / "template.yaml").write_text(yaml.safe_dump(template))
+    result = run(
+        BIN / "sam", "build", "--template", tmp_path / "template.yaml", "--build-dir", tmp_path / "build", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    layer = tmp_path / "build" / "CommonLayer" / "python"
+    # And a runtime holding only what Lambda's python3.12 provides (boto3 and its dependencies)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    site_packages = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    for name in RUNTIME_PACKAGES:
+        (runtime / name).symlink_to(site_packages / name)
+    # When each handler is imported in an isolated interpreter (no site-packages) with the layer's paths
+    for function in ("planner", "worker"):
+        code = (
+            "import sys; sys.path[:0] = sys.argv[1:]\n"
+            "import app, apilake.config\n"
+            "assert callable(app.handler)\n"
+            "sources = apilake.config.load_sources(sys.argv[2] + '/sources.yaml')\n"
+            "print(app.__name__, [s.name for s in sources.sources])\n"
+        )
+        imported = run(sys.executable, "-I", "-S", "-c", code, ROOT / "functions" / function, layer, runtime)
+        # Then it imports, and reads the sources file from where the layer puts it (/opt/python)
+        assert imported.returncode == 0, imported.stderr
+        assert "['api-a', 'api-b', 'api-c', 'api-d']" in imported.stdout

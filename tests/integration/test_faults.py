@@ -79,6 +79,8 @@ def test_a_malformed_body_fails_that_page_only_it_reaches_the_dlq_and_status_nam
     # And the ledger names the missing page
     offsets = next(s for s in harness.status(RUN).sources if s.source == "offsets")
     assert not offsets.complete and offsets.shards[0].missing == [7]
+    assert offsets.shards[0].failures[7].startswith("BadResponseError: the response of")
+    assert offsets.shards[0].failures[7].endswith(f"(attempt {MAX_RECEIVE_COUNT})")
 
 
 def test_a_chain_that_breaks_is_reported_as_not_ended(harness: Harness) -> None:

@@ -91,26 +91,17 @@ class PageIngester:
                 )
             result = self._ingest(item, deadline)
         except ParkMessageError as exc:
-            self._failures_in_a_row += 1
             self._park(record, exc.delay_seconds)
-            count(item.source, Metric.PARKED)
-            logger.warning("message parked", extra={"reason": str(exc), "delay_seconds": exc.delay_seconds})
+            self._failed(record, exc, Metric.PARKED, "message parked until the vendor's Retry-After")
             raise
         except RetryableError as exc:
-            self._failures_in_a_row += 1
-            count(item.source, Metric.FAILURES)
-            logger.warning("page failed, will be retried", extra={"reason": str(exc), "error": type(exc).__name__})
+            self._failed(record, exc, Metric.FAILURES, "page failed, will be retried")
             raise
         except PermanentError as exc:
-            count(item.source, Metric.FAILURES)
-            logger.error(
-                "page failed permanently; the message goes to the DLQ after maxReceiveCount",
-                extra={"reason": str(exc), "error": type(exc).__name__},
-            )
+            self._failed(record, exc, Metric.FAILURES, "page failed permanently; to the DLQ after maxReceiveCount")
             raise
         except (ClientError, BotoCoreError) as exc:
-            count(item.source, Metric.FAILURES)
-            logger.warning("AWS call failed, will be retried", extra={"reason": str(exc), "error": type(exc).__name__})
+            self._failed(record, exc, Metric.FAILURES, "AWS call failed, will be retried")
             raise RetryableError(f"AWS call failed: {exc}") from exc
         self._failures_in_a_row = 0
         return result.key
@@ -186,6 +177,21 @@ class PageIngester:
                 self.ledger.release_continuation(next_item)
             raise RetryableError(f"could not enqueue page {next_item.page}: {exc}") from exc
         self.ledger.confirm_continuation(next_item)
+
+    def _failed(self, record: WorkItemRecord, error: Exception, metric: Metric, message: str) -> None:
+        """Count, log, and note in the ledger why this delivery failed: status says what is missing and why."""
+        item = record.body
+        permanent = isinstance(error, PermanentError)
+        if not permanent:
+            self._failures_in_a_row += 1
+        count(item.source, metric)
+        attempt = int(record.attributes.ApproximateReceiveCount)
+        details = {"reason": str(error), "error": type(error).__name__, "attempt": attempt}
+        (logger.error if permanent else logger.warning)(message, extra=details)
+        try:
+            self.ledger.mark_failure(item, {**details, "at": self._clock().isoformat(timespec="seconds")})
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not note the failure in the ledger", extra={"reason": str(exc)})
 
     def _park(self, record: WorkItemRecord, delay_seconds: int) -> None:
         self._sqs.change_message_visibility(

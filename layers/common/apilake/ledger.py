@@ -7,7 +7,9 @@ Layout (under ``ledger/``):
 - ``source=<S>/run=<R>/shard=<D>/next=<NNNNN>.json``: the claim to enqueue page NNNNN of a chain
   (created with a conditional write, so a chain is continued once however often a message is
   delivered);
-- ``source=<S>/run=<R>/shard=<D>/end.json``: the last page of a chain.
+- ``source=<S>/run=<R>/shard=<D>/end.json``: the last page of a chain;
+- ``source=<S>/run=<R>/shard=<D>/failed=<NNNNN>.json``: the last failure of a page (reason, attempt),
+  so that "what is missing" comes with "why".
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from apilake.messages import RunId, ShardName, WorkItem
 
 LEDGER_PREFIX = "ledger"
 _PAGE_MARKER = re.compile(r"/page=(\d{5})\.json$")
+_FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
 
 
 def manifest_key(run_id: str) -> str:
@@ -91,6 +94,8 @@ class ShardStatus:
     ended: bool
     missing: list[int] = field(default_factory=list)
     note: str | None = None
+    # missing page -> the reason of its last failure
+    failures: dict[int, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -143,6 +148,9 @@ class Ledger:
     def mark_page(self, item: WorkItem, details: dict[str, Any]) -> None:
         self._put_json(f"{_item_prefix(item)}page={item.page:05d}.json", details)
 
+    def mark_failure(self, item: WorkItem, details: dict[str, Any]) -> None:
+        self._put_json(f"{_item_prefix(item)}failed={item.page:05d}.json", details)
+
     def mark_end(self, item: WorkItem) -> None:
         self._put_json(f"{_item_prefix(item)}end.json", {"last_page": item.page})
 
@@ -190,24 +198,36 @@ class Ledger:
         return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
 
     def _shard_status(self, source: str, run_id: str, plan: ShardPlan) -> ShardStatus:
+        status, landed = self._landed_and_ended(source, run_id, plan)
+        prefix = shard_prefix(source, run_id, plan.shard)
+        for key in self._keys(f"{prefix}failed="):
+            match = _FAILURE_MARKER.search(key)
+            if match and int(match.group(1)) not in landed:
+                failure = self._get_json(key) or {}
+                status.failures[int(match.group(1))] = (
+                    f"{failure.get('error')}: {failure.get('reason')} (attempt {failure.get('attempt')})"
+                )
+        return status
+
+    def _landed_and_ended(self, source: str, run_id: str, plan: ShardPlan) -> tuple[ShardStatus, set[int]]:
         prefix = shard_prefix(source, run_id, plan.shard)
         keys = self._keys(prefix)
         landed = {int(match.group(1)) for key in keys if (match := _PAGE_MARKER.search(key))}
         if plan.error is not None:
-            return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error)
+            return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error), landed
         if plan.mode == "fanout":
             expected = plan.expected_pages or 0
             missing = sorted(set(range(1, expected + 1)) - landed)
-            return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
+            return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing), landed
         end = self._get_json(f"{prefix}end.json")
         if end is None:
             last = max(landed, default=0)
             missing = sorted(set(range(1, last + 1)) - landed)
             note = f"chain not ended: no page after {last} has landed yet" if last else "chain not started"
-            return ShardStatus(plan.shard, plan.mode, None, len(landed), False, missing, note)
+            return ShardStatus(plan.shard, plan.mode, None, len(landed), False, missing, note), landed
         last_page = int(end["last_page"])
         missing = sorted(set(range(1, last_page + 1)) - landed)
-        return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing)
+        return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing), landed
 
     # -- S3 helpers ----------------------------------------------------------------------------
     def _put_json(self, key: str, document: Any) -> None:

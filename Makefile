@@ -24,10 +24,11 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help env checkov-env test unit integration lint build template lock clean
+.PHONY: help demo env checkov-env test unit integration lint build template lock clean
 
 help:
-	@echo "make test   lint, unit, integration and template tests (sets up .venv from nothing)"
+	@echo "make demo   the whole Option A flow on this machine, then SQL over the lake (sets up .venv)"
+	@echo "make test   lint, unit, integration, end-to-end and template tests (sets up .venv from nothing)"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
 	@echo "make template  regenerate template.yaml from layers/common/sources.yaml"
@@ -52,6 +53,9 @@ $(CHECKOV)/.installed: $(UV)
 	touch $@
 
 checkov-env: $(CHECKOV)/.installed
+
+demo: env
+	$(BIN)/apilake demo
 
 lint: env
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ import base64
 import json
 import random
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -96,7 +97,8 @@ class VendorState:
     faults: dict[tuple[str, str, int], deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
     sticky: dict[tuple[str, str, int], Fault] = field(default_factory=dict)
     requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    api_key: str | None = None  # when set, every request must carry it (header X-Api-Key or ?api_key=)
+    api_key: str | None = None  # when set, requests must carry it (X-Api-Key, Bearer, or ?api_key=)
+    protected: set[str] | None = None  # the datasets that need the key (None: all of them)
     seen_urls: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -138,9 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
         segments = [s for s in parts.path.split("/") if s]
         if len(segments) != 2 or segments[0] not in STYLES or segments[1] not in state.datasets:
             return self._json(404, {"error": f"no such endpoint {parts.path}"})
-        if state.api_key is not None and state.api_key not in (self.headers.get("X-Api-Key"), query.get("api_key")):
-            return self._json(401, {"error": "missing or wrong API key"})
         style, name = segments
+        offered = (self.headers.get("X-Api-Key"), query.get("api_key"), self.headers.get("Authorization", "")[7:])
+        needs_key = state.api_key is not None and (state.protected is None or name in state.protected)
+        if needs_key and state.api_key not in offered:
+            return self._json(401, {"error": "missing or wrong API key"})
         try:
             page, size = self._page_and_size(style, query)
         except ValueError as exc:
@@ -258,12 +262,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: VendorState
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a process ending with an idle keep-alive connection) is no error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class FakeVendor:
     """Runs the fake vendor in a background thread; use as a context manager."""
 
-    def __init__(self, datasets: list[Dataset], api_key: str | None = None, port: int = 0) -> None:
-        self.state = VendorState(datasets={d.name: d for d in datasets}, api_key=api_key)
+    def __init__(
+        self, datasets: list[Dataset], api_key: str | None = None, protected: set[str] | None = None, port: int = 0
+    ) -> None:
+        self.state = VendorState(datasets={d.name: d for d in datasets}, api_key=api_key, protected=protected)
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.state = self.state
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vendor", daemon=True)

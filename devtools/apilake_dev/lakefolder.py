@@ -1,0 +1,56 @@
+"""The lake as files: a mirror of the bucket in a local folder (same keys, same layout), and a
+read-only S3-shaped view of that folder so the ledger can be read after the emulator is gone."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+MIRRORED_PREFIXES = ("raw/", "ledger/")
+
+
+def mirror(s3: Any, bucket: str, folder: Path, prefixes: tuple[str, ...] = MIRRORED_PREFIXES) -> int:
+    """Copy every object under ``prefixes`` to ``folder/<key>``; returns the number of files written."""
+    written = 0
+    paginator = s3.get_paginator("list_objects_v2")
+    for prefix in prefixes:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                target = folder / obj["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                written += 1
+    return written
+
+
+class _Paginator:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def paginate(self, Bucket: str, Prefix: str = "") -> Iterator[dict[str, Any]]:  # noqa: N803 - boto3's names
+        keys = sorted(path.relative_to(self.root).as_posix() for path in self.root.rglob("*") if path.is_file())
+        yield {"Contents": [{"Key": key} for key in keys if key.startswith(Prefix)]}
+
+
+class FolderStore:
+    """The two S3 reads the ledger's status needs, answered from a mirrored folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_paginator(self, operation: str) -> _Paginator:
+        if operation != "list_objects_v2":
+            raise ValueError(f"FolderStore lists objects only, not {operation}")
+        return _Paginator(self.root)
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        path = self.root / Key
+        if not path.is_file():
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": Key}}, "GetObject")
+        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        return {"Body": io.BytesIO(path.read_bytes()), "LastModified": modified}

@@ -1,0 +1,234 @@
+"""AWS on one machine: moto's server on 127.0.0.1, and the resources template.yaml declares, created in it.
+
+The queues, DLQs, redrive policies, visibility timeouts, batch sizes, concurrency caps and function
+environments come from template.yaml itself (a small resolver for the intrinsics it uses), so the
+local flow cannot drift from what is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import requests
+import yaml
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PSEUDO = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::StackName": "apilake-local"}
+
+
+class LocalAws:
+    """moto's server on a free port of 127.0.0.1; use as a context manager."""
+
+    def __init__(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+
+    def __enter__(self) -> LocalAws:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from nothing, as a new account would.
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this emulator with the unchanged handler code."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session().client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    source: str
+    function: str
+    queue_url: str
+    dlq_url: str
+    batch_size: int
+    max_concurrency: int
+    timeout_seconds: float
+    environment: dict[str, str]
+
+
+@dataclass
+class LocalDeployment:
+    bucket: str
+    database: str
+    queues: dict[str, str] = field(default_factory=dict)  # source -> queue URL
+    dlqs: dict[str, str] = field(default_factory=dict)
+    workers: list[WorkerSpec] = field(default_factory=list)
+    planner_environment: dict[str, str] = field(default_factory=dict)
+    visibility_timeout: dict[str, int] = field(default_factory=dict)
+    max_receive_count: dict[str, int] = field(default_factory=dict)
+
+
+class _Resolver:
+    """Resolves the intrinsics our template uses: Ref, Fn::GetAtt, Fn::Sub, Fn::If on known conditions."""
+
+    def __init__(self, parameters: dict[str, Any], conditions: dict[str, bool]) -> None:
+        self.parameters = parameters
+        self.conditions = conditions
+        self.physical: dict[str, str] = {}  # logical id -> what Ref gives
+        self.attributes: dict[tuple[str, str], str] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1:
+            ((key, arg),) = value.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                return self.attributes[(arg[0], arg[1])]
+            if key == "Fn::Sub":
+                text, variables = (
+                    (arg, {}) if isinstance(arg, str) else (arg[0], {k: self(v) for k, v in arg[1].items()})
+                )
+                return re.sub(
+                    r"\$\{([^}]+)\}", lambda m: str(variables.get(m.group(1)) or self._name(m.group(1))), text
+                )
+            if key == "Fn::If":
+                return self(arg[1] if self.conditions[arg[0]] else arg[2])
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+    def _name(self, name: str) -> str:
+        if "." in name:
+            logical, attribute = name.split(".", 1)
+            return self.attributes[(logical, attribute)]
+        return str(self._ref(name))
+
+    def _ref(self, name: str) -> Any:
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        return self.physical[name]
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    template: dict[str, Any] = yaml.safe_load(path.read_text())
+    return template
+
+
+def deploy(
+    template: dict[str, Any],
+    aws: LocalAws,
+    sources_file: Path,
+    parameter_overrides: dict[str, Any] | None = None,
+    visibility_timeout: int | None = None,
+) -> LocalDeployment:
+    """Create in the emulator what the template declares for the flow: the lake bucket, every queue
+    with its DLQ and redrive policy, and the functions' environments and event-source settings.
+
+    ``visibility_timeout`` replaces the template's (and the workers' timeout becomes a sixth of it,
+    keeping the template's ratio) so that redelivery can be watched in seconds, not half hours.
+    """
+    parameters = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
+    parameters.update(parameter_overrides or {})
+    stage = parameters.get("Stage", "local")
+    conditions = {"UseVpc": False, "UseDataEventsTrail": False, "HasAlarmEmail": False}
+    resolve = _Resolver(parameters, conditions)
+    resources: dict[str, Any] = template["Resources"]
+    s3, sqs = aws.client("s3"), aws.client("sqs")
+
+    bucket = f"apilake-{stage}-lake"
+    s3.create_bucket(Bucket=bucket)
+    resolve.physical["LakeBucket"] = bucket
+    resolve.physical["LakeKey"] = "local-key"  # KMS is not emulated: queues and objects are stored unencrypted
+    database = resolve(resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"])
+    resolve.physical["GlueDatabase"] = database
+
+    deployment = LocalDeployment(bucket=bucket, database=database)
+    queues = {name: r for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    # Dead-letter queues first: the others' redrive policies point at them.
+    ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
+    for name in ordered:
+        properties = dict(queues[name].get("Properties", {}))
+        attributes: dict[str, str] = {}
+        if "VisibilityTimeout" in properties:
+            attributes["VisibilityTimeout"] = str(visibility_timeout or properties["VisibilityTimeout"])
+        if "MessageRetentionPeriod" in properties:
+            attributes["MessageRetentionPeriod"] = str(properties["MessageRetentionPeriod"])
+        if "RedrivePolicy" in properties:
+            attributes["RedrivePolicy"] = json.dumps(resolve(properties["RedrivePolicy"]))
+        url = sqs.create_queue(QueueName=f"apilake-{stage}-{name}", Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        resolve.physical[name] = url
+        resolve.attributes[(name, "Arn")] = arn
+        resolve.attributes[(name, "QueueName")] = url.rsplit("/", 1)[-1]
+
+    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    local_env = {"APILAKE_SOURCES_FILE": str(sources_file.resolve()), "POWERTOOLS_METRICS_DISABLED": "true"}
+    by_queue_arn = {resolve.attributes[(name, "Arn")]: name for name in queues}
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        properties = resource["Properties"]
+        environment = {
+            k: str(v)
+            for k, v in resolve({**globals_env, **properties.get("Environment", {}).get("Variables", {})}).items()
+        }
+        environment.update(local_env)
+        for event in properties.get("Events", {}).values():
+            if event["Type"] != "SQS":
+                continue
+            queue = by_queue_arn[resolve(event["Properties"]["Queue"])]
+            redrive = json.loads(
+                sqs.get_queue_attributes(QueueUrl=resolve.physical[queue], AttributeNames=["RedrivePolicy"])[
+                    "Attributes"
+                ]["RedrivePolicy"]
+            )
+            dlq = next(q for q in queues if resolve.attributes[(q, "Arn")] == redrive["deadLetterTargetArn"])
+            source = environment["APILAKE_SOURCE"]
+            timeout = float(properties["Timeout"]) if visibility_timeout is None else visibility_timeout / 6
+            if visibility_timeout is not None:
+                environment["APILAKE_SAFETY_MARGIN_SECONDS"] = str(min(5.0, timeout / 5))
+            deployment.queues[source] = resolve.physical[queue]
+            deployment.dlqs[source] = resolve.physical[dlq]
+            deployment.visibility_timeout[source] = int(
+                visibility_timeout or queues[queue]["Properties"]["VisibilityTimeout"]
+            )
+            deployment.max_receive_count[source] = int(redrive["maxReceiveCount"])
+            deployment.workers.append(
+                WorkerSpec(
+                    source=source,
+                    function=name,
+                    queue_url=resolve.physical[queue],
+                    dlq_url=resolve.physical[dlq],
+                    batch_size=int(resolve(event["Properties"].get("BatchSize", 10))),
+                    max_concurrency=int(event["Properties"]["ScalingConfig"]["MaximumConcurrency"]),
+                    timeout_seconds=timeout,
+                    environment=environment,
+                )
+            )
+        if any(event["Type"] == "ScheduleV2" for event in properties.get("Events", {}).values()):
+            deployment.planner_environment = environment
+    return deployment

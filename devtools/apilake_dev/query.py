@@ -1,0 +1,62 @@
+"""SQL over the lake folder with DuckDB: one view per source, and ``raw`` over all of them.
+
+The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
+``source=``, ``ingestion_date=`` and ``shard=`` folders as columns (Hive partitioning).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+def view_name(source: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", source.lower())
+
+
+def sources_in(lake: Path) -> list[str]:
+    raw = lake / "raw"
+    found = [p.name.removeprefix("source=") for p in sorted(raw.glob("source=*")) if any(p.rglob("*.json.gz"))]
+    return found
+
+
+def connect(lake: Path) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per source that has data, and ``raw`` over every source."""
+    connection = duckdb.connect()
+    sources = sources_in(lake)
+    if not sources:
+        raise FileNotFoundError(f"no pages in {lake / 'raw'}: run `apilake demo` or `apilake run --local` first")
+    reader = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true)"
+    for source in sources:
+        glob = (lake / "raw" / f"source={source}" / "*" / "*" / "*.json.gz").as_posix()
+        connection.execute(f'CREATE VIEW "{view_name(source)}" AS SELECT * FROM {reader.format(glob=glob)}')
+    everything = (lake / "raw" / "*" / "*" / "*" / "*.json.gz").as_posix()
+    connection.execute(f"CREATE VIEW raw AS SELECT * FROM {reader.format(glob=everything)}")
+    return connection
+
+
+def run(lake: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    connection = connect(lake)
+    try:
+        result = connection.execute(sql)
+        columns = [d[0] for d in result.description or []]
+        return columns, result.fetchall()
+    finally:
+        connection.close()
+
+
+def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 40) -> str:
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
+    out += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)

@@ -1,0 +1,90 @@
+"""The demo flow end to end: moto's server, fake vendors, worker containers, Glue, DuckDB, status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apilake_dev import demo, query
+from apilake_dev.cli import main
+from apilake_dev.fake_vendor import FakeVendor, Fault
+from apilake_dev.local_aws import LocalAws
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the demo on a tenth of its data set, throttling and 5xx included
+    # When it runs, through the CLI as `make demo` runs it
+    code = main(["--home", str(tmp_path), "demo", "--scale", "0.1"])
+    printed = capsys.readouterr().out
+    # Then it exits 0, and DuckDB over the lake folder counts exactly the vendors' records, none twice
+    assert code == 0, printed
+    totals = {d.name: d.total for d in demo.datasets(0.1)}
+    _, rows = query.run(tmp_path / "lake", "SELECT source, count(*), count(DISTINCT id) FROM raw GROUP BY 1 ORDER BY 1")
+    assert {source: (count, distinct) for source, count, distinct in rows} == {s: (n, n) for s, n in totals.items()}
+    # And no message is left in any DLQ, and status says every source is complete
+    assert all((tmp_path / "dlq" / f"{s}.jsonl").read_text() == "" for s in totals)
+    assert main(["--home", str(tmp_path), "status"]) == 0
+    status = capsys.readouterr().out
+    assert "complete: yes" in status and "INCOMPLETE" not in status
+    # And the summary and the example queries were printed
+    assert "run sched-20261126T010000Z: drained" in printed and "The latest records of api-b" in printed
+    # And `apilake query` works on the kept lake folder after the run
+    assert main(["--home", str(tmp_path), "query", "select source, count(*) from raw group by 1 order by 1"]) == 0
+    assert "api-d  | 45" in capsys.readouterr().out
+
+
+def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: Path) -> None:
+    # Given api-a's page 2 answering 500 whatever happens, redelivery in seconds, retries kept short
+    def broken_page(vendor: FakeVendor) -> None:
+        vendor.inject("page-number", "api-a", 2, Fault("status", status=500), forever=True)
+
+    result, sets = demo.run_demo(
+        tmp_path,
+        scale=0.1,
+        weather=broken_page,
+        source_overrides={"retries": {"max_attempts": 2, "base_delay_seconds": 0.01}, "budget": {"max_concurrency": 2}},
+        visibility_timeout=2,
+        echo=lambda line: None,
+    )
+    # Then the other sources and api-a's other pages landed
+    assert result.drained
+    _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")
+    landed = dict(rows)
+    totals = {d.name: d.total for d in sets}
+    page_size = 100  # api-a's page_size in the shipped sources file: page 2 holds records 101 to 120
+    assert landed["api-a"] == page_size and totals["api-a"] == 120
+    assert {s: landed[s] for s in ("api-b", "api-c", "api-d")} == {s: totals[s] for s in ("api-b", "api-c", "api-d")}
+    # And the page's message is in api-a's DLQ, alone
+    assert result.sources["api-a"].dlq == 1
+    dead = [json.loads(line) for line in (tmp_path / "dlq" / "api-a.jsonl").read_text().splitlines()]
+    assert [json.loads(m["body"])["page"] for m in dead] == [2]
+    # And status names the missing page and why
+    assert result.status is not None and not result.status.complete
+    api_a = next(s for s in result.status.sources if s.source == "api-a")
+    assert api_a.shards[0].missing == [2]
+    assert "500 from" in api_a.shards[0].failures[2]
+
+
+def test_resources_come_from_the_template(tmp_path: Path) -> None:
+    from apilake_dev.local_aws import deploy, load_template
+    from apilake_dev.localrun import TEMPLATE
+
+    template = load_template(TEMPLATE)
+    with LocalAws() as aws:
+        deployment = deploy(template, aws, demo.SHIPPED_SOURCES)
+        sqs = aws.client("sqs")
+        for worker in deployment.workers:
+            queue = template["Resources"][worker.function.replace("Worker", "Queue")]["Properties"]
+            attributes = sqs.get_queue_attributes(QueueUrl=worker.queue_url, AttributeNames=["All"])["Attributes"]
+            assert int(attributes["VisibilityTimeout"]) == queue["VisibilityTimeout"]
+            assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == queue["RedrivePolicy"]["maxReceiveCount"]
+            assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(worker.dlq_url.rsplit("/", 1)[1])
+            assert worker.max_concurrency == 2 and worker.batch_size == 10
+            assert worker.environment["APILAKE_SOURCE"] == worker.source
+        assert set(json.loads(deployment.planner_environment["APILAKE_QUEUE_URLS"])) == {"api-a", "api-b", "api-c", "api-d"}

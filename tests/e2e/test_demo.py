@@ -82,9 +82,11 @@ def test_resources_come_from_the_template(tmp_path: Path) -> None:
         for worker in deployment.workers:
             queue = template["Resources"][worker.function.replace("Worker", "Queue")]["Properties"]
             attributes = sqs.get_queue_attributes(QueueUrl=worker.queue_url, AttributeNames=["All"])["Attributes"]
+            redrive = json.loads(attributes["RedrivePolicy"])
             assert int(attributes["VisibilityTimeout"]) == queue["VisibilityTimeout"]
-            assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == queue["RedrivePolicy"]["maxReceiveCount"]
-            assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(worker.dlq_url.rsplit("/", 1)[1])
+            assert redrive["maxReceiveCount"] == queue["RedrivePolicy"]["maxReceiveCount"]
+            assert redrive["deadLetterTargetArn"].endswith(worker.dlq_url.rsplit("/", 1)[1])
             assert worker.max_concurrency == 2 and worker.batch_size == 10
             assert worker.environment["APILAKE_SOURCE"] == worker.source
-        assert set(json.loads(deployment.planner_environment["APILAKE_QUEUE_URLS"])) == {"api-a", "api-b", "api-c", "api-d"}
+        queue_urls = json.loads(deployment.planner_environment["APILAKE_QUEUE_URLS"])
+        assert queue_urls == deployment.queues and set(queue_urls) == {"api-a", "api-b", "api-c", "api-d"}

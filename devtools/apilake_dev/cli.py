@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, RunStatus
@@ -29,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except (ApilakeError, FileNotFoundError) as exc:
         print(f"apilake: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"apilake: query failed: {exc}", file=sys.stderr)
         return 2
 
 

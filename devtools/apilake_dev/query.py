@@ -55,7 +55,7 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "+".join("-" * (w + 2) for w in widths)
+    line = "-+-".join("-" * w for w in widths)
     out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
     out += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")

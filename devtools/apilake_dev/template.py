@@ -559,6 +559,18 @@ def source_resources(source: Source) -> dict[str, Any]:
             {"Sid": "ReadOwnSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": arn}
         )
     queue_props = {"KmsMasterKeyId": ref("LakeKey"), "KmsDataKeyReusePeriodSeconds": 3600}
+    lambda_alarms = {
+        f"{p}Worker{metric}Alarm": alarm(
+            sub(f"apilake ${{Stage}} {source.name}: worker invocations {what}"),
+            "AWS/Lambda",
+            metric,
+            {"FunctionName": ref(worker)},
+            0,
+            statistic="Sum",
+            period=300,
+        )
+        for metric, what in (("Errors", "crashed"), ("Throttles", "throttled"))
+    }
     return {
         dlq: {
             "Type": "AWS::SQS::Queue",
@@ -619,24 +631,7 @@ def source_resources(source: Source) -> dict[str, Any]:
             ref("QueueAgeAlarmSeconds"),
             period=300,
         ),
-        f"{p}WorkerErrorsAlarm": alarm(
-            sub(f"apilake ${{Stage}} {source.name}: worker invocations crashed"),
-            "AWS/Lambda",
-            "Errors",
-            {"FunctionName": ref(worker)},
-            0,
-            statistic="Sum",
-            period=300,
-        ),
-        f"{p}WorkerThrottlesAlarm": alarm(
-            sub(f"apilake ${{Stage}} {source.name}: worker invocations throttled"),
-            "AWS/Lambda",
-            "Throttles",
-            {"FunctionName": ref(worker)},
-            0,
-            statistic="Sum",
-            period=300,
-        ),
+        **lambda_alarms,
         f"{p}FailuresAlarm": alarm(
             sub(f"apilake ${{Stage}} {source.name}: pages failing (retried or to the DLQ)"),
             sub("apilake-${Stage}"),

@@ -17,6 +17,14 @@ RAW_PREFIX = "raw"
 CONTENT_TYPE = "application/gzip"
 
 
+NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+
+
+def is_not_found(error: ClientError) -> bool:
+    """True when S3 said the key does not exist (GET says NoSuchKey, HEAD a bare 404)."""
+    return error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES
+
+
 def source_prefix(source: str) -> str:
     return f"{RAW_PREFIX}/source={source}/"
 
@@ -68,7 +76,7 @@ class LakeWriter:
         try:
             head = self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(exc):
                 return None
             raise
         stored = head.get("Metadata", {}).get("sha256")

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from apilake.lake import is_not_found
 from apilake.messages import RunId, ShardName, WorkItem
 
 LEDGER_PREFIX = "ledger"
@@ -242,7 +243,7 @@ class Ledger:
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if is_not_found(exc):
                 return None
             raise
         return json.loads(response["Body"].read())

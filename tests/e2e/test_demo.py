@@ -90,3 +90,29 @@ def test_resources_come_from_the_template(tmp_path: Path) -> None:
             assert worker.environment["APILAKE_SOURCE"] == worker.source
         queue_urls = json.loads(deployment.planner_environment["APILAKE_QUEUE_URLS"])
         assert queue_urls == deployment.queues and set(queue_urls) == {"api-a", "api-b", "api-c", "api-d"}
+
+
+def test_run_local_drives_the_flow_against_the_vendors_a_user_configures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given "the user's" APIs (here the fake vendors) in a sources file of their own, and their key
+    with FakeVendor(demo.datasets(0.05), api_key="user-key", protected={"api-a", "api-b", "api-d"}) as vendor:
+        sources = demo.demo_sources(vendor, tmp_path / "my-sources.yaml")
+        secrets = [f"--secret={name}=user-key" for name in ("apilake/api-a", "apilake/api-b", "apilake/api-d")]
+        # When `apilake run --local` runs with the planner event of a backfill-like manual run
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps({"run_id": "my-run", "ingestion_date": "2026-11-26"}))
+        code = main(
+            ["--home", str(tmp_path), "run", "--local", "--sources", str(sources), "--event", str(event), *secrets]
+        )
+    printed = capsys.readouterr().out
+    # Then the run is complete, and every record is in the lake folder
+    assert code == 0, printed
+    assert "run my-run (ingestion date 2026-11-26): complete: yes" in printed
+    _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")
+    assert dict(rows) == {d.name: d.total for d in demo.datasets(0.05)}
+
+
+def test_run_local_refuses_a_secret_without_a_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--home", str(tmp_path), "run", "--local", "--secret", "apilake/api-a"]) == 2
+    assert "--secret 'apilake/api-a': expected NAME=VALUE" in capsys.readouterr().err

@@ -60,6 +60,9 @@ class Dataset:
     total: int
     days: int = 1  # records spread over this many days of updated_at, ending the day before `last_day`
     last_day: date = date(2026, 11, 26)
+    _windows: dict[tuple[str | None, str | None], list[dict[str, Any]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def record(self, index: int) -> dict[str, Any]:
         rng = random.Random(f"{self.name}:{index}")
@@ -83,12 +86,84 @@ class Dataset:
         }
 
     def records(self, since: str | None, until: str | None) -> list[dict[str, Any]]:
-        found = [self.record(i) for i in range(self.total)]
-        if since:
-            found = [r for r in found if r["updated_at"][:10] >= since]
-        if until:
-            found = [r for r in found if r["updated_at"][:10] < until]
-        return found
+        """The records whose updated_at falls in [since, until) (made once, then served from memory)."""
+        key = (since, until)
+        if key not in self._windows:
+            found = self._all()
+            if since:
+                found = [r for r in found if r["updated_at"][:10] >= since]
+            if until:
+                found = [r for r in found if r["updated_at"][:10] < until]
+            self._windows[key] = found
+        return self._windows[key]
+
+    def _all(self) -> list[dict[str, Any]]:
+        if (None, None) not in self._windows:
+            self._windows[(None, None)] = [self.record(i) for i in range(self.total)]
+        return self._windows[(None, None)]
+
+
+TRANSIENT_KINDS = ("throttle_seconds", "throttle_date", "throttle_bare", "server_error", "reset", "slow", "truncated")
+PERMANENT_KINDS = ("malformed", "cursor_repeat")
+CHAIN_STYLES = ("cursor", "next-url", "link")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults drawn at random, reproducibly (seeded by style, dataset, page and attempt).
+
+    Transient kinds hit a page's first two requests at their rate, then let it through, so every
+    page can land with retries. Permanent kinds hit a page on every request (never page 1, which
+    the planner probes): a malformed body, or (chains) a next cursor that repeats an earlier one.
+    ``empty_last_page``: chains say there is more after their last records, then serve an empty page.
+    """
+
+    rates: dict[str, float] = field(default_factory=dict)
+    seed: int = 7
+    slow_seconds: float = 2.0
+    empty_last_page: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.rates) - set(TRANSIENT_KINDS) - set(PERMANENT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kind(s): {sorted(unknown)}")
+
+    def permanent(self, style: str, dataset: str, page: int) -> str | None:
+        if (page < 3 and style in CHAIN_STYLES) or page < 2:
+            return None
+        draw = random.Random(f"{self.seed}:{style}:{dataset}:{page}:permanent").random()
+        threshold = 0.0
+        for kind in PERMANENT_KINDS:
+            if kind == "cursor_repeat" and style not in CHAIN_STYLES:
+                continue
+            threshold += self.rates.get(kind, 0.0)
+            if draw < threshold:
+                return kind
+        return None
+
+    def transient(self, style: str, dataset: str, page: int, attempt: int) -> Fault | None:
+        if attempt > 2:
+            return None
+        rng = random.Random(f"{self.seed}:{style}:{dataset}:{page}:{attempt}")
+        draw, threshold = rng.random(), 0.0
+        for kind in TRANSIENT_KINDS:
+            threshold += self.rates.get(kind, 0.0)
+            if draw < threshold:
+                return self._fault(kind, rng)
+        return None
+
+    def _fault(self, kind: str, rng: random.Random) -> Fault:
+        if kind == "throttle_seconds":
+            return Fault.throttle(retry_after=1)
+        if kind == "throttle_date":
+            return Fault.throttle(retry_after=1, http_date=True)
+        if kind == "throttle_bare":
+            return Fault.throttle()
+        if kind == "server_error":
+            return Fault("status", status=rng.choice([500, 502, 503, 504]))
+        if kind == "slow":
+            return Fault("slow", delay_seconds=self.slow_seconds)
+        return Fault(kind)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -99,6 +174,10 @@ class VendorState:
     requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     api_key: str | None = None  # when set, requests must carry it (X-Api-Key, Bearer, or ?api_key=)
     protected: set[str] | None = None  # the datasets that need the key (None: all of them)
+    plan: FaultPlan | None = None
+    # what the plan did: (style, dataset, page) -> kind
+    injected: Counter[str] = field(default_factory=Counter)
+    permanent_pages: dict[tuple[str, str, int], str] = field(default_factory=dict)
     seen_urls: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,7 +188,26 @@ class VendorState:
             if key in self.sticky:
                 return self.sticky[key]
             queue = self.faults.get(key)
-            return queue.popleft() if queue else None
+            if queue:
+                return queue.popleft()
+            if self.plan is None:
+                return None
+            if self.plan.permanent(style, dataset, page) == "malformed":
+                self.permanent_pages[key] = "malformed"
+                self.injected["malformed"] += 1
+                return Fault("malformed")
+            fault = self.plan.transient(style, dataset, page, self.requests[key])
+            if fault is not None:
+                self.injected[fault.kind if fault.kind != "status" else f"status_{fault.status}"] += 1
+            return fault
+
+    def repeats_cursor(self, style: str, dataset: str, page: int) -> bool:
+        if self.plan is None or self.plan.permanent(style, dataset, page) != "cursor_repeat":
+            return False
+        with self.lock:
+            self.permanent_pages[(style, dataset, page)] = "cursor_repeat"
+            self.injected["cursor_repeat"] += 1
+        return True
 
 
 def encode_cursor(page: int) -> str:
@@ -155,8 +253,12 @@ class _Handler(BaseHTTPRequestHandler):
         dataset = state.datasets[name]
         records = dataset.records(query.get("since"), query.get("until"))
         chunk = records[(page - 1) * size : page * size]
-        has_next = page * size < len(records)
-        self._respond(style, name, query, page, size, chunk, len(records), has_next)
+        trailing = state.plan is not None and state.plan.empty_last_page and style in CHAIN_STYLES
+        has_next = page * size <= len(records) if trailing else page * size < len(records)
+        next_page = page + 1
+        if has_next and state.repeats_cursor(style, name, page):
+            next_page = page - 1  # the cursor (or URL) that led to the previous page, handed out again
+        self._respond(style, name, query, page, next_page, size, chunk, len(records), has_next)
 
     def _page_and_size(self, style: str, query: dict[str, str]) -> tuple[int, int]:
         if style == "single":
@@ -181,6 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         name: str,
         query: dict[str, str],
         page: int,
+        next_page: int,
         size: int,
         chunk: list[Any],
         total: int,
@@ -188,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         base = f"http://{self.headers.get('Host')}/{style}/{name}"
         carried = {k: v for k, v in query.items() if k in ("since", "until", "per_page", "api_key")}
-        next_url = f"{base}?{urlencode({**carried, 'page': page + 1})}" if has_next else None
+        next_url = f"{base}?{urlencode({**carried, 'page': next_page})}" if has_next else None
         if style == "page-number":
             body: Any = {"data": chunk, "meta": {"page": page}}
             if query.get("no_total") != "1":
@@ -197,10 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
         if style == "offset":
             return self._json(200, {"items": chunk, "total": total})
         if style == "cursor":
-            return self._json(
-                200,
-                {"results": chunk, "next_cursor": encode_cursor(page + 1) if has_next else None, "has_more": has_next},
-            )
+            cursor = encode_cursor(next_page) if has_next else None
+            return self._json(200, {"results": chunk, "next_cursor": cursor, "has_more": has_next})
         if style == "next-url":
             return self._json(200, {"data": chunk, "links": {"next": next_url}})
         if style == "link":
@@ -272,9 +373,16 @@ class FakeVendor:
     """Runs the fake vendor in a background thread; use as a context manager."""
 
     def __init__(
-        self, datasets: list[Dataset], api_key: str | None = None, protected: set[str] | None = None, port: int = 0
+        self,
+        datasets: list[Dataset],
+        api_key: str | None = None,
+        protected: set[str] | None = None,
+        plan: FaultPlan | None = None,
+        port: int = 0,
     ) -> None:
-        self.state = VendorState(datasets={d.name: d for d in datasets}, api_key=api_key, protected=protected)
+        self.state = VendorState(
+            datasets={d.name: d for d in datasets}, api_key=api_key, protected=protected, plan=plan
+        )
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.state = self.state
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-vendor", daemon=True)

@@ -211,6 +211,7 @@ def deploy(
             timeout = float(properties["Timeout"]) if visibility_timeout is None else visibility_timeout / 6
             if visibility_timeout is not None:
                 environment["APILAKE_SAFETY_MARGIN_SECONDS"] = str(min(5.0, timeout / 5))
+                environment["APILAKE_CONTINUATION_STALE_SECONDS"] = str(timeout)
             deployment.queues[source] = resolve.physical[queue]
             deployment.dlqs[source] = resolve.physical[dlq]
             deployment.visibility_timeout[source] = int(

@@ -602,7 +602,13 @@ def source_resources(source: Source) -> dict[str, Any]:
                 "MemorySize": ref("WorkerMemorySize"),
                 "ReservedConcurrentExecutions": concurrency,
                 "LoggingConfig": {"LogGroup": ref(logs), "LogFormat": "JSON"},
-                "Environment": {"Variables": {"APILAKE_SOURCE": source.name, "APILAKE_QUEUE_URL": ref(queue)}},
+                "Environment": {
+                    "Variables": {
+                        "APILAKE_SOURCE": source.name,
+                        "APILAKE_QUEUE_URL": ref(queue),
+                        "APILAKE_CONTINUATION_STALE_SECONDS": str(WORKER_TIMEOUT_SECONDS),
+                    }
+                },
                 "Events": {
                     "Pages": {
                         "Type": "SQS",

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
 from apilake.config import SourcesFile
 from apilake.exceptions import (
+    BadResponseError,
     CircuitOpenError,
     ContinuationInFlightError,
     InvalidMessageError,
@@ -20,10 +21,10 @@ from apilake.exceptions import (
     PermanentError,
     RetryableError,
 )
-from apilake.http import Deadline, VendorClients
+from apilake.http import Deadline, VendorClient, VendorClients
 from apilake.lake import LakeWriter, WriteResult, page_key
 from apilake.ledger import Claim, Ledger
-from apilake.messages import WorkItem, WorkItemRecord
+from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, paginator_for
 from apilake.queue import QueueSender
@@ -118,6 +119,7 @@ class PageIngester:
         page = client.fetch(request, deadline)
         records = extract_records(page.document, source.records_path)
         following = paginator.next_page(item, page, records)
+        next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
         result = self.writer.write_page(
             page_key(item.source, item.ingestion_date, item.shard, item.page),
             records,
@@ -127,11 +129,8 @@ class PageIngester:
                 "run-id": item.run_id,
             },
         )
-        if following is not None:
-            cursor = following.cursor
-            if cursor is not None and paginator.cursor_is_url:
-                cursor = client.credentials.strip(cursor)
-            self._continue(item.next(cursor))
+        if next_item is not None:
+            self._continue(next_item)
         elif not paginator.fans_out:
             self.ledger.mark_end(item)
         self.ledger.mark_page(
@@ -159,6 +158,23 @@ class PageIngester:
             },
         )
         return result
+
+    def _next_item(self, item: WorkItem, cursor: str | None, cursor_is_url: bool, client: VendorClient) -> WorkItem:
+        """The chain's next work item, checked before anything of this page is written: a chain
+        longer than a shard may hold, or a cursor the vendor already gave, stops the chain here."""
+        if item.page >= MAX_PAGES_PER_SHARD:
+            raise BadResponseError(f"the chain goes on past page {MAX_PAGES_PER_SHARD}, the most a shard may hold")
+        if cursor is not None and cursor_is_url:
+            cursor = client.credentials.strip(cursor)
+        next_item = item.next(cursor)
+        if cursor is not None:
+            first = self.ledger.first_page_of_cursor(next_item)
+            if first != next_item.page:
+                raise BadResponseError(
+                    f"the vendor's cursor for page {next_item.page} is the one it gave for page {first}: "
+                    "stopping a loop"
+                )
+        return next_item
 
     def _continue(self, next_item: WorkItem) -> None:
         """Enqueue the chain's next page at most once per claim, however often this message is delivered."""

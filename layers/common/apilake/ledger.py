@@ -7,6 +7,8 @@ Layout (under ``ledger/``):
 - ``source=<S>/run=<R>/shard=<D>/next=<NNNNN>.json``: the claim to enqueue page NNNNN of a chain
   (created with a conditional write, so a chain is continued once however often a message is
   delivered);
+- ``source=<S>/run=<R>/shard=<D>/cursor=<sha256>.json``: which page a chain's cursor (or next URL)
+  leads to, created once: a vendor that hands out a cursor again is caught, not followed in a loop;
 - ``source=<S>/run=<R>/shard=<D>/end.json``: the last page of a chain;
 - ``source=<S>/run=<R>/shard=<D>/failed=<NNNNN>.json``: the last failure of a page (reason, attempt),
   so that "what is missing" comes with "why".
@@ -14,6 +16,7 @@ Layout (under ``ledger/``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -180,6 +183,16 @@ class Ledger:
         age = ((now or datetime.now(UTC)) - stored["LastModified"]).total_seconds()
         return ClaimState(Claim.PENDING, age_seconds=age)
 
+    def first_page_of_cursor(self, next_item: WorkItem) -> int:
+        """Record that ``next_item``'s cursor leads to its page; returns the page it led to first
+        (the same page on a redelivery, an earlier one when the vendor repeats a cursor)."""
+        assert next_item.cursor is not None
+        digest = hashlib.sha256(next_item.cursor.encode()).hexdigest()
+        key = f"{_item_prefix(next_item)}cursor={digest}.json"
+        if self._create_json(key, {"page": next_item.page}):
+            return next_item.page
+        return int(self._get_json(key)["page"])
+
     def confirm_continuation(self, next_item: WorkItem) -> None:
         self._put_json(self._claim_key(next_item), {"state": "sent", "item": next_item.model_dump(mode="json")})
 
@@ -231,6 +244,22 @@ class Ledger:
         return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing), landed
 
     # -- S3 helpers ----------------------------------------------------------------------------
+    def _create_json(self, key: str, document: Any) -> bool:
+        """Create ``key`` only if it does not exist (S3 conditional write); False when it did."""
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps(document, separators=(",", ":")).encode(),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def _put_json(self, key: str, document: Any) -> None:
         self._s3.put_object(
             Bucket=self.bucket,

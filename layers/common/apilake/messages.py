@@ -32,7 +32,8 @@ class WorkItem(BaseModel):
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
 
     def next(self, cursor: str | None) -> WorkItem:
-        return self.model_copy(update={"page": self.page + 1, "cursor": cursor})
+        """The chain's next page (validated: a chain cannot grow past the pages a shard may hold)."""
+        return WorkItem.model_validate({**self.model_dump(), "page": self.page + 1, "cursor": cursor})
 
 
 class WorkItemRecord(SqsRecordModel):

@@ -46,8 +46,8 @@ class WorkerSettings(_Settings):
     # Seconds kept back from the Lambda's remaining time: never start a wait or a request past it.
     safety_margin_seconds: float = Field(default=5.0, ge=0, le=120)
     # A continuation claimed but not confirmed for this long is taken as abandoned (its worker died)
-    # and sent again; keep it above the worker's timeout.
-    continuation_stale_seconds: float = Field(default=900.0, ge=1, le=43_200)
+    # and sent again: the worker's timeout (the template sets it), after which no worker holds it.
+    continuation_stale_seconds: float = Field(default=300.0, gt=0, le=43_200)
 
     env_names = {
         "source": "APILAKE_SOURCE",

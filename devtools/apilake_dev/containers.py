@@ -90,70 +90,141 @@ def invoke_planner(env: dict[str, str], event: dict[str, Any], log_path: Path) -
     return outcome
 
 
+CRASH_EXIT_CODE = 70  # an injected container death, respawned like a new Lambda container
+
+
+@dataclass(frozen=True)
+class ContainerFaults:
+    """Faults of the platform, not of the vendor, each at a rate per record (reproducibly seeded).
+
+    - ``crash``: the container dies after the handler returned, before its messages are deleted;
+    - ``put_failure``: an S3 PutObject fails (botocore ``before-call`` hook on the worker's client);
+    - ``duplicate``: SQS delivers a record's message once more (at-least-once delivery).
+    """
+
+    crash: float = 0.0
+    put_failure: float = 0.0
+    duplicate: float = 0.0
+    seed: int = 11
+
+
 @dataclass
 class ContainerReport:
     source: str
-    slot: int
+    container: str
     stats: PollStats
     totals: dict[str, float] = field(default_factory=dict)  # metric -> sum, for this source
-    final: bool = False
+    injected: dict[str, int] = field(default_factory=dict)
 
 
-def _container_main(spec: WorkerSpec, slot: int, env: dict[str, str], log_path: str, stop: Event, reports: Any) -> None:
+def _container_main(
+    spec: WorkerSpec, name: str, env: dict[str, str], log_path: str, stop: Event, reports: Any, faults: ContainerFaults
+) -> None:
     """The body of one container process: its own interpreter state, environment and caches."""
     _enter_container({**env, **spec.environment}, log_path)
-    import boto3
+    import random
 
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from apilake.aws import default_clients
     from apilake.observability import totals
 
     worker = _load_app(WORKER_APP, "worker_app")
+    rng = random.Random(f"{faults.seed}:{name}")
+    injected = {"crash": 0, "put_failure": 0, "duplicate": 0}
+    sqs = boto3.client("sqs")
+
+    def failing_put(**_: Any) -> None:
+        if rng.random() < faults.put_failure:
+            injected["put_failure"] += 1
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "PutObject")
+
+    if faults.put_failure:
+        default_clients().s3.meta.events.register("before-call.s3.PutObject", failing_put)
+
+    def report() -> None:
+        sums = {metric: value for (src, metric), value in totals.snapshot().items() if src == spec.source}
+        reports.put(ContainerReport(spec.source, name, source.stats, sums, dict(injected)))
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        for record in event["Records"]:
+            if rng.random() < faults.duplicate:
+                injected["duplicate"] += 1
+                sqs.send_message(QueueUrl=spec.queue_url, MessageBody=record["body"])
+        result = worker.handler(event, context)
+        if rng.random() < faults.crash * len(event["Records"]):
+            injected["crash"] += 1
+            report()
+            reports.close()
+            reports.join_thread()  # the report must leave before the process does
+            sys.stdout.flush()
+            os._exit(CRASH_EXIT_CODE)  # before the event source deletes anything, as a dying container
+        return result
 
     source = SqsEventSource(
-        boto3.client("sqs"),
+        sqs,
         spec.queue_url,
-        worker.handler,
-        f"{spec.function}-{slot}",
+        handler,
+        f"{spec.function}-{name}",
         batch_size=spec.batch_size,
         timeout_seconds=spec.timeout_seconds,
         wait_seconds=1,
     )
-
-    def report(final: bool) -> None:
-        sums = {metric: value for (src, metric), value in totals.snapshot().items() if src == spec.source}
-        reports.put(ContainerReport(spec.source, slot, source.stats, sums, final))
-
     while not stop.is_set():
         if source.poll_once():
-            report(final=False)
-    report(final=True)
+            report()
+    report()
 
 
 class LocalEventSources:
     """Starts the containers of every worker in a deployment and waits for the queues to drain."""
 
-    def __init__(self, deployment: LocalDeployment, aws_env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        deployment: LocalDeployment,
+        aws_env: dict[str, str],
+        log_dir: Path,
+        faults: ContainerFaults | None = None,
+    ) -> None:
         self.deployment = deployment
         self.aws_env = aws_env
         self.log_dir = log_dir
+        self.faults = faults or ContainerFaults()
         self._context = process_context()
         self._stop = self._context.Event()
         self._reports: Any = self._context.Queue()
-        self._processes: list[Any] = []
-        self.latest: dict[tuple[str, int], ContainerReport] = {}
+        self._processes: dict[str, tuple[WorkerSpec, Any]] = {}
+        self.latest: dict[tuple[str, str], ContainerReport] = {}
+        self.restarts = 0
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.deployment.workers:
             for slot in range(spec.max_concurrency):
-                log_path = self.log_dir / f"{spec.source}-{slot}.log"
-                process = self._context.Process(
-                    target=_container_main,
-                    args=(spec, slot, self.aws_env, str(log_path), self._stop, self._reports),
-                    name=f"{spec.function}-{slot}",
-                    daemon=True,
-                )
-                process.start()
-                self._processes.append(process)
+                self._launch(spec, f"{slot}")
+
+    def _launch(self, spec: WorkerSpec, name: str) -> None:
+        log_path = self.log_dir / f"{spec.source}-{name.split('.')[0]}.log"
+        process = self._context.Process(
+            target=_container_main,
+            args=(spec, name, self.aws_env, str(log_path), self._stop, self._reports, self.faults),
+            name=f"{spec.function}-{name}",
+            daemon=True,
+        )
+        process.start()
+        self._processes[f"{spec.source}/{name}"] = (spec, process)
+
+    def _respawn_crashed(self) -> None:
+        """Lambda starts a new container where one died; an unexpected death is an error."""
+        for key, (spec, process) in list(self._processes.items()):
+            if process.is_alive() or process.exitcode is None:
+                continue
+            if process.exitcode != CRASH_EXIT_CODE:
+                raise RuntimeError(f"container {process.name} exited with {process.exitcode}; see {self.log_dir}")
+            del self._processes[key]
+            self.restarts += 1
+            self._launch(spec, f"{key.split('/')[1].split('.')[0]}.{self.restarts}")
 
     def _collect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -162,7 +233,7 @@ class LocalEventSources:
                 report: ContainerReport = self._reports.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return
-            self.latest[(report.source, report.slot)] = report
+            self.latest[(report.source, report.container)] = report
 
     def in_queues(self, sqs: Any) -> dict[str, int]:
         """Per source: messages visible or in flight in its queue."""
@@ -188,30 +259,28 @@ class LocalEventSources:
         empty_checks = 0
         while time.monotonic() < stop_at:
             self._collect(timeout=every)
+            self._respawn_crashed()
             waiting = self.in_queues(sqs)
             if on_progress is not None:
                 on_progress(waiting)
             empty_checks = empty_checks + 1 if not any(waiting.values()) else 0
             if empty_checks >= 2:
                 return True
-            dead = [p.name for p in self._processes if not p.is_alive()]
-            if dead:
-                raise RuntimeError(f"container process(es) died: {', '.join(dead)}; see {self.log_dir}")
         return False
 
     def stop(self) -> None:
         self._stop.set()
-        for process in self._processes:
+        for _spec, process in self._processes.values():
             process.join(timeout=15)
         self._collect(timeout=0.5)
-        for process in self._processes:
+        for _spec, process in self._processes.values():
             if process.is_alive():
                 process.terminate()
 
     def per_source(self) -> dict[str, dict[str, float]]:
-        """Summed stats and metric totals per source, over its containers."""
+        """Summed stats, metric totals and injected faults per source, over all its containers."""
         summary: dict[str, dict[str, float]] = {}
-        for (source, _slot), report in self.latest.items():
+        for (source, _container), report in self.latest.items():
             row = summary.setdefault(source, {})
             for key, value in asdict(report.stats).items():
                 if isinstance(value, int):
@@ -219,4 +288,6 @@ class LocalEventSources:
             row["handler_errors"] = row.get("handler_errors", 0) + len(report.stats.handler_errors)
             for metric, value in report.totals.items():
                 row[metric] = row.get(metric, 0) + value
+            for kind, value in report.injected.items():
+                row[f"injected_{kind}"] = row.get(f"injected_{kind}", 0) + value
         return summary

@@ -141,7 +141,8 @@ class FaultPlan:
                 return kind
         return None
 
-    def transient(self, style: str, dataset: str, page: int, attempt: int) -> Fault | None:
+    def transient(self, style: str, dataset: str, page: int, attempt: int) -> tuple[str, Fault] | None:
+        """The fault (and its kind) for this request, if one is drawn."""
         if attempt > 2:
             return None
         rng = random.Random(f"{self.seed}:{style}:{dataset}:{page}:{attempt}")
@@ -149,7 +150,7 @@ class FaultPlan:
         for kind in TRANSIENT_KINDS:
             threshold += self.rates.get(kind, 0.0)
             if draw < threshold:
-                return self._fault(kind, rng)
+                return kind, self._fault(kind, rng)
         return None
 
     def _fault(self, kind: str, rng: random.Random) -> Fault:
@@ -193,20 +194,24 @@ class VendorState:
             if self.plan is None:
                 return None
             if self.plan.permanent(style, dataset, page) == "malformed":
+                if key not in self.permanent_pages:
+                    self.injected["malformed (pages)"] += 1
                 self.permanent_pages[key] = "malformed"
-                self.injected["malformed"] += 1
                 return Fault("malformed")
-            fault = self.plan.transient(style, dataset, page, self.requests[key])
-            if fault is not None:
-                self.injected[fault.kind if fault.kind != "status" else f"status_{fault.status}"] += 1
+            drawn = self.plan.transient(style, dataset, page, self.requests[key])
+            if drawn is None:
+                return None
+            kind, fault = drawn
+            self.injected[kind if kind != "server_error" else f"server_error_{fault.status}"] += 1
             return fault
 
     def repeats_cursor(self, style: str, dataset: str, page: int) -> bool:
         if self.plan is None or self.plan.permanent(style, dataset, page) != "cursor_repeat":
             return False
         with self.lock:
+            if (style, dataset, page) not in self.permanent_pages:
+                self.injected["cursor_repeat (pages)"] += 1
             self.permanent_pages[(style, dataset, page)] = "cursor_repeat"
-            self.injected["cursor_repeat"] += 1
         return True
 
 

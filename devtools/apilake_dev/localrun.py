@@ -19,9 +19,10 @@ from apilake.exceptions import ApilakeError, ConfigError
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import Metric
 from apilake_dev.catalog import catalog_source, ensure_database
-from apilake_dev.containers import LocalEventSources, invoke_planner
+from apilake_dev.containers import ContainerFaults, LocalEventSources, invoke_planner
 from apilake_dev.lakefolder import mirror
 from apilake_dev.local_aws import LocalAws, deploy, load_template
+from apilake_dev.redrive import peek, redrive
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -74,35 +75,61 @@ def check_sources_match_template(sources_file: Path, template: dict[str, Any]) -
         )
 
 
-def run_local(
-    sources_file: Path,
-    home: Path,
-    event: dict[str, Any],
-    secrets: dict[str, str] | None = None,
-    visibility_timeout: int | None = None,
-    max_seconds: float = 900,
-    echo: Printer = print,
-) -> LocalRunResult:
-    started = time.monotonic()
-    template = load_template(TEMPLATE)
-    check_sources_match_template(sources_file, template)
-    with LocalAws() as aws:
-        echo(f"AWS emulated by moto at {aws.endpoint}")
-        for name, value in (secrets or {}).items():
-            aws.client("secretsmanager").create_secret(Name=name, SecretString=value)
-        deployment = deploy(template, aws, sources_file, visibility_timeout=visibility_timeout)
-        echo(
-            f"created from template.yaml: bucket {deployment.bucket}, "
+class LocalRun:
+    """One local session: the emulator, the deployment from template.yaml, then planner runs and
+    drains as the caller asks; ``finish`` catalogs, mirrors the lake and reads the ledger."""
+
+    def __init__(
+        self,
+        sources_file: Path,
+        home: Path,
+        secrets: dict[str, str] | None = None,
+        visibility_timeout: int | None = None,
+        faults: ContainerFaults | None = None,
+        echo: Printer = print,
+    ) -> None:
+        self.sources_file = sources_file
+        self.home = home
+        self.secrets = secrets or {}
+        self.visibility_timeout = visibility_timeout
+        self.faults = faults
+        self.echo = echo
+        self.started = time.monotonic()
+        self.template = load_template(TEMPLATE)
+        check_sources_match_template(sources_file, self.template)
+        self.aws = LocalAws()
+        self.per_source: dict[str, dict[str, float]] = {}
+        self.restarts = 0
+
+    def __enter__(self) -> LocalRun:
+        self.aws.__enter__()
+        self.echo(f"AWS emulated by moto at {self.aws.endpoint}")
+        for name, value in self.secrets.items():
+            self.aws.client("secretsmanager").create_secret(Name=name, SecretString=value)
+        self.deployment = deploy(self.template, self.aws, self.sources_file, visibility_timeout=self.visibility_timeout)
+        self.sqs, self.s3 = self.aws.client("sqs"), self.aws.client("s3")
+        self.echo(
+            f"created from template.yaml: bucket {self.deployment.bucket}, "
             + ", ".join(
-                f"{w.source} (queue + DLQ after {deployment.max_receive_count[w.source]} receives, "
+                f"{w.source} (queue + DLQ after {self.deployment.max_receive_count[w.source]} receives, "
                 f"batch {w.batch_size}, concurrency {w.max_concurrency})"
-                for w in deployment.workers
+                for w in self.deployment.workers
             )
         )
-        planned, planner_error = _plan(aws, deployment.planner_environment, event, home / "logs" / "planner.log", echo)
-        containers = LocalEventSources(deployment, aws.env(), home / "logs")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.aws.__exit__(*exc)
+
+    def plan(self, event: dict[str, Any]) -> tuple[str | None, str | None]:
+        return _plan(
+            self.aws, self.deployment.planner_environment, event, self.home / "logs" / "planner.log", self.echo
+        )
+
+    def drain(self, max_seconds: float = 900) -> bool:
+        """Run the worker containers until every queue is empty (or ``max_seconds`` pass)."""
+        containers = LocalEventSources(self.deployment, self.aws.env(), self.home / "logs", self.faults)
         containers.start()
-        sqs = aws.client("sqs")
         last_print = [0.0]
 
         def progress(waiting: dict[str, int]) -> None:
@@ -112,32 +139,61 @@ def run_local(
             last_print[0] = now
             landed = containers.per_source()
             cells = [f"{s} {int(landed.get(s, {}).get('deleted', 0))} done/{n} queued" for s, n in waiting.items()]
-            echo(f"  [{now - started:5.1f}s] " + " | ".join(cells))
+            self.echo(f"  [{now - self.started:5.1f}s] " + " | ".join(cells))
 
         try:
-            drained = containers.wait_until_drained(sqs, max_seconds=max_seconds, on_progress=progress)
+            drained = containers.wait_until_drained(self.sqs, max_seconds=max_seconds, on_progress=progress)
         finally:
             containers.stop()
-        summaries = _summaries(containers.per_source(), deployment.dlqs, sqs, home)
-        s3, glue = aws.client("s3"), aws.client("glue")
-        ensure_database(glue, deployment.database)
+        for source, row in containers.per_source().items():
+            totals = self.per_source.setdefault(source, {})
+            for key, value in row.items():
+                totals[key] = totals.get(key, 0) + value
+        self.restarts += containers.restarts
+        return drained
+
+    def dlq_messages(self, source: str) -> list[dict[str, Any]]:
+        return peek(self.sqs, self.deployment.dlqs[source])
+
+    def redrive(self, source: str) -> int:
+        return redrive(self.sqs, self.deployment.dlqs[source], self.deployment.queues[source])
+
+    def finish(self, run_id: str | None, drained: bool, planner_error: str | None = None) -> LocalRunResult:
+        summaries = _summaries(self.per_source, {s: self.dlq_messages(s) for s in self.deployment.dlqs}, self.home)
+        glue = self.aws.client("glue")
+        ensure_database(glue, self.deployment.database)
         catalog = {
-            w.source: catalog_source(glue, s3, deployment.bucket, deployment.database, w.source)
-            for w in deployment.workers
+            w.source: catalog_source(glue, self.s3, self.deployment.bucket, self.deployment.database, w.source)
+            for w in self.deployment.workers
         }
-        mirror(s3, deployment.bucket, home / "lake")
-        ledger = Ledger(s3, deployment.bucket)
-        manifest = ledger.read_manifest(planned) if planned else None
-        status = ledger.status(manifest) if manifest else None
-    return LocalRunResult(
-        run_id=planned or "",
-        drained=drained,
-        wall_seconds=time.monotonic() - started,
-        sources=summaries,
-        status=status,
-        planner_error=planner_error,
-        catalog=catalog,
-    )
+        mirror(self.s3, self.deployment.bucket, self.home / "lake")
+        ledger = Ledger(self.s3, self.deployment.bucket)
+        manifest = ledger.read_manifest(run_id) if run_id else None
+        return LocalRunResult(
+            run_id=run_id or "",
+            drained=drained,
+            wall_seconds=time.monotonic() - self.started,
+            sources=summaries,
+            status=ledger.status(manifest) if manifest else None,
+            planner_error=planner_error,
+            catalog=catalog,
+        )
+
+
+def run_local(
+    sources_file: Path,
+    home: Path,
+    event: dict[str, Any],
+    secrets: dict[str, str] | None = None,
+    visibility_timeout: int | None = None,
+    max_seconds: float = 900,
+    echo: Printer = print,
+) -> LocalRunResult:
+    """Plan once, drain, finish: what `apilake demo` and `apilake run --local` do."""
+    with LocalRun(sources_file, home, secrets, visibility_timeout, echo=echo) as run:
+        run_id, planner_error = run.plan(event)
+        drained = run.drain(max_seconds)
+        return run.finish(run_id, drained, planner_error)
 
 
 def _plan(
@@ -163,14 +219,14 @@ def _run_id_of(event: dict[str, Any]) -> str | None:
 
 
 def _summaries(
-    per_source: dict[str, dict[str, float]], dlqs: dict[str, str], sqs: Any, home: Path
+    per_source: dict[str, dict[str, float]], dead: dict[str, list[dict[str, Any]]], home: Path
 ) -> dict[str, SourceSummary]:
     (home / "dlq").mkdir(parents=True, exist_ok=True)
     result = {}
-    for source, dlq_url in dlqs.items():
+    for source, messages in dead.items():
         row = per_source.get(source, {})
-        messages = _drain_dlq(sqs, dlq_url)
-        (home / "dlq" / f"{source}.jsonl").write_text("".join(json.dumps(m) + "\n" for m in messages))
+        dumped = [{"message_id": m["MessageId"], "body": m["Body"]} for m in messages]
+        (home / "dlq" / f"{source}.jsonl").write_text("".join(json.dumps(m) + "\n" for m in dumped))
         result[source] = SourceSummary(
             source=source,
             pages=int(row.get(Metric.PAGES_INGESTED.value, 0) + row.get(Metric.PAGES_UNCHANGED.value, 0)),
@@ -182,20 +238,3 @@ def _summaries(
             dlq=len(messages),
         )
     return result
-
-
-def _drain_dlq(sqs: Any, url: str) -> list[dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    while True:
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, AttributeNames=["All"]
-        )
-        batch = messages.get("Messages", [])
-        if not batch:
-            return list(found.values())
-        for message in batch:
-            found[message["MessageId"]] = {
-                "message_id": message["MessageId"],
-                "body": message["Body"],
-                "receive_count": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
-            }

@@ -164,9 +164,9 @@ class Harness:
         return found
 
     def dlq_bodies(self, source: str) -> list[str]:
-        messages = self.sqs.receive_message(
-            QueueUrl=self.dlqs[source], MaxNumberOfMessages=10, WaitTimeSeconds=1
-        ).get("Messages", [])
+        messages = self.sqs.receive_message(QueueUrl=self.dlqs[source], MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
         return [m["Body"] for m in messages]
 
     def status(self, run_id: str) -> RunStatus:

@@ -16,9 +16,11 @@ import duckdb
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, RunStatus
-from apilake_dev import demo, query, template
+from apilake_dev import demo, query, soak, template
 from apilake_dev.lakefolder import FolderStore
 from apilake_dev.localrun import LocalRunResult, run_local
+from apilake_dev.redrive import redrive
+from apilake_dev.template import pascal
 
 DEFAULT_HOME = Path(".apilake")
 
@@ -70,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sources_sub.add_parser("validate", help="validate a sources file")
     validate.add_argument("file", type=Path, nargs="?", default=demo.SHIPPED_SOURCES)
     validate.set_defaults(func=cmd_sources_validate)
+
+    soak_cmd = commands.add_parser("soak", help="the local flow under every fault kind, then a verdict; exit 1 on loss")
+    soak_cmd.add_argument("--pages", type=int, default=2000, help="about this many pages over the four sources")
+    soak_cmd.add_argument("--seed", type=int, default=7, help="seed of the fault draws")
+    soak_cmd.add_argument("--visibility-timeout", type=int, default=6, help="seconds (redelivery speed)")
+    soak_cmd.set_defaults(func=cmd_soak)
+
+    redrive_cmd = commands.add_parser("redrive", help="move a source's DLQ back to its queue (deployed stack)")
+    redrive_cmd.add_argument("--source", required=True)
+    redrive_cmd.add_argument("--stack-name", help="read the queue URLs from this stack's outputs")
+    redrive_cmd.add_argument("--queue-url", help="or give them: the source's queue")
+    redrive_cmd.add_argument("--dlq-url", help="and its dead-letter queue")
+    redrive_cmd.set_defaults(func=cmd_redrive)
 
     template_cmd = commands.add_parser("template", help="regenerate template.yaml from the sources file")
     template_cmd.add_argument("--check", action="store_true", help="only check that it is up to date")
@@ -158,6 +173,39 @@ def cmd_sources_validate(args: argparse.Namespace) -> int:
             f"{source.budget.max_concurrency} workers"
         )
     print(f"{args.file}: {len(sources.sources)} sources, valid")
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    result = soak.run_soak(args.home, pages=args.pages, seed=args.seed, visibility_timeout=args.visibility_timeout)
+    print("\ninjected faults:")
+    print(query.format_table(["fault", "count"], sorted(result.injected.items())))
+    print(f"\n{result.pages_total} pages, {result.result.wall_seconds:.0f}s")
+    for verdict in result.verdicts:
+        print(verdict.line())
+        for detail in verdict.details:
+            print(f"  {detail}")
+    complete = result.result.status is not None and result.result.status.complete
+    print(f"status after redrive: complete: {'yes' if complete else 'NO'}")
+    return 0 if result.ok else 1
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    queue_url, dlq_url = args.queue_url, args.dlq_url
+    if args.stack_name:
+        stacks = boto3.client("cloudformation").describe_stacks(StackName=args.stack_name)["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        name = pascal(args.source)
+        if f"{name}QueueUrl" not in outputs:
+            raise ApilakeError(f"stack {args.stack_name} has no source {args.source!r} (no output {name}QueueUrl)")
+        queue_url, dlq_url = outputs[f"{name}QueueUrl"], outputs[f"{name}DeadLetterQueueUrl"]
+    if not queue_url or not dlq_url:
+        raise ApilakeError("give --stack-name, or both --queue-url and --dlq-url")
+    moved = redrive(sqs, dlq_url, queue_url)
+    print(f"{args.source}: moved {moved} message(s) from its DLQ back to its queue")
     return 0
 
 

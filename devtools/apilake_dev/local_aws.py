@@ -144,13 +144,17 @@ def deploy(
     sources_file: Path,
     parameter_overrides: dict[str, Any] | None = None,
     visibility_timeout: int | None = None,
+    worker_timeout: float | None = None,
 ) -> LocalDeployment:
     """Create in the emulator what the template declares for the flow: the lake bucket, every queue
     with its DLQ and redrive policy, and the functions' environments and event-source settings.
 
     ``visibility_timeout`` replaces the template's (and the workers' timeout becomes a sixth of it,
-    keeping the template's ratio) so that redelivery can be watched in seconds, not half hours.
+    keeping the template's ratio, unless ``worker_timeout`` says otherwise: it must stay below the
+    visibility timeout) so that redelivery can be watched in seconds, not half hours.
     """
+    if worker_timeout is not None and (visibility_timeout is None or worker_timeout >= visibility_timeout):
+        raise ValueError("a local worker timeout needs a longer local visibility timeout")
     parameters = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
     parameters.update(parameter_overrides or {})
     stage = parameters.get("Stage", "local")
@@ -209,6 +213,7 @@ def deploy(
             dlq = next(q for q in queues if resolve.attributes[(q, "Arn")] == redrive["deadLetterTargetArn"])
             source = environment["APILAKE_SOURCE"]
             timeout = float(properties["Timeout"]) if visibility_timeout is None else visibility_timeout / 6
+            timeout = worker_timeout or timeout
             if visibility_timeout is not None:
                 environment["APILAKE_SAFETY_MARGIN_SECONDS"] = str(min(5.0, timeout / 5))
                 environment["APILAKE_CONTINUATION_STALE_SECONDS"] = str(timeout)

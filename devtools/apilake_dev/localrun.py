@@ -87,7 +87,9 @@ class LocalRun:
         visibility_timeout: int | None = None,
         faults: ContainerFaults | None = None,
         echo: Printer = print,
+        worker_timeout: float | None = None,
     ) -> None:
+        self.worker_timeout = worker_timeout
         self.sources_file = sources_file
         self.home = home
         self.secrets = secrets or {}

@@ -271,7 +271,10 @@ def run_soak(
     with FakeVendor(list(datasets.values()), api_key=DEMO_KEY, protected=set(protected), plan=plan) as vendor:
         sources = soak_sources(vendor, home / "soak-sources.yaml")
         secrets = dict.fromkeys(protected.values(), DEMO_KEY)
-        with LocalRun(sources, home, secrets, visibility_timeout, container_faults, echo) as run:
+        # Workers get half the visibility timeout (the template's sixth would leave a second locally).
+        with LocalRun(
+            sources, home, secrets, visibility_timeout, container_faults, echo, worker_timeout=visibility_timeout / 2
+        ) as run:
             run_id, planner_error = run.plan(event)
             if planner_error or run_id is None:
                 raise RuntimeError(f"the soak's planner failed: {planner_error}")

@@ -4,7 +4,9 @@ and the real handlers driven by the local SQS event source."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from moto import mock_aws
 
 from apilake.lake import source_prefix
 from apilake.ledger import Ledger, RunStatus
+from apilake.observability import logger, std_logger
 from apilake_dev.event_source import LambdaContextStub, PollStats, SqsEventSource
 from apilake_dev.fake_vendor import Dataset, FakeVendor
 from tests.conftest import load_handler_module
@@ -174,6 +177,17 @@ class Harness:
         manifest = ledger.read_manifest(run_id)
         assert manifest is not None, f"no manifest for run {run_id}"
         return ledger.status(manifest)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Every log record of the test, formatted as in Lambda (JSON, tracebacks included)."""
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logger.registered_formatter)
+    std_logger.addHandler(handler)
+    yield sink
+    std_logger.removeHandler(handler)
 
 
 @pytest.fixture

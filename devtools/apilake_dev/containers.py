@@ -254,7 +254,8 @@ class LocalEventSources:
         on_progress: Callable[[dict[str, int]], None] | None = None,
         every: float = 1.0,
     ) -> bool:
-        """Wait until every queue is empty twice in a row (nothing visible, nothing in flight)."""
+        """Wait until every queue is empty twice in a row (nothing visible, nothing in flight): the
+        counts are approximate, a message turning visible while they are read can be missed once."""
         stop_at = time.monotonic() + max_seconds
         empty_checks = 0
         while time.monotonic() < stop_at:

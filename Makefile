@@ -24,12 +24,13 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help demo soak env checkov-env test unit integration lint build template lock clean
+.PHONY: help demo soak bench env checkov-env test unit integration lint build template lock clean
 
 help:
 	@echo "make demo   the whole Option A flow on this machine, then SQL over the lake (sets up .venv)"
 	@echo "make test   lint, unit, integration, end-to-end and template tests (sets up .venv from nothing)"
 	@echo "make soak   >= 2,000 pages under every fault kind; verdict: lost / duplicated / forked (exit 1 if any)"
+	@echo "make bench  benchmarks (so far: cold start, zip sizes, memory); table + bench/results/*.json"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
 	@echo "make template  regenerate template.yaml from layers/common/sources.yaml"
@@ -60,6 +61,9 @@ demo: env
 
 soak: env
 	$(BIN)/apilake soak
+
+bench: env
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.run
 
 lint: env
 	$(BIN)/ruff check .

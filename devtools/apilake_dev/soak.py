@@ -37,8 +37,8 @@ DEFAULT_RATES = {
     "reset": 0.02,
     "slow": 0.02,
     "truncated": 0.02,
-    "malformed": 0.005,
-    "cursor_repeat": 0.004,
+    "malformed": 0.01,
+    "cursor_repeat": 0.01,
 }
 DEFAULT_CONTAINER_FAULTS = ContainerFaults(crash=0.01, put_failure=0.02, duplicate=0.02)
 _KEY = re.compile(r"/shard=([^/]+)/page=(\d{5})\.json\.gz$")

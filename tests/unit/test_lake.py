@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from datetime import date
 
@@ -10,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from apilake.lake import LakeWriter, page_key, to_ndjson
+from apilake.lake import LakeWriter, encode_page, page_key
 
 
 @pytest.mark.parametrize(
@@ -36,9 +37,12 @@ def test_page_keys_are_deterministic(source: str, day: date, shard: str, page: i
     assert page_key(source, day, shard, page) == key
 
 
-def test_ndjson_is_one_record_a_line_in_utf8() -> None:
-    assert to_ndjson([{"a": 1, "b": "é"}, [1, 2]]) == '{"a":1,"b":"é"}\n[1,2]\n'.encode()
-    assert to_ndjson([]) == b""
+def test_pages_are_gzip_ndjson_one_record_a_line_in_utf8_with_the_hash_of_the_ndjson() -> None:
+    digest, body = encode_page([{"a": 1, "b": "é"}, [1, 2]])
+    ndjson = '{"a":1,"b":"é"}\n[1,2]\n'.encode()
+    assert gzip.decompress(body) == ndjson
+    assert digest == hashlib.sha256(ndjson).hexdigest()
+    assert gzip.decompress(encode_page([])[1]) == b""
 
 
 @mock_aws
@@ -65,5 +69,5 @@ def test_an_unchanged_page_is_not_rewritten_and_a_changed_one_is() -> None:
 
 
 def test_the_same_records_give_the_same_bytes() -> None:
-    body = to_ndjson([{"id": i} for i in range(100)])
-    assert gzip.compress(body, mtime=0) == gzip.compress(body, mtime=0)
+    records = [{"id": i, "at": "2026-11-25"} for i in range(1000)]
+    assert encode_page(records) == encode_page([dict(r) for r in records])

@@ -217,26 +217,25 @@ class VendorClient:
             raise TransientHttpError(f"{status} from {shown}", status=status, retry_after=retry_after)
         raise PermanentHttpError(f"{status} from {shown}", status=status)
 
-    def _read_capped(self, response: requests.Response) -> bytes:
+    def _read_capped(self, response: requests.Response) -> bytearray:
+        """The body, in one buffer (a page is held once, not as chunks and a copy), refused past the limit."""
         limit = self.source.max_page_bytes
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PermanentHttpError(
                 f"the response of {self._shown(response)} is {declared} bytes, over the {limit}-byte limit"
             )
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         try:
             for chunk in response.iter_content(CHUNK_BYTES):
-                size += len(chunk)
-                if size > limit:
+                if len(body) + len(chunk) > limit:
                     raise PermanentHttpError(f"the response of {self._shown(response)} is over the {limit}-byte limit")
-                chunks.append(chunk)
+                body += chunk
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientHttpError(
                 f"the response of {self._shown(response)} broke off: {type(exc).__name__}"
             ) from None
-        return b"".join(chunks)
+        return body
 
     def _shown(self, response: requests.Response) -> str:
         return self.credentials.redact(response.url)

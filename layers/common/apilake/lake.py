@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -34,9 +34,19 @@ def page_key(source: str, ingestion_date: date, shard: str, page: int) -> str:
     return f"{source_prefix(source)}ingestion_date={ingestion_date.isoformat()}/shard={shard}/page={page:05d}.json.gz"
 
 
-def to_ndjson(records: list[Any]) -> bytes:
-    """One JSON record a line, keys in their original order, UTF-8."""
-    return b"".join(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for rec in records)
+def encode_page(records: list[Any]) -> tuple[str, bytes]:
+    """(sha256 of the NDJSON, the NDJSON gzipped), in one pass: the uncompressed NDJSON of a large
+    page is never held in memory whole. The gzip header carries no time, so the same records always
+    give the same bytes."""
+    hasher = hashlib.sha256()
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = []
+    for record in records:
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        hasher.update(line)
+        parts.append(compressor.compress(line))
+    parts.append(compressor.flush())
+    return hasher.hexdigest(), b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -57,12 +67,9 @@ class LakeWriter:
         self.bucket = bucket
 
     def write_page(self, key: str, records: list[Any], metadata: dict[str, str]) -> WriteResult:
-        body = to_ndjson(records)
-        digest = hashlib.sha256(body).hexdigest()
+        digest, compressed = encode_page(records)
         if self._stored_sha256(key) == digest:
             return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=0, written=False)
-        # mtime=0: the same records always give the same bytes.
-        compressed = gzip.compress(body, compresslevel=6, mtime=0)
         self._s3.put_object(
             Bucket=self.bucket,
             Key=key,

@@ -1,0 +1,99 @@
+"""Benchmark 4: cold start (import time of each handler against a bare `import boto3`, fresh
+interpreters, interleaved, median of 10) and the size of the built layer and function zips."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from bench.common import ROOT, Row, median, python_time
+
+RUNS = 10
+LAYER_TARGET_MB = 10.0
+IMPORT_TARGET_RATIO = 1.8
+
+
+def import_code(paths: list[str], statement: str) -> str:
+    return (
+        f"import sys, time; sys.path[:0] = {paths!r}; t = time.perf_counter(); {statement}; "
+        "print(time.perf_counter() - t)"
+    )
+
+
+def import_times(runs: int = RUNS) -> dict[str, float]:
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    codes = {
+        "boto3": import_code([], "import boto3"),
+        "worker": import_code([str(ROOT / "functions" / "worker")], "import app"),
+        "planner": import_code([str(ROOT / "functions" / "planner")], "import app"),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in codes}
+    for _ in range(runs):  # interleaved, so that a noisy moment hits all three alike
+        for name, code in codes.items():
+            samples[name].append(python_time(code, env))
+    return {name: median(values) for name, values in samples.items()}
+
+
+def zipped_size(folder: Path) -> int:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder))
+    return buffer.tell()
+
+
+def build(build_dir: Path) -> None:
+    env = {
+        **os.environ,
+        "SAM_CLI_TELEMETRY": "0",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sam"),
+            "build",
+            "--template",
+            "template.yaml",
+            "--build-dir",
+            str(build_dir),
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def run(build_dir: Path) -> list[Row]:
+    times = import_times()
+    rows = []
+    for handler in ("worker", "planner"):
+        ratio = times[handler] / times["boto3"]
+        target = IMPORT_TARGET_RATIO if handler == "worker" else None
+        rows.append(
+            Row(
+                "4 cold start",
+                f"{handler} import / boto3 import",
+                ratio,
+                "x",
+                f"<= {IMPORT_TARGET_RATIO}x" if target else "(reported)",
+                ratio <= target if target else None,
+                f"{times[handler] * 1000:.0f} ms vs {times['boto3'] * 1000:.0f} ms, median of {RUNS}",
+            )
+        )
+    if not (build_dir / "CommonLayer").exists():
+        build(build_dir)
+    layer_mb = zipped_size(build_dir / "CommonLayer") / 1e6
+    rows.append(
+        Row("4 cold start", "layer zip", layer_mb, "MB", f"<= {LAYER_TARGET_MB} MB", layer_mb <= LAYER_TARGET_MB)
+    )
+    for function in ("ApiAWorker", "Planner"):
+        rows.append(
+            Row("4 cold start", f"{function} zip", zipped_size(build_dir / function) / 1e3, "kB", "(reported)", None)
+        )
+    return rows

@@ -1,0 +1,69 @@
+"""Helpers shared by the benchmark scripts: medians of interleaved runs, a result row, JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Row:
+    benchmark: str
+    figure: str
+    value: float
+    unit: str
+    target: str
+    met: bool | None
+    detail: str = ""
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def python_time(code: str, env: dict[str, str] | None = None) -> float:
+    """Seconds a fresh interpreter spends in ``code`` (which must print its own elapsed seconds)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+
+
+def write(rows: list[Row], name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": machine(), "rows": [asdict(r) for r in rows]}, indent=2))
+    return path
+
+
+def table(rows: list[Row]) -> str:
+    headers = ["benchmark", "figure", "value", "target", "met"]
+    cells = [
+        [
+            r.benchmark,
+            r.figure,
+            f"{r.value:,.3g} {r.unit}".strip(),
+            r.target,
+            {True: "yes", False: "NO", None: "-"}[r.met],
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    return "\n".join(lines)

@@ -1,0 +1,171 @@
+"""Benchmark 7: a model of the AWS bill per 1,000,000 pages, against the floor of S3 PUTs + SQS
+requests alone. The worker's own processing time per page is measured here (worker handler
+in-process, moto for S3/SQS, a local fake vendor, batches of 10 pages of 100 records); the vendor's
+latency is an assumption, written down with every price used."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.observability import std_logger
+from apilake_dev.event_source import LambdaContextStub, sqs_event
+from apilake_dev.fake_vendor import Dataset, FakeVendor
+from bench.common import ROOT, Row
+
+TARGET_RATIO = 1.5
+PAGES = 1_000_000
+# us-east-1 list prices (arm64 Lambda), USD
+PRICE = {
+    "lambda_gb_second": 0.0000133334,
+    "lambda_request": 0.20 / 1e6,
+    "sqs_request": 0.40 / 1e6,  # standard queue, per 64 KB request
+    "s3_put": 0.005 / 1000,
+    "s3_head": 0.0004 / 1000,
+    "logs_ingested_gb": 0.50,
+}
+ASSUME = {
+    "memory_gb": 0.5,  # WorkerMemorySize 512
+    "batch_size": 10,  # WorkerBatchSize
+    "vendor_latency_ms": 150.0,  # per page, added to the measured processing time
+    # one JSON "page landed" line (~700 B) plus its share of the EMF and batch lines (the demo's logs)
+    "log_bytes_per_page": 1500,
+}
+
+
+def measure_ms_per_page(batches: int = 10, records: int = 100) -> float:
+    """Wall time of the worker handler per page, landing fan-out pages against local services."""
+    size = ASSUME["batch_size"]
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        FakeVendor([Dataset("cost", total=int(batches * size * records))]) as vendor,
+    ):
+        sources = Path(folder) / "sources.yaml"
+        sources.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "sources": [
+                        {
+                            "name": "cost",
+                            "base_url": vendor.base_url,
+                            "path": "/offset/cost",
+                            "records_path": "items",
+                            "pagination": {"type": "offset", "limit": records, "total_path": "total"},
+                        }
+                    ],
+                }
+            )
+        )
+        os.environ.update(
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ACCESS_KEY_ID="x",
+            AWS_SECRET_ACCESS_KEY="x",
+            POWERTOOLS_METRICS_DISABLED="true",
+            POWERTOOLS_LOG_LEVEL="ERROR",
+        )
+        with mock_aws():
+            for cached in (cached_sources, default_clients, default_vendor_clients):
+                cached.cache_clear()
+            boto3.client("s3").create_bucket(Bucket="lake")
+            url = boto3.client("sqs").create_queue(QueueName="cost")["QueueUrl"]
+            os.environ.update(
+                APILAKE_SOURCE="cost",
+                APILAKE_LAKE_BUCKET="lake",
+                APILAKE_QUEUE_URL=url,
+                APILAKE_SOURCES_FILE=str(sources),
+            )
+            worker = _load_worker()
+            std_logger.setLevel(logging.ERROR)  # the per-page INFO lines are not what is measured
+            elapsed = 0.0
+            for batch in range(int(batches)):
+                messages = [
+                    {
+                        "MessageId": f"m{n}",
+                        "ReceiptHandle": "r",
+                        "Body": json.dumps(
+                            {
+                                "run_id": "cost",
+                                "source": "cost",
+                                "ingestion_date": date(2026, 11, 26).isoformat(),
+                                "shard": "all",
+                                "page": batch * size + n + 1,
+                            }
+                        ),
+                    }
+                    for n in range(int(size))
+                ]
+                event = sqs_event(messages, "arn:aws:sqs:us-east-1:123456789012:cost")
+                with contextlib.redirect_stdout(io.StringIO()):  # the EMF documents it prints
+                    started = time.perf_counter()
+                    result = worker.handler(event, LambdaContextStub("cost", 300))
+                    elapsed += time.perf_counter() - started
+                assert result["batchItemFailures"] == [], result
+    return elapsed / (batches * size) * 1000
+
+
+def _load_worker() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cost_worker_app", ROOT / "functions" / "worker" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def model(local_ms: float) -> dict[str, float]:
+    """USD per 1,000,000 pages of a fan-out source, by line."""
+    seconds = (local_ms + ASSUME["vendor_latency_ms"]) / 1000
+    per_request = 1 / ASSUME["batch_size"]  # the planner sends, Lambda's poller receives and deletes, in tens
+    return {
+        "lambda duration": PAGES * seconds * ASSUME["memory_gb"] * PRICE["lambda_gb_second"],
+        "lambda requests": PAGES * per_request * PRICE["lambda_request"],
+        "sqs send + receive + delete": PAGES * 3 * per_request * PRICE["sqs_request"],
+        "s3 PUT page": PAGES * PRICE["s3_put"],
+        "s3 PUT ledger marker": PAGES * PRICE["s3_put"],
+        "s3 HEAD (unchanged check)": PAGES * PRICE["s3_head"],
+        "cloudwatch logs": PAGES * ASSUME["log_bytes_per_page"] / 1e9 * PRICE["logs_ingested_gb"],
+    }
+
+
+def run() -> list[Row]:
+    local_ms = measure_ms_per_page()
+    lines = model(local_ms)
+    total = sum(lines.values())
+    floor = lines["s3 PUT page"] + lines["sqs send + receive + delete"]
+    detail = "; ".join(f"{name} ${value:.2f}" for name, value in lines.items())
+    return [
+        Row(
+            "7 cost",
+            "worker processing per page (measured, local)",
+            local_ms,
+            "ms",
+            "(reported)",
+            None,
+            f"+ {ASSUME['vendor_latency_ms']:.0f} ms assumed vendor latency",
+        ),
+        Row("7 cost", "model per 1,000,000 pages", total, "USD", "(reported)", None, detail),
+        Row("7 cost", "floor: S3 PUTs + SQS requests", floor, "USD", "(reported)", None),
+        Row(
+            "7 cost",
+            "model / floor",
+            total / floor,
+            "x",
+            f"<= {TARGET_RATIO}x",
+            total / floor <= TARGET_RATIO,
+            "the per-page ledger marker is a second PUT per page",
+        ),
+    ]

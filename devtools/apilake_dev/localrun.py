@@ -38,7 +38,6 @@ class SourceSummary:
     bytes: int = 0
     retries: int = 0
     throttled: int = 0
-    failed_deliveries: int = 0
     dlq: int = 0
 
 
@@ -236,7 +235,6 @@ def _summaries(
             bytes=int(row.get(Metric.BYTES_WRITTEN.value, 0)),
             retries=int(row.get(Metric.RETRIES.value, 0)),
             throttled=int(row.get(Metric.THROTTLED.value, 0)),
-            failed_deliveries=int(row.get("failed", 0)),
             dlq=len(messages),
         )
     return result

@@ -169,6 +169,17 @@ def tls_only(bucket: str) -> dict[str, Any]:
     }
 
 
+def tls_only_bucket_policy(bucket: str) -> dict[str, Any]:
+    """A bucket policy that only denies requests not made over TLS."""
+    return {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {
+            "Bucket": ref(bucket),
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": [tls_only(bucket)]},
+        },
+    }
+
+
 def service_use(sid: str, principals: Any, condition: dict[str, Any]) -> dict[str, Any]:
     """A key policy statement letting AWS services encrypt with the key, on a condition."""
     return {
@@ -396,13 +407,7 @@ def key_and_buckets() -> dict[str, Any]:
                 },
             },
         },
-        "LakeBucketPolicy": {
-            "Type": "AWS::S3::BucketPolicy",
-            "Properties": {
-                "Bucket": ref("LakeBucket"),
-                "PolicyDocument": {"Version": "2012-10-17", "Statement": [tls_only("LakeBucket")]},
-            },
-        },
+        "LakeBucketPolicy": tls_only_bucket_policy("LakeBucket"),
         "AthenaResultsBucket": {
             "Type": "AWS::S3::Bucket",
             "DeletionPolicy": "Retain",
@@ -434,13 +439,7 @@ def key_and_buckets() -> dict[str, Any]:
                 },
             },
         },
-        "AthenaResultsBucketPolicy": {
-            "Type": "AWS::S3::BucketPolicy",
-            "Properties": {
-                "Bucket": ref("AthenaResultsBucket"),
-                "PolicyDocument": {"Version": "2012-10-17", "Statement": [tls_only("AthenaResultsBucket")]},
-            },
-        },
+        "AthenaResultsBucketPolicy": tls_only_bucket_policy("AthenaResultsBucket"),
     }
 
 

@@ -43,8 +43,3 @@ def extract_records(document: Any, path: str) -> list[Any]:
     if not isinstance(records, list):
         raise BadResponseError(f"records at path {path!r} are a {type(records).__name__}, not a list")
     return records
-
-
-def record_id(record: Any, path: str | None) -> str | None:
-    value = find_optional(record, path)
-    return None if value is None else str(value)

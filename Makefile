@@ -30,7 +30,7 @@ help:
 	@echo "make demo   the whole Option A flow on this machine, then SQL over the lake (sets up .venv)"
 	@echo "make test   lint, unit, integration, end-to-end and template tests (sets up .venv from nothing)"
 	@echo "make soak   >= 2,000 pages under every fault kind; verdict: lost / duplicated / forked (exit 1 if any)"
-	@echo "make bench  benchmarks (so far: cold start, zip sizes, memory); table + bench/results/*.json"
+	@echo "make bench  benchmarks: throughput, rate limits, cold start, fan-out, memory, cost (~15 min); table + bench/results/*.json"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
 	@echo "make template  regenerate template.yaml from layers/common/sources.yaml"

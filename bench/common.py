@@ -56,7 +56,7 @@ def table(rows: list[Row]) -> str:
         [
             r.benchmark,
             r.figure,
-            f"{r.value:,.3g} {r.unit}".strip(),
+            f"{r.value:,.0f} {r.unit}".strip() if abs(r.value) >= 100 else f"{r.value:.3g} {r.unit}".strip(),
             r.target,
             {True: "yes", False: "NO", None: "-"}[r.met],
         ]

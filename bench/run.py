@@ -1,26 +1,41 @@
-"""`make bench`: run the benchmarks, print one table with every figure and its target, write JSON.
+"""`make bench`: every benchmark of docs/benchmarks.md, one table with every figure and its target,
+and the same as JSON under bench/results/.
 
-Implemented so far: 4 (cold start, zip sizes), 6 (memory) and 7 (cost model). See
-docs/benchmarks.md for what each figure means and which are still to come.
+1 and 2 throughput (clean, with 429s), 3 rate-limit use, 4 cold start and zip sizes, 5 planner
+fan-out, 6 memory, 7 cost model. About 15 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from bench import cold_start, cost, memory
-from bench.common import table, write
+from apilake_dev.demo import planner_event
+from bench import cold_start, cost, fanout, memory, throughput
+from bench.common import Row, table, write
 
 
 def main() -> int:
+    started = time.monotonic()
+    rows: list[Row] = []
+    print("1, 2: throughput (3 interleaved trials)", flush=True)
+    rows += throughput.throughput(planner_event())
+    print("3: rate-limit use", flush=True)
+    rows += throughput.rate_limit_use()
+    print("4: cold start (sam build)", flush=True)
     with tempfile.TemporaryDirectory() as build_dir:
-        rows = cold_start.run(Path(build_dir))
+        rows += cold_start.run(Path(build_dir))
+    print("5: planner fan-out (3 interleaved trials)", flush=True)
+    rows += fanout.run()
+    print("6: memory", flush=True)
     rows += memory.run(50.0)
+    print("7: cost model", flush=True)
     rows += cost.run()
+    print()
     print(table(rows))
-    print(f"\nwritten: {write(rows, 'bench')}")
+    print(f"\n{time.monotonic() - started:.0f} s; written: {write(rows, 'bench')}")
     return 0
 
 

@@ -11,6 +11,7 @@ One server serves several datasets; the URL says the style and the dataset::
 
 ``since`` / ``until`` (YYYY-MM-DD) keep the records whose ``updated_at`` falls in [since, until).
 Faults are injected per (style, dataset, page index) and consumed in order, or kept forever.
+A dataset can have a rate limit: at most N requests answered in any one second, 429 beyond it.
 """
 
 from __future__ import annotations
@@ -180,7 +181,30 @@ class VendorState:
     injected: Counter[str] = field(default_factory=Counter)
     permanent_pages: dict[tuple[str, str, int], str] = field(default_factory=dict)
     seen_urls: list[str] = field(default_factory=list)
+    # dataset -> the most requests it answers in any one second (a sliding window); beyond: 429
+    rate_limits: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    served_at: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # let through, when
+    limited: Counter[str] = field(default_factory=Counter)  # per dataset: requests answered 429 by the limit
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def over_limit(self, dataset: str, now: float) -> bool:
+        """True when ``dataset`` already answered its limit's worth of requests in the last second.
+        Requests turned away do not count against the limit."""
+        limit = self.rate_limits.get(dataset)
+        with self.lock:
+            if limit is None:
+                self.served_at[dataset].append(now)
+                return False
+            window = self.answered[dataset]
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= limit:
+                self.limited[dataset] += 1
+                return True
+            window.append(now)
+            self.served_at[dataset].append(now)
+            return False
 
     def take_fault(self, style: str, dataset: str, page: int) -> Fault | None:
         key = (style, dataset, page)
@@ -244,6 +268,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(segments) != 2 or segments[0] not in STYLES or segments[1] not in state.datasets:
             return self._json(404, {"error": f"no such endpoint {parts.path}"})
         style, name = segments
+        if state.over_limit(name, time.monotonic()):
+            return self._json(429, {"error": "rate limit exceeded"}, {"Retry-After": "1"})
         offered = (self.headers.get("X-Api-Key"), query.get("api_key"), self.headers.get("Authorization", "")[7:])
         needs_key = state.api_key is not None and (state.protected is None or name in state.protected)
         if needs_key and state.api_key not in offered:
@@ -384,9 +410,14 @@ class FakeVendor:
         protected: set[str] | None = None,
         plan: FaultPlan | None = None,
         port: int = 0,
+        rate_limits: dict[str, float] | None = None,
     ) -> None:
         self.state = VendorState(
-            datasets={d.name: d for d in datasets}, api_key=api_key, protected=protected, plan=plan
+            datasets={d.name: d for d in datasets},
+            api_key=api_key,
+            protected=protected,
+            plan=plan,
+            rate_limits=dict(rate_limits or {}),
         )
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.state = self.state

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,52 @@ ACCOUNT = "123456789012"
 PSEUDO = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::StackName": "apilake-local"}
 
 
+class LazyQueueAttributes(Mapping[str, Any]):
+    """A moto queue's attributes, each computed when read.
+
+    moto 5 builds every attribute of a queue, its approximate message counts included (a pass over
+    all its messages), each time it sends one message, only to read ContentBasedDeduplication: sending
+    n messages costs O(n^2) (2,000 messages take minutes). Same keys and values, computed on demand.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        from moto.core.utils import camelcase_to_underscores
+
+        names = list(queue.BASE_ATTRIBUTES)
+        names += list(queue.FIFO_ATTRIBUTES) if queue.fifo_queue else []
+        names += list(queue.KMS_ATTRIBUTES) if queue.kms_master_key_id else []
+        self._getters: dict[str, Callable[[], Any]] = {
+            name: partial(getattr, queue, camelcase_to_underscores(name)) for name in names
+        }
+        if queue.policy:
+            self._getters["Policy"] = lambda: queue.policy
+        if queue.redrive_policy:
+            self._getters["RedrivePolicy"] = lambda: json.dumps(queue.redrive_policy)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._getters[key]()
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._getters)
+
+    def __len__(self) -> int:
+        return len(self._getters)
+
+
+def patch_moto_sqs() -> None:
+    """Install :class:`LazyQueueAttributes` on moto's queues (this process's moto; idempotent)."""
+    from moto.sqs.models import Queue
+
+    Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
+
+
 class LocalAws:
     """moto's server on a free port of 127.0.0.1; use as a context manager."""
 
     def __init__(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        patch_moto_sqs()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.endpoint = ""
 

@@ -87,7 +87,9 @@ class LocalRun:
         faults: ContainerFaults | None = None,
         echo: Printer = print,
         worker_timeout: float | None = None,
+        template: dict[str, Any] | None = None,
     ) -> None:
+        """``template``: the deployment to emulate (default: template.yaml)."""
         self.worker_timeout = worker_timeout
         self.sources_file = sources_file
         self.home = home
@@ -96,7 +98,7 @@ class LocalRun:
         self.faults = faults
         self.echo = echo
         self.started = time.monotonic()
-        self.template = load_template(TEMPLATE)
+        self.template = template or load_template(TEMPLATE)
         check_sources_match_template(sources_file, self.template)
         self.aws = LocalAws()
         self.per_source: dict[str, dict[str, float]] = {}
@@ -127,8 +129,9 @@ class LocalRun:
             self.aws, self.deployment.planner_environment, event, self.home / "logs" / "planner.log", self.echo
         )
 
-    def drain(self, max_seconds: float = 900) -> bool:
-        """Run the worker containers until every queue is empty (or ``max_seconds`` pass)."""
+    def drain(self, max_seconds: float = 900, check_every: float = 1.0) -> bool:
+        """Run the worker containers until every queue is empty (or ``max_seconds`` pass); the
+        queues are looked at every ``check_every`` seconds."""
         containers = LocalEventSources(self.deployment, self.aws.env(), self.home / "logs", self.faults)
         containers.start()
         last_print = [0.0]
@@ -143,7 +146,9 @@ class LocalRun:
             self.echo(f"  [{now - self.started:5.1f}s] " + " | ".join(cells))
 
         try:
-            drained = containers.wait_until_drained(self.sqs, max_seconds=max_seconds, on_progress=progress)
+            drained = containers.wait_until_drained(
+                self.sqs, max_seconds=max_seconds, on_progress=progress, every=check_every
+            )
         finally:
             containers.stop()
         for source, row in containers.per_source().items():

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -23,5 +23,4 @@ processor = BatchProcessor(
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     settings = WorkerSettings.from_env()
     use_source(settings.source)
-    ingester = PageIngester.for_settings(settings)
-    return process_partial_response(event=event, record_handler=ingester.handle, processor=processor, context=context)
+    return PageIngester.for_settings(settings).process(event, context, processor)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from apilake.aws import default_clients
 from apilake.lake import page_key
 from apilake.observability import Metric, totals
 from apilake_dev.event_source import LambdaContextStub
@@ -141,3 +144,29 @@ def test_the_backfill_event_plans_one_shard_per_day_of_its_window(harness: Harne
     assert [s.shard for s in status.sources[0].shards] == [f"2026-11-0{d}" for d in range(1, 8)]
     # the fake vendor has no api-a records in early November: seven shards of zero pages, complete
     assert status.complete and all(s.expected_pages == 0 for s in status.sources[0].shards)
+
+
+def test_pages_whose_ledger_record_fails_come_back_and_are_recorded(harness: Harness) -> None:
+    # Given the offset source planned, and the first write of a ledger record of landed pages failing
+    harness.plan(load_event("planner.json"))
+    refused: list[str] = []
+
+    def fail_first_record(params: dict[str, Any], **_: Any) -> None:
+        if "/landed=" in params["Key"] and not refused:
+            refused.append(params["Key"])
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "PutObject")
+
+    s3 = default_clients().s3
+    s3.meta.events.register("provide-client-params.s3.PutObject", fail_first_record)
+    try:
+        # When the queue drains
+        stats = harness.drain("offsets")
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.PutObject", fail_first_record)
+    # Then the pages of that batch were reported failed, came back, landed unchanged and were recorded
+    first_batch = len(refused[0].split("landed=")[1].split("_"))
+    assert first_batch >= 1 and stats.failed == first_batch
+    assert stats.deleted == 10 and not harness.dlq_bodies("offsets")
+    assert harness.records("offsets") == DATASETS["offsets"].records(None, None)
+    offsets = next(s for s in harness.status(RUN).sources if s.source == "offsets")
+    assert offsets.complete and offsets.shards[0].landed_pages == 10

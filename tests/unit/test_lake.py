@@ -68,6 +68,24 @@ def test_an_unchanged_page_is_not_rewritten_and_a_changed_one_is() -> None:
     assert stored["Metadata"]["record-count"] == "1"
 
 
+@mock_aws
+def test_a_new_page_costs_one_request_and_a_redelivered_one_two() -> None:
+    # Given an empty lake bucket, and a record of the S3 calls made
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    calls: list[str] = []
+    s3.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
+    writer = LakeWriter(s3, "lake")
+    # When a new page is written
+    writer.write_page("raw/k.json.gz", [{"id": 1}], {})
+    # Then that is one conditional PutObject
+    assert calls == ["PutObject"]
+    # And writing it again is a refused create and a HEAD, no overwrite
+    calls.clear()
+    writer.write_page("raw/k.json.gz", [{"id": 1}], {})
+    assert calls == ["PutObject", "HeadObject"]
+
+
 def test_the_same_records_give_the_same_bytes() -> None:
     records = [{"id": i, "at": "2026-11-25"} for i in range(1000)]
     assert encode_page(records) == encode_page([dict(r) for r in records])

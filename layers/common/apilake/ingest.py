@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse, PartialItemFailures
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -64,6 +66,7 @@ class PageIngester:
         self._sqs = sqs_client
         self._clock = clock
         self._failures_in_a_row = 0
+        self._landed: list[tuple[str, WorkItem, dict[str, Any]]] = []  # (message id, item, details)
 
     @classmethod
     def for_settings(cls, settings: WorkerSettings) -> PageIngester:
@@ -78,6 +81,44 @@ class PageIngester:
             sqs_client=clients.sqs,
         )
 
+    def process(
+        self, event: dict[str, Any], context: LambdaContext, processor: BatchProcessor
+    ) -> PartialItemFailureResponse:
+        """One SQS batch: each record through :meth:`handle`, then the pages that landed recorded in
+        the ledger at once. A page whose record could not be written is reported failed, so that its
+        message comes back (and lands unchanged, then is recorded)."""
+        response = process_partial_response(
+            event=event, record_handler=self.handle, processor=processor, context=context
+        )
+        unrecorded = self.record_landed()
+        if unrecorded:
+            failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
+            response["batchItemFailures"] = [
+                *response["batchItemFailures"],
+                *(
+                    PartialItemFailures(itemIdentifier=message_id)
+                    for message_id in unrecorded
+                    if message_id not in failed
+                ),
+            ]
+        return response
+
+    def record_landed(self) -> list[str]:
+        """Write the ledger markers of the pages landed so far; returns the message ids of the pages
+        that could not be recorded."""
+        landed, self._landed = self._landed, []
+        if not landed:
+            return []
+        try:
+            self.ledger.mark_landed([(item, details) for _, item, details in landed])
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "could not record landed pages in the ledger: their messages will come back",
+                extra={"pages": len(landed), "reason": str(exc)},
+            )
+            return [message_id for message_id, _, _ in landed]
+        return []
+
     def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
         """The record handler of the batch processor: returns the key landed, raises to fail the record."""
         item = record.body
@@ -90,7 +131,7 @@ class PageIngester:
                 raise CircuitOpenError(
                     f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch"
                 )
-            result = self._ingest(item, deadline)
+            result, details = self._ingest(item, deadline)
         except ParkMessageError as exc:
             self._park(record, exc.delay_seconds)
             self._failed(record, exc, Metric.PARKED, "message parked until the vendor's Retry-After")
@@ -105,9 +146,10 @@ class PageIngester:
             self._failed(record, exc, Metric.FAILURES, "AWS call failed, will be retried")
             raise RetryableError(f"AWS call failed: {exc}") from exc
         self._failures_in_a_row = 0
+        self._landed.append((record.messageId, item, details))
         return result.key
 
-    def _ingest(self, item: WorkItem, deadline: Deadline) -> WriteResult:
+    def _ingest(self, item: WorkItem, deadline: Deadline) -> tuple[WriteResult, dict[str, Any]]:
         if item.source != self.settings.source:
             raise InvalidMessageError(
                 f"message for source '{item.source}' reached the worker of '{self.settings.source}'"
@@ -133,18 +175,15 @@ class PageIngester:
             self._continue(next_item)
         elif not paginator.fans_out:
             self.ledger.mark_end(item)
-        self.ledger.mark_page(
-            item,
-            {
-                "key": result.key,
-                "sha256": result.sha256,
-                "records": result.records,
-                "bytes": result.bytes_written,
-                "written": result.written,
-                "has_next": following is not None,
-                "fetched_at": self._clock().isoformat(timespec="seconds"),
-            },
-        )
+        details = {
+            "key": result.key,
+            "sha256": result.sha256,
+            "records": result.records,
+            "bytes": result.bytes_written,
+            "written": result.written,
+            "has_next": following is not None,
+            "fetched_at": self._clock().isoformat(timespec="seconds"),
+        }
         count(item.source, Metric.PAGES_INGESTED if result.written else Metric.PAGES_UNCHANGED)
         count(item.source, Metric.RECORDS_INGESTED, result.records)
         count(item.source, Metric.BYTES_WRITTEN, result.bytes_written)
@@ -157,7 +196,7 @@ class PageIngester:
                 "has_next": following is not None,
             },
         )
-        return result
+        return result, details
 
     def _next_item(self, item: WorkItem, cursor: str | None, cursor_is_url: bool, client: VendorClient) -> WorkItem:
         """The chain's next work item, checked before anything of this page is written: a chain

@@ -18,11 +18,18 @@ CONTENT_TYPE = "application/gzip"
 
 
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+# A conditional create (If-None-Match: *) lost: the key exists (412), or another write of it was in flight (409).
+ALREADY_EXISTS_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
 def is_not_found(error: ClientError) -> bool:
     """True when S3 said the key does not exist (GET says NoSuchKey, HEAD a bare 404)."""
     return error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES
+
+
+def is_already_there(error: ClientError) -> bool:
+    """True when a conditional create was refused because the key exists (or was being written)."""
+    return error.response.get("Error", {}).get("Code") in ALREADY_EXISTS_CODES
 
 
 def source_prefix(source: str) -> str:
@@ -60,7 +67,12 @@ class WriteResult:
 
 class LakeWriter:
     """Writes pages to the lake bucket. The content hash (of the NDJSON) is kept in the object's
-    metadata, so a page whose content did not change is not rewritten (same ETag, same LastModified)."""
+    metadata, so a page whose content did not change is not rewritten (same ETag, same LastModified).
+
+    A page is first written as a conditional create (``If-None-Match: *``): a new page, the common
+    case, costs one request. Only when the key exists (a redelivery, a rerun of the same date) is
+    the stored hash read, and the page overwritten if its content changed.
+    """
 
     def __init__(self, s3_client: Any, bucket: str) -> None:
         self._s3 = s3_client
@@ -68,16 +80,24 @@ class LakeWriter:
 
     def write_page(self, key: str, records: list[Any], metadata: dict[str, str]) -> WriteResult:
         digest, compressed = encode_page(records)
+        written = WriteResult(key=key, sha256=digest, records=len(records), bytes_written=len(compressed), written=True)
+        put = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": compressed,
+            "ContentType": CONTENT_TYPE,
+            "Metadata": {**metadata, "sha256": digest, "record-count": str(len(records))},
+        }
+        try:
+            self._s3.put_object(**put, IfNoneMatch="*")
+            return written
+        except ClientError as exc:
+            if not is_already_there(exc):
+                raise
         if self._stored_sha256(key) == digest:
             return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=0, written=False)
-        self._s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=compressed,
-            ContentType=CONTENT_TYPE,
-            Metadata={**metadata, "sha256": digest, "record-count": str(len(records))},
-        )
-        return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=len(compressed), written=True)
+        self._s3.put_object(**put)
+        return written
 
     def _stored_sha256(self, key: str) -> str | None:
         try:

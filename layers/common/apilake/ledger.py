@@ -3,7 +3,9 @@
 Layout (under ``ledger/``):
 - ``runs/run=<R>/manifest.json``: what the planner planned (per source and shard: fan-out with
   the expected page count, or a chain);
-- ``source=<S>/run=<R>/shard=<D>/page=<NNNNN>.json``: one marker per landed page;
+- ``source=<S>/run=<R>/shard=<D>/landed=<NNNNN>_<NNNNN>_....json``: the pages of one worker batch
+  that landed (their numbers in the key, so that a listing answers the question; their keys,
+  hashes and counts in the body): one PUT per batch, not per page;
 - ``source=<S>/run=<R>/shard=<D>/next=<NNNNN>.json``: the claim to enqueue page NNNNN of a chain
   (created with a conditional write, so a chain is continued once however often a message is
   delivered);
@@ -27,11 +29,12 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from apilake.lake import is_not_found
+from apilake.lake import is_already_there, is_not_found
 from apilake.messages import RunId, ShardName, WorkItem
 
 LEDGER_PREFIX = "ledger"
-_PAGE_MARKER = re.compile(r"/page=(\d{5})\.json$")
+_LANDED_MARKER = re.compile(r"/landed=(\d{5}(?:_\d{5})*)\.json$")
+PAGES_PER_MARKER = 100  # keeps a marker's key well under S3's 1,024 bytes with batches over 10
 _FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
 
 
@@ -149,8 +152,20 @@ class Ledger:
         return sorted(found)
 
     # -- worker --------------------------------------------------------------------------------
-    def mark_page(self, item: WorkItem, details: dict[str, Any]) -> None:
-        self._put_json(f"{_item_prefix(item)}page={item.page:05d}.json", details)
+    def mark_landed(self, landed: list[tuple[WorkItem, dict[str, Any]]]) -> int:
+        """Record pages that landed: one marker per shard (and per 100 pages); returns the markers written."""
+        by_shard: dict[str, dict[int, dict[str, Any]]] = {}
+        for item, details in landed:
+            by_shard.setdefault(_item_prefix(item), {})[item.page] = details
+        written = 0
+        for prefix, pages in by_shard.items():
+            numbers = sorted(pages)
+            for start in range(0, len(numbers), PAGES_PER_MARKER):
+                chunk = numbers[start : start + PAGES_PER_MARKER]
+                name = "_".join(f"{page:05d}" for page in chunk)
+                self._put_json(f"{prefix}landed={name}.json", {str(page): pages[page] for page in chunk})
+                written += 1
+        return written
 
     def mark_failure(self, item: WorkItem, details: dict[str, Any]) -> None:
         self._put_json(f"{_item_prefix(item)}failed={item.page:05d}.json", details)
@@ -170,11 +185,7 @@ class Ledger:
             )
             return ClaimState(Claim.CREATED)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-            ):
+            if not is_already_there(exc):
                 raise
         stored = self._s3.get_object(Bucket=self.bucket, Key=key)
         state = json.loads(stored["Body"].read()).get("state")
@@ -226,7 +237,9 @@ class Ledger:
     def _landed_and_ended(self, source: str, run_id: str, plan: ShardPlan) -> tuple[ShardStatus, set[int]]:
         prefix = shard_prefix(source, run_id, plan.shard)
         keys = self._keys(prefix)
-        landed = {int(match.group(1)) for key in keys if (match := _PAGE_MARKER.search(key))}
+        landed = {
+            int(page) for key in keys if (match := _LANDED_MARKER.search(key)) for page in match.group(1).split("_")
+        }
         if plan.error is not None:
             return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error), landed
         if plan.mode == "fanout":
@@ -255,7 +268,7 @@ class Ledger:
                 IfNoneMatch="*",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if is_already_there(exc):
                 return False
             raise
         return True

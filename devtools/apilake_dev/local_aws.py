@@ -59,10 +59,17 @@ class LazyQueueAttributes(Mapping[str, Any]):
         return len(self._getters)
 
 
+MOTO_ORIGINALS: dict[str, Any] = {}  # what patch_moto_sqs replaced (for tests)
+
+
 def patch_moto_sqs() -> None:
     """Install :class:`LazyQueueAttributes` on moto's queues (this process's moto; idempotent)."""
     from moto.sqs.models import Queue
 
+    current = Queue.__dict__["attributes"]
+    if isinstance(current, property) and current.fget is LazyQueueAttributes:
+        return
+    MOTO_ORIGINALS["Queue.attributes"] = current
     Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
 
 

@@ -9,7 +9,6 @@ Only the configured host is called: a redirect elsewhere is refused.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -31,6 +30,7 @@ from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttp
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage
 from apilake.ratelimit import Pacer
+from apilake.records import parse_document
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 256 * 1024
@@ -151,7 +151,7 @@ class VendorClient:
             self._raise_for_status(response, deadline)
             body = self._read_capped(response)
         try:
-            document: Any = json.loads(body)
+            document: Any = parse_document(body, self.source.records_path)
         except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; their text may quote the body
             content_type = response.headers.get("Content-Type", "no content type")
             raise BadResponseError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -41,7 +42,7 @@ def page_key(source: str, ingestion_date: date, shard: str, page: int) -> str:
     return f"{source_prefix(source)}ingestion_date={ingestion_date.isoformat()}/shard={shard}/page={page:05d}.json.gz"
 
 
-def encode_page(records: list[Any]) -> tuple[str, bytes]:
+def encode_page(records: Iterable[Any]) -> tuple[str, bytes]:
     """(sha256 of the NDJSON, the NDJSON gzipped), in one pass: the uncompressed NDJSON of a large
     page is never held in memory whole. The gzip header carries no time, so the same records always
     give the same bytes."""
@@ -78,7 +79,7 @@ class LakeWriter:
         self._s3 = s3_client
         self.bucket = bucket
 
-    def write_page(self, key: str, records: list[Any], metadata: dict[str, str]) -> WriteResult:
+    def write_page(self, key: str, records: Sequence[Any], metadata: dict[str, str]) -> WriteResult:
         digest, compressed = encode_page(records)
         written = WriteResult(key=key, sha256=digest, records=len(records), bytes_written=len(compressed), written=True)
         put = {

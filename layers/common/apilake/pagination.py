@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -86,7 +86,7 @@ class Paginator(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not fan out")
 
     @abstractmethod
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         """For chain styles: the next page, or None when ``item`` was the last one."""
 
 
@@ -110,7 +110,7 @@ class PageNumberPaginator(Paginator):
         total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
         return _checked_count(math.ceil(total / self.config.page_size), "page count")
 
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         if self.fans_out or not records:
             return None
         if self.config.stop_on_short_page and len(records) < self.config.page_size:
@@ -137,7 +137,7 @@ class OffsetPaginator(Paginator):
         total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
         return _checked_count(math.ceil(total / self.config.limit), "page count")
 
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         return None
 
 
@@ -149,7 +149,7 @@ class CursorPaginator(Paginator):
     def page_params(self, item: WorkItem) -> dict[str, str]:
         return {self.config.cursor_param: item.cursor} if item.cursor is not None else {}
 
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         has_more = find_optional(page.document, self.config.has_more_path)
         if self.config.has_more_path is not None and has_more is False:
             return None
@@ -195,7 +195,7 @@ class NextUrlPaginator(_UrlChainPaginator):
         super().__init__(source)
         self.config = config
 
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         link = find_optional(page.document, self.config.next_url_path)
         if link is not None and not isinstance(link, str):
             raise BadResponseError(f"next URL at {self.config.next_url_path!r} is a {type(link).__name__}")
@@ -203,7 +203,7 @@ class NextUrlPaginator(_UrlChainPaginator):
 
 
 class LinkHeaderPaginator(_UrlChainPaginator):
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         header = page.headers.get("Link") or page.headers.get("link")
         if not header:
             return None
@@ -217,7 +217,7 @@ class SinglePagePaginator(Paginator):
     def page_count(self, page: VendorPage | None) -> int:
         return 1
 
-    def next_page(self, item: WorkItem, page: VendorPage, records: list[Any]) -> NextPage | None:
+    def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         return None
 
 

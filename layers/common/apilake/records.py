@@ -1,10 +1,120 @@
-"""Finding things in a vendor's JSON document by the dotted paths of the sources file."""
+"""Reading a vendor's JSON document, and finding things in it by the dotted paths of the sources file.
+
+A large page is not parsed into objects whole: the array at the source's ``records_path`` is kept
+as its JSON text (:class:`LazyRecords`), and each record is parsed when it is read, one at a time,
+as the page is encoded. The rest of the document (totals, cursors, links) is parsed as usual.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 from apilake.exceptions import BadResponseError
+
+# Below this, a page is parsed whole (faster); above it, its records are parsed one at a time.
+LAZY_ABOVE_BYTES = 1_000_000
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class LazyRecords(Sequence[Any]):
+    """The records array of a large page, as its JSON text and where each record starts in it."""
+
+    def __init__(self, text: str, starts: array[int]) -> None:
+        self._text = text
+        self._starts = starts
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return _DECODER.raw_decode(self._text, self._starts[index])[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for start in self._starts:
+            yield _DECODER.raw_decode(self._text, start)[0]
+
+
+class _NotLazyError(Exception):
+    """The document is not shaped as the records path says: parse it whole (and report it as usual)."""
+
+
+def parse_document(body: bytes | bytearray, records_path: str) -> Any:
+    """The JSON document of a page; above :data:`LAZY_ABOVE_BYTES` its records are :class:`LazyRecords`.
+    Raises ValueError (JSONDecodeError, UnicodeDecodeError) when the body is not JSON."""
+    if len(body) < LAZY_ABOVE_BYTES:
+        return json.loads(body)
+    text = body.decode(json.detect_encoding(body))
+    try:
+        value, end = _value(text, _skip(text, 0), records_path.split(".") if records_path else [])
+    except _NotLazyError:
+        return json.loads(text)
+    if _skip(text, end) != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+def _skip(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def _value(text: str, pos: int, path: list[str]) -> tuple[Any, int]:
+    """The value starting at ``pos`` and where it ends; the array at ``path`` below it stays lazy."""
+    if not path:
+        if not text.startswith("[", pos):
+            raise _NotLazyError
+        return _lazy_array(text, pos)
+    if not text.startswith("{", pos):
+        raise _NotLazyError
+    found: dict[str, Any] = {}
+    pos = _skip(text, pos + 1)
+    if text.startswith("}", pos):
+        raise _NotLazyError
+    while True:
+        key, pos = _DECODER.raw_decode(text, pos)
+        if not isinstance(key, str):
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, pos)
+        pos = _skip(text, pos)
+        if not text.startswith(":", pos):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+        pos = _skip(text, pos + 1)
+        found[key], pos = _value(text, pos, path[1:]) if key == path[0] else _DECODER.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if text.startswith("}", pos):
+            if path[0] not in found:
+                raise _NotLazyError
+            return found, pos + 1
+        if not text.startswith(",", pos):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+        pos = _skip(text, pos + 1)
+
+
+def _lazy_array(text: str, pos: int) -> tuple[LazyRecords, int]:
+    starts = array("q")
+    pos = _skip(text, pos + 1)
+    if text.startswith("]", pos):
+        return LazyRecords(text, starts), pos + 1
+    while True:
+        starts.append(pos)
+        _, pos = _DECODER.raw_decode(text, pos)  # one record at a time: built, checked, dropped
+        pos = _skip(text, pos)
+        if text.startswith("]", pos):
+            return LazyRecords(text, starts), pos + 1
+        if not text.startswith(",", pos):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+        pos = _skip(text, pos + 1)
+
 
 _MISSING = object()
 
@@ -38,8 +148,8 @@ def find_optional(document: Any, path: str | None) -> Any:
     return None if value is _MISSING else value
 
 
-def extract_records(document: Any, path: str) -> list[Any]:
+def extract_records(document: Any, path: str) -> Sequence[Any]:
     records = find(document, path, "records")
-    if not isinstance(records, list):
+    if not isinstance(records, list | LazyRecords):
         raise BadResponseError(f"records at path {path!r} are a {type(records).__name__}, not a list")
     return records

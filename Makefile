@@ -43,7 +43,7 @@ $(UV):
 
 $(STAMP): $(UV) requirements-dev.lock pyproject.toml
 	$(UV) venv --quiet --seed --allow-existing --python $(PY312) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --compile-bytecode requirements-dev.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	touch $@
 

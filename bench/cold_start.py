@@ -1,5 +1,6 @@
 """Benchmark 4: cold start (import time of each handler against a bare `import boto3`, fresh
-interpreters, interleaved, median of 10) and the size of the built layer and function zips."""
+isolated interpreters seeing what Lambda shows a function, interleaved, median of 10) and the size
+of the built layer and function zips (bytecode included, as shipped)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from apilake_dev.hostlayer import build_host_layer, runtime_packages
 from bench.common import ROOT, Row, median, python_time
 
 RUNS = 10
@@ -24,17 +26,20 @@ def import_code(paths: list[str], statement: str) -> str:
     )
 
 
-def import_times(runs: int = RUNS) -> dict[str, float]:
+def import_times(layer: Path, runtime: Path, runs: int = RUNS) -> dict[str, float]:
+    """Median import seconds in isolated interpreters (``-I -S``: no site-packages) that see what
+    Lambda shows a function: the runtime's boto3 (here: links to this environment's, bytecode
+    compiled by `make env`), the layer (built with its bytecode) and the function's folder."""
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     codes = {
-        "boto3": import_code([], "import boto3"),
-        "worker": import_code([str(ROOT / "functions" / "worker")], "import app"),
-        "planner": import_code([str(ROOT / "functions" / "planner")], "import app"),
+        "boto3": import_code([str(runtime)], "import boto3"),
+        "worker": import_code([str(ROOT / "functions" / "worker"), str(layer), str(runtime)], "import app"),
+        "planner": import_code([str(ROOT / "functions" / "planner"), str(layer), str(runtime)], "import app"),
     }
     samples: dict[str, list[float]] = {name: [] for name in codes}
     for _ in range(runs):  # interleaved, so that a noisy moment hits all three alike
         for name, code in codes.items():
-            samples[name].append(python_time(code, env))
+            samples[name].append(python_time(code, env, isolated=True))
     return {name: median(values) for name, values in samples.items()}
 
 
@@ -42,7 +47,7 @@ def zipped_size(folder: Path) -> int:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
+            if path.is_file():
                 archive.write(path, path.relative_to(folder))
     return buffer.tell()
 
@@ -70,7 +75,7 @@ def build(build_dir: Path) -> None:
 
 
 def run(build_dir: Path) -> list[Row]:
-    times = import_times()
+    times = import_times(build_host_layer(build_dir / "host"), runtime_packages(build_dir / "runtime"))
     rows = []
     for handler in ("worker", "planner"):
         ratio = times[handler] / times["boto3"]

@@ -31,9 +31,11 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def python_time(code: str, env: dict[str, str] | None = None) -> float:
-    """Seconds a fresh interpreter spends in ``code`` (which must print its own elapsed seconds)."""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+def python_time(code: str, env: dict[str, str] | None = None, isolated: bool = False) -> float:
+    """Seconds a fresh interpreter spends in ``code`` (which must print its own elapsed seconds);
+    ``isolated``: ``-I -S``, no environment variables, no site-packages."""
+    flags = ["-I", "-S"] if isolated else []
+    out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 

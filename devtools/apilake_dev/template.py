@@ -1161,7 +1161,8 @@ def build_template(sources: SourcesFile) -> dict[str, Any]:
     resources.update(key_and_buckets())
     resources["CommonLayer"] = {
         "Type": "AWS::Serverless::LayerVersion",
-        "Metadata": {"BuildMethod": RUNTIME, "BuildArchitecture": ARCHITECTURE},
+        # layers/common/Makefile: the python3.12 builder's work plus bytecode (decision 18)
+        "Metadata": {"BuildMethod": "makefile", "BuildArchitecture": ARCHITECTURE},
         "Properties": {
             "Description": "apilake runtime library, its pinned requirements and the sources file",
             "ContentUri": "layers/common/",

@@ -210,7 +210,9 @@ def test_functions_are_arm64_python312_with_the_common_layer(
     function_globals = template["Globals"]["Function"]
     assert function_globals["Runtime"] == "python3.12" and function_globals["Architectures"] == ["arm64"]
     assert function_globals["Layers"] == [{"Ref": "CommonLayer"}]
-    assert resources["CommonLayer"]["Metadata"] == {"BuildMethod": "python3.12", "BuildArchitecture": "arm64"}
+    # built by layers/common/Makefile (the python3.12 builder's work plus bytecode), for arm64
+    assert resources["CommonLayer"]["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    assert resources["CommonLayer"]["Properties"]["CompatibleRuntimes"] == ["python3.12"]
 
 
 def test_outputs_tell_where_everything_is(template: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ checkov, and sam build (arm64 for Lambda, plus a host-architecture layer to impo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,18 +14,20 @@ from typing import Any
 import pytest
 import yaml
 
+from apilake_dev.hostlayer import build_host_layer, runtime_packages
 from tests.template.conftest import ROOT
 
 BIN = Path(sys.executable).parent
 CHECKOV = ROOT / ".checkov" / "bin" / "checkov"
-# What the Lambda python3.12 runtime itself provides besides the standard library.
-RUNTIME_PACKAGES = ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"]
 
 pytestmark = pytest.mark.slow
 
 
-def run(*command: str | Path, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run(
+    *command: str | Path, cwd: Path = ROOT, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+    env.update(extra_env or {})
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # python3.12 with pip, for sam build
     return subprocess.run(
         [str(c) for c in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -98,34 +101,20 @@ def test_sam_build_makes_an_arm64_layer_with_the_package_and_the_sources(arm64_b
     assert (layer / "apilake" / "ingest.py").exists()
     assert (layer / "sources.yaml").exists()
     assert list((layer / "pydantic_core").glob("*aarch64-linux-gnu.so")), "pydantic_core must be built for arm64"
+    # And it ships bytecode that Python uses without looking at the sources' mtimes (unchecked hash)
+    for module in ("apilake/ingest.py", "pydantic/main.py", "aws_lambda_powertools/logging/logger.py"):
+        cached = layer / Path(importlib.util.cache_from_source(module))
+        assert int.from_bytes(cached.read_bytes()[4:8], "little") == 0b01, f"{cached}: not an unchecked-hash .pyc"
+    assert not (layer / "bin").exists() and not (layer / "Makefile").exists()
     for function in ("Planner", "ApiAWorker", "ApiDWorker"):
         assert (arm64_build / function / "app.py").exists()
 
 
 def test_the_built_layer_imports_with_only_its_own_requirements(tmp_path: Path) -> None:
     # Given the same layer built for this machine's architecture (the arm64 one cannot load here)
-    template = {
-        "Transform": "AWS::Serverless-2016-10-31",
-        "Resources": {
-            "CommonLayer": {
-                "Type": "AWS::Serverless::LayerVersion",
-                "Metadata": {"BuildMethod": "python3.12", "BuildArchitecture": "x86_64"},
-                "Properties": {"ContentUri": str(ROOT / "layers" / "common"), "CompatibleRuntimes": ["python3.12"]},
-            }
-        },
-    }
-    (tmp_path / "template.yaml").write_text(yaml.safe_dump(template))
-    result = run(
-        BIN / "sam", "build", "--template", tmp_path / "template.yaml", "--build-dir", tmp_path / "build", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    layer = tmp_path / "build" / "CommonLayer" / "python"
+    layer = build_host_layer(tmp_path / "host")
     # And a runtime holding only what Lambda's python3.12 provides (boto3 and its dependencies)
-    runtime = tmp_path / "runtime"
-    runtime.mkdir()
-    site_packages = Path(next(p for p in sys.path if p.endswith("site-packages")))
-    for name in RUNTIME_PACKAGES:
-        (runtime / name).symlink_to(site_packages / name)
+    runtime = runtime_packages(tmp_path / "runtime")
     # When each handler is imported in an isolated interpreter (no site-packages) with the layer's paths
     for function in ("planner", "worker"):
         code = (

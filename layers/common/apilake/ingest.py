@@ -85,12 +85,12 @@ class PageIngester:
         self, event: dict[str, Any], context: LambdaContext, processor: BatchProcessor
     ) -> PartialItemFailureResponse:
         """One SQS batch: each record through :meth:`handle`, then the pages that landed recorded in
-        the ledger at once. A page whose record could not be written is reported failed, so that its
+        the ledger at once. A page whose ledger record could not be written is reported failed, so that its
         message comes back (and lands unchanged, then is recorded)."""
         response = process_partial_response(
             event=event, record_handler=self.handle, processor=processor, context=context
         )
-        unrecorded = self.record_landed()
+        unrecorded = self._record_landed()
         if unrecorded:
             failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
             response["batchItemFailures"] = [
@@ -103,7 +103,7 @@ class PageIngester:
             ]
         return response
 
-    def record_landed(self) -> list[str]:
+    def _record_landed(self) -> list[str]:
         """Write the ledger markers of the pages landed so far; returns the message ids of the pages
         that could not be recorded."""
         landed, self._landed = self._landed, []

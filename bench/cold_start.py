@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-from apilake_dev.hostlayer import build_host_layer, runtime_packages
+from apilake_dev.hostlayer import build_host_layer, runtime_packages, sam_build
 from bench.common import ROOT, Row, median, python_time
 
 RUNS = 10
@@ -52,28 +50,6 @@ def zipped_size(folder: Path) -> int:
     return buffer.tell()
 
 
-def build(build_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "SAM_CLI_TELEMETRY": "0",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "sam"),
-            "build",
-            "--template",
-            "template.yaml",
-            "--build-dir",
-            str(build_dir),
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-
-
 def run(build_dir: Path) -> list[Row]:
     times = import_times(build_host_layer(build_dir / "host"), runtime_packages(build_dir / "runtime"))
     rows = []
@@ -92,7 +68,7 @@ def run(build_dir: Path) -> list[Row]:
             )
         )
     if not (build_dir / "CommonLayer").exists():
-        build(build_dir)
+        sam_build(ROOT / "template.yaml", build_dir)
     layer_mb = zipped_size(build_dir / "CommonLayer") / 1e6
     rows.append(
         Row("4 cold start", "layer zip", layer_mb, "MB", f"<= {LAYER_TARGET_MB} MB", layer_mb <= LAYER_TARGET_MB)

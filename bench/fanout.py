@@ -24,13 +24,13 @@ from apilake.queue import encode
 from apilake_dev.containers import start_fork_server
 from apilake_dev.fake_vendor import Dataset, FakeVendor
 from apilake_dev.localrun import LocalRun
-from bench.common import Row, median
+from bench.common import TEMPLATE_SOURCES, Row, median, quiet
 
 ITEMS = 100_000
 DAYS = 10
 THREADS = 8  # QueueSender's default
 TRIALS = 3
-SOURCES = ("api-a", "api-b", "api-c", "api-d")  # the template's; only api-a is planned
+SOURCES = TEMPLATE_SOURCES  # only api-a is planned
 INGESTION = date(2026, 11, 26)
 RUN_ID = "bench-fanout"
 
@@ -107,7 +107,7 @@ def _in_queue(run: LocalRun) -> int:
 
 def planner_seconds(sources: Path, home: Path) -> float:
     event = {"sources": [SOURCES[0]], "run_id": RUN_ID, "ingestion_date": INGESTION.isoformat()}
-    with LocalRun(sources, home, echo=lambda _: None) as run:
+    with LocalRun(sources, home, echo=quiet) as run:
         started = time.monotonic()
         run_id, error = run.plan(event)
         seconds = time.monotonic() - started
@@ -118,7 +118,7 @@ def planner_seconds(sources: Path, home: Path) -> float:
 
 
 def raw_loop_seconds(sources: Path, home: Path, bodies: list[str]) -> float:
-    with LocalRun(sources, home, echo=lambda _: None) as run:
+    with LocalRun(sources, home, echo=quiet) as run:
         out = subprocess.run(
             [sys.executable, "-c", RAW_LOOP, run.aws.endpoint, run.deployment.queues[SOURCES[0]], str(THREADS)],
             input=json.dumps(bodies),

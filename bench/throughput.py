@@ -33,9 +33,9 @@ from apilake_dev.containers import CONTAINER_NICENESS, start_fork_server
 from apilake_dev.fake_vendor import Dataset, FakeVendor, Fault
 from apilake_dev.localrun import LocalRun
 from apilake_dev.template import build_template
-from bench.common import Row, median
+from bench.common import TEMPLATE_SOURCES, Row, median, quiet
 
-SOURCES = ("api-a", "api-b", "api-c", "api-d")  # the template's workers: concurrency 2 each, 8 at once
+SOURCES = TEMPLATE_SOURCES  # the template's workers: concurrency 2 each, 8 at once
 PAGES = 2000
 RECORDS_PER_PAGE = 100
 THREADS = 8
@@ -120,15 +120,11 @@ def _sources_file(vendor: FakeVendor, target: Path, rps: float, page_size: int, 
     return target
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def run_flow(sources: Path, home: Path, event: dict[str, Any], template: dict[str, Any] | None = None) -> FlowRun:
     """Plan and drain once in a fresh emulator (deployed from ``template``, default template.yaml);
     timed from the planner's start to empty queues. Raises unless every planned page landed and the
     run is complete with empty DLQs."""
-    with LocalRun(sources, home, visibility_timeout=VISIBILITY_SECONDS, echo=_quiet, template=template) as run:
+    with LocalRun(sources, home, visibility_timeout=VISIBILITY_SECONDS, echo=quiet, template=template) as run:
         start = time.monotonic()
         run_id, planner_error = run.plan(event)
         drained = run.drain(max_seconds=900, check_every=0.5)
@@ -157,7 +153,7 @@ def run_baseline(sources: Path, home: Path, vendor: FakeVendor, page_size: int) 
         for page in range(1, pages_per_source + 1)
         for name in SOURCES
     ]
-    with LocalRun(sources, home, echo=_quiet) as run:
+    with LocalRun(sources, home, echo=quiet) as run:
         bucket = "baseline-bench"
         run.s3.create_bucket(Bucket=bucket)
         out = subprocess.run(

@@ -32,24 +32,30 @@ def build_host_layer(folder: Path) -> Path:
         },
     }
     (folder / "template.yaml").write_text(yaml.safe_dump(template))
+    sam_build(folder / "template.yaml", folder / "build", cwd=folder, extra_env={"LAYER_ARCH": platform.machine()})
+    return folder / "build" / "CommonLayer" / "python"
+
+
+def sam_build(template: Path, build_dir: Path, cwd: Path = ROOT, extra_env: dict[str, str] | None = None) -> None:
+    """`sam build` from this environment (its python3.12 with pip on PATH, no telemetry); raises
+    with sam's output if it fails."""
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
         "SAM_CLI_TELEMETRY": "0",
-        "LAYER_ARCH": platform.machine(),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # python3.12 with pip
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra_env or {}),
     }
     result = subprocess.run(
-        [str(bin_dir / "sam"), "build", "--template", "template.yaml", "--build-dir", "build"],
-        cwd=folder,
+        [str(bin_dir / "sam"), "build", "--template", str(template), "--build-dir", str(build_dir)],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"sam build of the host layer failed:\n{result.stdout}\n{result.stderr}")
-    return folder / "build" / "CommonLayer" / "python"
+        raise RuntimeError(f"sam build of {template} failed:\n{result.stdout}\n{result.stderr}")
 
 
 def runtime_packages(folder: Path) -> Path:

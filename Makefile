@@ -83,7 +83,7 @@ build: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
 template: env
-	$(BIN)/python -m apilake_dev.template
+	$(BIN)/python -m apilake_dev.template.generate
 
 lock: $(UV)
 	$(UV) pip compile --quiet pyproject.toml --extra dev --python-version 3.12 -o requirements-dev.lock

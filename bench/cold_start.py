@@ -9,7 +9,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from apilake_dev.hostlayer import build_host_layer, runtime_packages, sam_build
+from apilake_dev.local.hostlayer import build_host_layer, runtime_packages, sam_build
 from bench.common import ROOT, Row, median, python_time
 
 RUNS = 10

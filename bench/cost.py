@@ -23,8 +23,8 @@ from moto import mock_aws
 
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
 from apilake.observability import std_logger
-from apilake_dev.event_source import LambdaContextStub, sqs_event
-from apilake_dev.fake_vendor import Dataset, FakeVendor
+from apilake_dev.local.event_source import LambdaContextStub, sqs_event
+from apilake_dev.vendors.fake import Dataset, FakeVendor
 from bench.common import ROOT, Row
 
 TARGET_RATIO = 1.5

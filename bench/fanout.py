@@ -21,9 +21,9 @@ from pathlib import Path
 
 from apilake.messages import WorkItem
 from apilake.queue import encode
-from apilake_dev.containers import start_fork_server
-from apilake_dev.fake_vendor import Dataset, FakeVendor
-from apilake_dev.localrun import LocalRun
+from apilake_dev.local.containers import start_fork_server
+from apilake_dev.local.run import LocalRun
+from apilake_dev.vendors.fake import Dataset, FakeVendor
 from bench.common import TEMPLATE_SOURCES, Row, median, quiet
 
 ITEMS = 100_000
@@ -68,7 +68,7 @@ def _sources_file(vendor: FakeVendor, target: Path) -> Path:
             {
                 "name": name,
                 "base_url": vendor.base_url,
-                "path": "/page-number/fanout",
+                "path": "/page_number/fanout",
                 "records_path": "data",
                 "pagination": page_number,
                 "sharding": {"type": "daily", "start_param": "since", "end_param": "until", "lookback_days": DAYS},

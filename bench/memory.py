@@ -49,7 +49,7 @@ WORKER = textwrap.dedent(
 
     import boto3
     import app
-    from apilake_dev.event_source import LambdaContextStub, sqs_event
+    from apilake_dev.local.event_source import LambdaContextStub, sqs_event
     if True:
         boto3.client("s3").create_bucket(Bucket="lake")
         url = boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"]

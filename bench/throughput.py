@@ -29,10 +29,10 @@ from typing import Any
 from apilake.config import load_sources
 from apilake.ledger import Ledger
 from apilake.observability import Metric
-from apilake_dev.containers import CONTAINER_NICENESS, start_fork_server
-from apilake_dev.fake_vendor import Dataset, FakeVendor, Fault
-from apilake_dev.localrun import LocalRun
-from apilake_dev.template import build_template
+from apilake_dev.local.containers import CONTAINER_NICENESS, start_fork_server
+from apilake_dev.local.run import LocalRun
+from apilake_dev.template.generate import build_template
+from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
 from bench.common import TEMPLATE_SOURCES, Row, median, quiet
 
 SOURCES = TEMPLATE_SOURCES  # the template's workers: concurrency 2 each, 8 at once
@@ -94,14 +94,14 @@ class FlowRun:
 
 
 def _sources_file(vendor: FakeVendor, target: Path, rps: float, page_size: int, concurrency: int = 2) -> Path:
-    """The template's four sources, each a page-number fan-out over its own fake vendor dataset."""
+    """The template's four sources, each a page_number fan-out over its own fake vendor dataset."""
     document = {
         "version": 1,
         "sources": [
             {
                 "name": name,
                 "base_url": vendor.base_url,
-                "path": f"/page-number/{name}",
+                "path": f"/page_number/{name}",
                 "records_path": "data",
                 "record_id_path": "id",
                 "pagination": {
@@ -148,7 +148,7 @@ def run_baseline(sources: Path, home: Path, vendor: FakeVendor, page_size: int) 
     jobs = [
         (
             f"baseline/{name}/page={page:05d}.json.gz",
-            f"{vendor.base_url}/page-number/{name}?page={page}&per_page={page_size}",
+            f"{vendor.base_url}/page_number/{name}?page={page}&per_page={page_size}",
         )
         for page in range(1, pages_per_source + 1)
         for name in SOURCES
@@ -175,7 +175,7 @@ def _throttle_one_percent(vendor: FakeVendor) -> int:
     hit = 0
     for name in SOURCES:
         for page in range(THROTTLED_EVERY // 2, pages + 1, THROTTLED_EVERY):
-            vendor.inject("page-number", name, page, Fault.throttle(retry_after=1))
+            vendor.inject("page_number", name, page, Fault.throttle(retry_after=1))
             hit += 1
     return hit
 

@@ -10,22 +10,22 @@ from typing import Any
 
 import yaml
 
-from apilake_dev.fake_vendor import Dataset, FakeVendor, Fault
-from apilake_dev.localrun import LocalRunResult, Printer, run_local
+from apilake_dev import paths
+from apilake_dev.local.run import LocalRunResult, Printer, run_local
+from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_SOURCES = ROOT / "layers" / "common" / "sources.yaml"
-PLANNER_EVENT = ROOT / "events" / "planner.json"
+SHIPPED_SOURCES = paths.SOURCES
+PLANNER_EVENT = paths.PLANNER_EVENT
 DEMO_KEY = "demo-key-not-a-secret"
 # Queues' visibility timeout in the demo (the template's is 1800 s; workers get a sixth of it, 10 s).
 DEMO_VISIBILITY_SECONDS = 60
 
 # The seed sources, each served in its own pagination style by the fake vendor.
 ENDPOINTS = {
-    "api-a": "/page-number/api-a",
+    "api-a": "/page_number/api-a",
     "api-b": "/cursor/api-b",
-    "api-c": "/next-url/api-c",
-    "api-d": "/link/api-d",
+    "api-c": "/next_url/api-c",
+    "api-d": "/link_header/api-d",
 }
 
 
@@ -36,11 +36,11 @@ def datasets(scale: float = 1.0) -> list[Dataset]:
 
 def inject_weather(vendor: FakeVendor) -> None:
     """A few bad moments along the way, each retried inside the worker: throttling and 5xx."""
-    vendor.inject("page-number", "api-a", 3, Fault.throttle(retry_after=1))
-    vendor.inject("page-number", "api-a", 7, Fault("status", status=503))
+    vendor.inject("page_number", "api-a", 3, Fault.throttle(retry_after=1))
+    vendor.inject("page_number", "api-a", 7, Fault("status", status=503))
     vendor.inject("cursor", "api-b", 2, Fault.throttle(retry_after=1, http_date=True))
-    vendor.inject("next-url", "api-c", 2, Fault("status", status=502))
-    vendor.inject("link", "api-d", 3, Fault.throttle(retry_after=1))
+    vendor.inject("next_url", "api-c", 2, Fault("status", status=502))
+    vendor.inject("link_header", "api-d", 3, Fault.throttle(retry_after=1))
 
 
 def demo_sources(vendor: FakeVendor, target: Path, overrides: dict[str, Any] | None = None) -> Path:

@@ -19,16 +19,16 @@ from pathlib import Path
 import yaml
 
 from apilake.lake import source_prefix
-from apilake_dev.containers import ContainerFaults
 from apilake_dev.demo import DEMO_KEY, SHIPPED_SOURCES, authenticated, demo_sources
-from apilake_dev.fake_vendor import CHAIN_STYLES, Dataset, FakeVendor, FaultPlan
-from apilake_dev.localrun import LocalRun, LocalRunResult, Printer
+from apilake_dev.local.containers import ContainerFaults
+from apilake_dev.local.run import LocalRun, LocalRunResult, Printer
+from apilake_dev.vendors.fake import CHAIN_STYLES, Dataset, FakeVendor, FaultPlan
 
 PAGE_SIZE = 20
 SHARD_DAYS = 10
 INGESTION_DATE = "2026-11-26"
 FIRST_SHARD, LAST_SHARD = "2026-11-16", "2026-11-25"
-STYLES = {"api-a": "page-number", "api-b": "cursor", "api-c": "next-url", "api-d": "link"}
+STYLES = {"api-a": "page_number", "api-b": "cursor", "api-c": "next_url", "api-d": "link_header"}
 DEFAULT_RATES = {
     "throttle_seconds": 0.02,
     "throttle_date": 0.02,

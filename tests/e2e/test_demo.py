@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from apilake_cli.main import main
 from apilake_dev import demo, query
-from apilake_dev.cli import main
-from apilake_dev.fake_vendor import FakeVendor, Fault
-from apilake_dev.local_aws import LocalAws
+from apilake_dev.local.aws import LocalAws
+from apilake_dev.vendors.fake import FakeVendor, Fault
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
 def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: Path) -> None:
     # Given api-a's page 2 answering 500 whatever happens, redelivery in seconds, retries kept short
     def broken_page(vendor: FakeVendor) -> None:
-        vendor.inject("page-number", "api-a", 2, Fault("status", status=500), forever=True)
+        vendor.inject("page_number", "api-a", 2, Fault("status", status=500), forever=True)
 
     result, sets = demo.run_demo(
         tmp_path,
@@ -72,8 +72,8 @@ def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: 
 
 
 def test_resources_come_from_the_template(tmp_path: Path) -> None:
-    from apilake_dev.local_aws import deploy, load_template
-    from apilake_dev.localrun import TEMPLATE
+    from apilake_dev.local.aws import deploy, load_template
+    from apilake_dev.local.run import TEMPLATE
 
     template = load_template(TEMPLATE)
     with LocalAws() as aws:

@@ -14,9 +14,9 @@ import pytest
 from moto import mock_aws
 
 from apilake.lake import page_key
-from apilake_dev.containers import ContainerFaults
-from apilake_dev.fake_vendor import PERMANENT_KINDS, TRANSIENT_KINDS, Dataset, FaultPlan
+from apilake_dev.local.containers import ContainerFaults
 from apilake_dev.soak import PAGE_SIZE, ShardExpectation, compute_verdict, expectations, run_soak
+from apilake_dev.vendors.fake import PERMANENT_KINDS, TRANSIENT_KINDS, Dataset, FaultPlan
 
 # Rates high enough that a small run sees every kind of fault at least once.
 TEST_RATES = dict.fromkeys(TRANSIENT_KINDS, 0.05) | {"malformed": 0.02, "cursor_repeat": 0.03}

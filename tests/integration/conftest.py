@@ -21,8 +21,8 @@ from moto import mock_aws
 from apilake.lake import source_prefix
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import logger, std_logger
-from apilake_dev.event_source import LambdaContextStub, PollStats, SqsEventSource
-from apilake_dev.fake_vendor import Dataset, FakeVendor
+from apilake_dev.local.event_source import LambdaContextStub, PollStats, SqsEventSource
+from apilake_dev.vendors.fake import Dataset, FakeVendor
 from tests.conftest import load_handler_module
 
 BUCKET = "apilake-test-lake"
@@ -57,7 +57,7 @@ def source_configs(base_url: str) -> list[dict[str, Any]]:
         {
             **common,
             "name": "api-a",
-            "path": "/page-number/ds-a",
+            "path": "/page_number/ds-a",
             "records_path": "data",
             "pagination": {"type": "page_number", "page_size": 7, "total_path": "meta.total"},
             "sharding": {"type": "daily", "start_param": "since", "end_param": "until", "lookback_days": 3},
@@ -73,7 +73,7 @@ def source_configs(base_url: str) -> list[dict[str, Any]]:
         {
             **common,
             "name": "api-c",
-            "path": "/next-url/ds-c",
+            "path": "/next_url/ds-c",
             "params": {"per_page": "10"},
             "records_path": "data",
             "pagination": {"type": "next_url", "next_url_path": "links.next"},
@@ -82,7 +82,7 @@ def source_configs(base_url: str) -> list[dict[str, Any]]:
         {
             **common,
             "name": "api-d",
-            "path": "/link/ds-d",
+            "path": "/link_header/ds-d",
             "params": {"per_page": "10"},
             "records_path": "",
             "pagination": {"type": "link_header"},
@@ -90,7 +90,7 @@ def source_configs(base_url: str) -> list[dict[str, Any]]:
         {
             **common,
             "name": "open-pages",
-            "path": "/page-number/ds-e",
+            "path": "/page_number/ds-e",
             "params": {"no_total": "1"},
             "records_path": "data",
             "pagination": {"type": "page_number", "page_size": 7},

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from apilake_dev.fake_vendor import Fault
+from apilake_dev.vendors.fake import Fault
 from tests.conftest import load_event
 from tests.integration.conftest import API_KEY, Harness
 
@@ -96,8 +96,8 @@ def test_the_secret_appears_in_no_log_line_even_in_tracebacks(
 ) -> None:
     # Given api-c (its key in the query string) failing in every way on its pages
     harness.plan(load_event("planner.json"))
-    harness.vendor.inject("next-url", "ds-c", 1, Fault("reset"), Fault("truncated"), Fault("status", status=503))
-    harness.vendor.inject("next-url", "ds-c", 2, Fault("status", status=404), forever=True)
+    harness.vendor.inject("next_url", "ds-c", 1, Fault("reset"), Fault("truncated"), Fault("status", status=503))
+    harness.vendor.inject("next_url", "ds-c", 2, Fault("status", status=404), forever=True)
     # When the queue drains (retries, a permanent failure, its traceback logged by the batch processor)
     harness.drain("api-c")
     logs, printed = log_lines.getvalue(), capsys.readouterr()

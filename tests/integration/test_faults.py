@@ -12,8 +12,8 @@ from botocore.exceptions import ClientError
 from apilake.aws import default_clients
 from apilake.lake import page_key
 from apilake.observability import Metric, totals
-from apilake_dev.event_source import LambdaContextStub
-from apilake_dev.fake_vendor import Fault
+from apilake_dev.local.event_source import LambdaContextStub
+from apilake_dev.vendors.fake import Fault
 from tests.conftest import load_event
 from tests.integration.conftest import DATASETS, MAX_RECEIVE_COUNT, READ_TIMEOUT, Harness
 
@@ -88,7 +88,7 @@ def test_a_malformed_body_fails_that_page_only_it_reaches_the_dlq_and_status_nam
 
 def test_a_chain_that_breaks_is_reported_as_not_ended(harness: Harness) -> None:
     harness.plan(load_event("planner.json"))
-    harness.vendor.inject("next-url", "ds-c", 2, Fault("status", status=404), forever=True)
+    harness.vendor.inject("next_url", "ds-c", 2, Fault("status", status=404), forever=True)
     harness.drain("api-c")
     api_c = next(s for s in harness.status(RUN).sources if s.source == "api-c")
     assert not api_c.complete

@@ -10,7 +10,7 @@ from datetime import date
 import pytest
 
 from apilake.lake import page_key
-from apilake_dev.fake_vendor import Dataset
+from apilake_dev.vendors.fake import Dataset
 from tests.conftest import load_event
 from tests.integration.conftest import DATASETS, Harness
 
@@ -102,9 +102,9 @@ def test_a_redelivered_message_leaves_the_object_untouched(harness: Harness) -> 
     ("source", "style", "dataset"),
     [
         ("api-b", "cursor", "ds-b"),
-        ("api-c", "next-url", "ds-c"),
-        ("api-d", "link", "ds-d"),
-        ("open-pages", "page-number", "ds-e"),
+        ("api-c", "next_url", "ds-c"),
+        ("api-d", "link_header", "ds-d"),
+        ("open-pages", "page_number", "ds-e"),
     ],
 )
 def test_a_redelivered_chain_message_does_not_fork_the_chain(

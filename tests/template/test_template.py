@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from apilake.config import SourcesFile
-from apilake_dev.template import build_template, main, pascal, render
+from apilake_dev.template.generate import build_template, main, pascal, render
 from tests.template.conftest import ROOT
 
 SEED = ["api-a", "api-b", "api-c", "api-d"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apilake_dev.hostlayer import build_host_layer, runtime_packages
+from apilake_dev.local.hostlayer import build_host_layer, runtime_packages
 from tests.template.conftest import ROOT
 
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from apilake_dev.cli import main
+from apilake_cli.main import main
 
 
 def test_sources_validate_describes_each_source(capsys: pytest.CaptureFixture[str]) -> None:

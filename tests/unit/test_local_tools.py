@@ -9,8 +9,8 @@ import pytest
 import requests
 from moto import mock_aws
 
-from apilake_dev.fake_vendor import Dataset, FakeVendor
-from apilake_dev.local_aws import MOTO_ORIGINALS, LazyQueueAttributes, patch_moto_sqs
+from apilake_dev.local.aws import MOTO_ORIGINALS, LazyQueueAttributes, patch_moto_sqs
+from apilake_dev.vendors.fake import Dataset, FakeVendor
 
 
 def test_the_fake_vendor_answers_429_beyond_its_rate_limit_and_counts_both() -> None:

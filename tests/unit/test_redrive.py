@@ -9,8 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from apilake_dev.cli import main
-from apilake_dev.redrive import peek
+from apilake_cli.main import main
+from apilake_cli.redrive import peek
 
 STACK = {
     "Resources": {"ApiAQueue": {"Type": "AWS::SQS::Queue"}, "ApiADeadLetterQueue": {"Type": "AWS::SQS::Queue"}},

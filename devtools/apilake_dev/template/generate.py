@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -18,10 +17,11 @@ import yaml
 from apilake.config import ApiKeyAuth, BearerAuth, Source, SourcesFile, load_sources
 from apilake.lake import RAW_PREFIX, source_prefix
 from apilake.ledger import LEDGER_PREFIX, source_ledger_prefix
+from apilake_dev import paths
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES_FILE = ROOT / "layers" / "common" / "sources.yaml"
-TEMPLATE_FILE = ROOT / "template.yaml"
+ROOT = paths.ROOT
+SOURCES_FILE = paths.SOURCES
+TEMPLATE_FILE = paths.TEMPLATE
 
 RUNTIME = "python3.12"
 ARCHITECTURE = "arm64"

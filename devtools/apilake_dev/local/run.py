@@ -18,14 +18,14 @@ from apilake.config import load_sources
 from apilake.exceptions import ApilakeError, ConfigError
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import Metric
-from apilake_dev.catalog import catalog_source, ensure_database
-from apilake_dev.containers import ContainerFaults, LocalEventSources, invoke_planner
-from apilake_dev.lakefolder import mirror
-from apilake_dev.local_aws import LocalAws, deploy, load_template
-from apilake_dev.redrive import peek, redrive
+from apilake_cli.redrive import peek, redrive
+from apilake_dev import paths
+from apilake_dev.local.aws import LocalAws, deploy, load_template
+from apilake_dev.local.catalog import catalog_source, ensure_database
+from apilake_dev.local.containers import ContainerFaults, LocalEventSources, invoke_planner
+from apilake_dev.local.lakefolder import mirror
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
+TEMPLATE = paths.TEMPLATE
 
 Printer = Callable[[str], None]
 

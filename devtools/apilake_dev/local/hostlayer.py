@@ -12,7 +12,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from apilake_dev import paths
+
+ROOT = paths.ROOT
 # What the Lambda python3.12 runtime itself provides besides the standard library.
 RUNTIME_PACKAGES = ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3"]
 

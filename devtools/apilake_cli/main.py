@@ -16,11 +16,12 @@ import duckdb
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, RunStatus
-from apilake_dev import demo, query, soak, template
-from apilake_dev.lakefolder import FolderStore
-from apilake_dev.localrun import LocalRunResult, run_local
-from apilake_dev.redrive import redrive
-from apilake_dev.template import pascal
+from apilake_cli.redrive import redrive
+from apilake_dev import demo, query, soak
+from apilake_dev.local.lakefolder import FolderStore
+from apilake_dev.local.run import LocalRunResult, run_local
+from apilake_dev.template import generate as template
+from apilake_dev.template.generate import pascal
 
 DEFAULT_HOME = Path(".apilake")
 

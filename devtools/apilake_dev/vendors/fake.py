@@ -2,11 +2,11 @@
 
 One server serves several datasets; the URL says the style and the dataset::
 
-    /page-number/<ds>?page=N&per_page=S        {"data": [...], "meta": {"total": T}}  (T omitted with ?no_total=1)
+    /page_number/<ds>?page=N&per_page=S        {"data": [...], "meta": {"total": T}}  (T omitted with ?no_total=1)
     /offset/<ds>?offset=O&limit=L              {"items": [...], "total": T}
     /cursor/<ds>?cursor=C&limit=L              {"results": [...], "next_cursor": C2 | null, "has_more": bool}
-    /next-url/<ds>?page=N&per_page=S           {"data": [...], "links": {"next": URL | null}}
-    /link/<ds>?page=N&per_page=S               [...]  with  Link: <URL>; rel="next"
+    /next_url/<ds>?page=N&per_page=S           {"data": [...], "links": {"next": URL | null}}
+    /link_header/<ds>?page=N&per_page=S               [...]  with  Link: <URL>; rel="next"
     /single/<ds>                               {"records": [...]}
 
 ``since`` / ``until`` (YYYY-MM-DD) keep the records whose ``updated_at`` falls in [since, until).
@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-STYLES = ("page-number", "offset", "cursor", "next-url", "link", "single")
+STYLES = ("page_number", "offset", "cursor", "next_url", "link_header", "single")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 FaultKind = Literal["429", "status", "slow", "malformed", "truncated", "reset", "redirect", "html"]
@@ -106,7 +106,7 @@ class Dataset:
 
 TRANSIENT_KINDS = ("throttle_seconds", "throttle_date", "throttle_bare", "server_error", "reset", "slow", "truncated")
 PERMANENT_KINDS = ("malformed", "cursor_repeat")
-CHAIN_STYLES = ("cursor", "next-url", "link")
+CHAIN_STYLES = ("cursor", "next_url", "link_header")
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
         base = f"http://{self.headers.get('Host')}/{style}/{name}"
         carried = {k: v for k, v in query.items() if k in ("since", "until", "per_page", "api_key")}
         next_url = f"{base}?{urlencode({**carried, 'page': next_page})}" if has_next else None
-        if style == "page-number":
+        if style == "page_number":
             body: Any = {"data": chunk, "meta": {"page": page}}
             if query.get("no_total") != "1":
                 body["meta"]["total"] = total
@@ -333,9 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
         if style == "cursor":
             cursor = encode_cursor(next_page) if has_next else None
             return self._json(200, {"results": chunk, "next_cursor": cursor, "has_more": has_next})
-        if style == "next-url":
+        if style == "next_url":
             return self._json(200, {"data": chunk, "links": {"next": next_url}})
-        if style == "link":
+        if style == "link_header":
             headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else {}
             return self._json(200, chunk, headers)
         return self._json(200, {"records": chunk})

@@ -19,12 +19,12 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from apilake_dev.event_source import PollStats, SqsEventSource
-from apilake_dev.local_aws import LocalDeployment, WorkerSpec
+from apilake_dev import paths
+from apilake_dev.local.aws import LocalDeployment, WorkerSpec
+from apilake_dev.local.event_source import PollStats, SqsEventSource
 
-ROOT = Path(__file__).resolve().parents[2]
-WORKER_APP = ROOT / "functions" / "worker" / "app.py"
-PLANNER_APP = ROOT / "functions" / "planner" / "app.py"
+WORKER_APP = paths.WORKER_APP
+PLANNER_APP = paths.PLANNER_APP
 # Third-party libraries a container imports, loaded once in the fork server so that containers start
 # in milliseconds. apilake's own modules are not: each container imports them after its environment
 # is set, as a Lambda cold start does.
@@ -88,7 +88,7 @@ def _planner_main(env: dict[str, str], event: dict[str, Any], log_path: str, res
     """Invoke the planner handler once in a container of its own; put ("ok", summary) or ("error", text)."""
     _enter_container(env, log_path)
     from apilake.exceptions import ApilakeError
-    from apilake_dev.event_source import LambdaContextStub
+    from apilake_dev.local.event_source import LambdaContextStub
 
     planner = _load_app(PLANNER_APP, "planner_app")
     try:

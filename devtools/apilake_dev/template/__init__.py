@@ -1,0 +1,1 @@
+"""template.yaml: the per-source region, generated from the sources file."""

@@ -75,7 +75,7 @@ EXAMPLE_QUERIES = [
     (
         "The latest records of api-b",
         "SELECT id, updated_at, amount, currency, customer.country AS country "
-        "FROM api_b ORDER BY updated_at DESC LIMIT 5",
+        "FROM source_api_b ORDER BY updated_at DESC LIMIT 5",
     ),
 ]
 

@@ -1,4 +1,4 @@
-"""SQL over the lake folder with DuckDB: one view per source, and ``raw`` over all of them.
+"""SQL over the lake folder with DuckDB: one view per source (``source_api_b``, as the Glue table), and ``raw``.
 
 The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
 ``source=``, ``ingestion_date=`` and ``shard=`` folders as columns (Hive partitioning).
@@ -6,15 +6,12 @@ The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with t
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-
-def view_name(source: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", source.lower())
+from apilake.names import table_name
 
 
 def sources_in(lake: Path) -> list[str]:
@@ -32,7 +29,7 @@ def connect(lake: Path) -> duckdb.DuckDBPyConnection:
     reader = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true)"
     for source in sources:
         glob = (lake / "raw" / f"source={source}" / "*" / "*" / "*.json.gz").as_posix()
-        connection.execute(f'CREATE VIEW "{view_name(source)}" AS SELECT * FROM {reader.format(glob=glob)}')
+        connection.execute(f'CREATE VIEW "{table_name(source)}" AS SELECT * FROM {reader.format(glob=glob)}')
     everything = (lake / "raw" / "*" / "*" / "*" / "*.json.gz").as_posix()
     connection.execute(f"CREATE VIEW raw AS SELECT * FROM {reader.format(glob=everything)}")
     return connection

@@ -10,14 +10,10 @@ import re
 from typing import Any
 
 from apilake.lake import source_prefix
+from apilake.names import table_name
 
 SAMPLE_RECORDS = 500
 _PARTITION = re.compile(r"/ingestion_date=([^/]+)/shard=([^/]+)/")
-
-
-def table_name(source: str) -> str:
-    """What the crawler names a table at raw/source=<src>/: the folder name, made a SQL identifier."""
-    return "source_" + re.sub(r"[^a-z0-9]+", "_", source.lower())
 
 
 def hive_type(value: Any) -> str:

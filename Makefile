@@ -9,6 +9,8 @@ PY312 ?= $(shell for p in "$$(PYENV_VERSION=3.12.1 pyenv which python3.12 2>/dev
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 CHECKOV_VERSION := 3.3.30
+# Lambda's python3.12 runtime has boto3: the layer does not ship it, nor what only it needs.
+RUNTIME_PROVIDES := $(foreach p,boto3 botocore s3transfer python-dateutil six,--no-emit-package $(p))
 # checkov pins an old boto3 that breaks aws-sam-cli: it gets an environment of its own.
 CHECKOV := .checkov
 VENV := .venv
@@ -88,7 +90,7 @@ template: env
 lock: $(UV)
 	$(UV) pip compile --quiet pyproject.toml --extra dev --python-version 3.12 -o requirements-dev.lock
 	$(UV) pip compile --quiet pyproject.toml -c requirements-dev.lock --python-version 3.12 \
-	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate -o layers/common/requirements.txt
+	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate $(RUNTIME_PROVIDES) -o layers/common/requirements.txt
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV)

@@ -29,7 +29,7 @@ export UV_PYTHON_DOWNLOADS := never
 .PHONY: help demo soak bench env checkov-env test unit integration lint build template lock clean
 
 help:
-	@echo "make demo   the whole Option A flow on this machine, then SQL over the lake (sets up .venv)"
+	@echo "make demo   the scheduled flow (planner -> queues -> workers -> lake) on this machine, then SQL over the lake (sets up .venv)"
 	@echo "make test   lint, unit, integration, end-to-end and template tests (sets up .venv from nothing)"
 	@echo "make soak   >= 2,000 pages under every fault kind; verdict: lost / duplicated / forked (exit 1 if any)"
 	@echo "make bench  benchmarks: throughput, rate limits, cold start, fan-out, memory, cost (~15 min); table + bench/results/*.json"

@@ -1,4 +1,4 @@
-"""The whole Option A flow on one machine, with the handlers that run in Lambda.
+"""The whole scheduled flow (planner -> queues -> workers -> lake) on one machine, with the handlers that run in Lambda.
 
 moto's server plays AWS (resources from template.yaml), the planner handler runs with the planner
 event, container processes drain the queues through the worker handler, the raw zone is cataloged

@@ -26,16 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apilake.config import load_sources
 from apilake.ledger import Ledger
 from apilake.observability import Metric
 from apilake_dev.local.containers import CONTAINER_NICENESS, start_fork_server
 from apilake_dev.local.run import LocalRun
-from apilake_dev.template.generate import build_template
 from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
-from bench.common import TEMPLATE_SOURCES, Row, median, quiet
+from bench.common import EXAMPLE_NAMES, Row, median, quiet
 
-SOURCES = TEMPLATE_SOURCES  # the template's workers: concurrency 2 each, 8 at once
+SOURCES = EXAMPLE_NAMES  # four sources at concurrency 2 each: 8 workers at once
 PAGES = 2000
 RECORDS_PER_PAGE = 100
 THREADS = 8
@@ -255,7 +253,7 @@ def rate_limit_use(
     ):
         home = Path(folder)
         sources = _sources_file(vendor, home / "sources.yaml", budget, RATE_RECORDS_PER_PAGE, concurrency)
-        flow = run_flow(sources, home, event, build_template(load_sources(sources)))
+        flow = run_flow(sources, home, event)
         served_at, limited = vendor.state.served_at[name][1:], vendor.state.limited[name]  # [0]: the probe
     served = len(served_at)
     seconds = served_at[-1] - served_at[0]

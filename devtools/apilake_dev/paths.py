@@ -5,9 +5,11 @@ The dev tools run from a checkout (``pip install -e .[dev]``); the operator comm
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# APILAKE_ROOT: another checkout of the project (its template.yaml, sources, functions), e.g. a copy in a test.
+ROOT = Path(os.environ.get("APILAKE_ROOT") or Path(__file__).resolve().parents[2]).resolve()
 TEMPLATE = ROOT / "template.yaml"
 LAYER = ROOT / "layers" / "common"
 SOURCES = LAYER / "sources.yaml"  # the user's sources, shipped in the layer

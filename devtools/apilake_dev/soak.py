@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from apilake.config import load_sources
 from apilake.lake import source_prefix
-from apilake_dev.demo import DEMO_KEY, SHIPPED_SOURCES, authenticated, demo_sources
+from apilake_dev.demo import DEMO_KEY, EXAMPLE_SOURCES, authenticated, demo_sources
 from apilake_dev.local.containers import ContainerFaults
 from apilake_dev.local.run import LocalRun, LocalRunResult, Printer
 from apilake_dev.vendors.fake import CHAIN_STYLES, Dataset, FakeVendor, FaultPlan
@@ -28,7 +29,9 @@ PAGE_SIZE = 20
 SHARD_DAYS = 10
 INGESTION_DATE = "2026-11-26"
 FIRST_SHARD, LAST_SHARD = "2026-11-16", "2026-11-25"
-STYLES = {"api-a": "page_number", "api-b": "cursor", "api-c": "next_url", "api-d": "link_header"}
+# The fake vendor serves each example source in its own pagination style (demo.endpoint).
+EXAMPLES = load_sources(EXAMPLE_SOURCES)
+STYLES = {s.name: s.pagination.type for s in EXAMPLES.sources}
 DEFAULT_RATES = {
     "throttle_seconds": 0.02,
     "throttle_date": 0.02,
@@ -111,15 +114,17 @@ class Verdict:
 
 
 def soak_datasets(pages: int) -> dict[str, Dataset]:
-    """About ``pages`` pages: 40 % for api-a (fan-out over ten daily shards), 20 % for each chain."""
+    """About ``pages`` pages: 40 % for the daily-sharded fan-out source (over ten daily shards), 20 % for
+    each chain (a few records short of a full last page, each chain a different number)."""
     per_day = max(1, round(pages * 0.4 / SHARD_DAYS)) * PAGE_SIZE
     chain = max(2, round(pages * 0.2)) * PAGE_SIZE
-    return {
-        "api-a": Dataset("api-a", total=per_day * SHARD_DAYS, days=SHARD_DAYS),
-        "api-b": Dataset("api-b", total=chain - 7),
-        "api-c": Dataset("api-c", total=chain),
-        "api-d": Dataset("api-d", total=chain - 13),
-    }
+    found = {}
+    for n, source in enumerate(EXAMPLES.sources):
+        if source.sharding.type == "daily":
+            found[source.name] = Dataset(source.name, total=per_day * SHARD_DAYS, days=SHARD_DAYS)
+        else:
+            found[source.name] = Dataset(source.name, total=chain - (7 * n) % 17)
+    return found
 
 
 def expectations(datasets: dict[str, Dataset], plan: FaultPlan) -> list[ShardExpectation]:
@@ -127,7 +132,11 @@ def expectations(datasets: dict[str, Dataset], plan: FaultPlan) -> list[ShardExp
     for source, dataset in datasets.items():
         style = STYLES[source]
         chain = style in CHAIN_STYLES
-        shards = [(d, _next_day(d)) for d in _days(FIRST_SHARD, LAST_SHARD)] if source == "api-a" else [(None, None)]
+        shards = (
+            [(d, _next_day(d)) for d in _days(FIRST_SHARD, LAST_SHARD)]
+            if EXAMPLES.get(source).sharding.type == "daily"
+            else [(None, None)]
+        )
         for since, until in shards:
             count = len(dataset.records(since, until))
             if chain and plan.empty_last_page:
@@ -164,10 +173,11 @@ def soak_sources(vendor: FakeVendor, target: Path) -> Path:
         },
     )
     document = yaml.safe_load(path.read_text())
-    for source in document["sources"]:
-        if source["name"] == "api-a":
+    for source in document["sources"]:  # each style's page-size parameter, as the fake vendor reads it
+        style = source["pagination"]["type"]
+        if style == "page_number":
             source["pagination"]["page_size"] = PAGE_SIZE
-        elif source["name"] == "api-b":
+        elif style == "cursor":
             source["params"] = {"limit": str(PAGE_SIZE)}
         else:
             source["params"] = {**source.get("params", {}), "per_page": str(PAGE_SIZE)}
@@ -259,7 +269,7 @@ def run_soak(
     datasets = soak_datasets(pages)
     plan = FaultPlan(rates=DEFAULT_RATES if rates is None else rates, seed=seed, slow_seconds=1.0, empty_last_page=True)
     shards = expectations(datasets, plan)
-    protected = authenticated(SHIPPED_SOURCES)
+    protected = authenticated(EXAMPLE_SOURCES)
     total = sum(s.pages for s in shards)
     echo(f"soak: {total} pages over 4 sources, vendor fault rates {plan.rates}, platform faults {container_faults}")
     event = {

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from apilake.config import load_sources
 from apilake_cli.main import main
 from apilake_dev import demo, query
 from apilake_dev.local.aws import LocalAws
@@ -72,24 +73,34 @@ def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: 
 
 
 def test_resources_come_from_the_template(tmp_path: Path) -> None:
+    from apilake.names import queue_name
     from apilake_dev.local.aws import deploy, load_template
-    from apilake_dev.local.run import TEMPLATE
 
-    template = load_template(TEMPLATE)
+    # Given the example sources and the template as it would be for them
+    sources = load_sources(demo.EXAMPLE_SOURCES)
+    template = load_template(demo.EXAMPLE_SOURCES)
     with LocalAws() as aws:
-        deployment = deploy(template, aws, demo.SHIPPED_SOURCES)
+        # When it is deployed to the emulator
+        deployment = deploy(template, aws, demo.EXAMPLE_SOURCES)
         sqs = aws.client("sqs")
+        # Then every source has its worker, its queue as the template says, named as the planner looks it up
+        assert sorted(w.source for w in deployment.workers) == sorted(s.name for s in sources.sources)
+        stage = deployment.planner_environment["APILAKE_STAGE"]
         for worker in deployment.workers:
+            source = sources.get(worker.source)
             queue = template["Resources"][worker.function.replace("Worker", "Queue")]["Properties"]
             attributes = sqs.get_queue_attributes(QueueUrl=worker.queue_url, AttributeNames=["All"])["Attributes"]
             redrive = json.loads(attributes["RedrivePolicy"])
             assert int(attributes["VisibilityTimeout"]) == queue["VisibilityTimeout"]
-            assert redrive["maxReceiveCount"] == queue["RedrivePolicy"]["maxReceiveCount"]
+            assert (
+                redrive["maxReceiveCount"]
+                == queue["RedrivePolicy"]["maxReceiveCount"]
+                == source.worker.max_receive_count
+            )
             assert redrive["deadLetterTargetArn"].endswith(worker.dlq_url.rsplit("/", 1)[1])
-            assert worker.max_concurrency == 2 and worker.batch_size == 10
+            assert worker.max_concurrency == source.budget.max_concurrency and worker.batch_size == 10
             assert worker.environment["APILAKE_SOURCE"] == worker.source
-        queue_urls = json.loads(deployment.planner_environment["APILAKE_QUEUE_URLS"])
-        assert queue_urls == deployment.queues and set(queue_urls) == {"api-a", "api-b", "api-c", "api-d"}
+            assert worker.queue_url == sqs.get_queue_url(QueueName=queue_name(stage, worker.source))["QueueUrl"]
 
 
 def test_run_local_drives_the_flow_against_the_vendors_a_user_configures(

@@ -1,8 +1,9 @@
 """AWS on one machine: moto's server on 127.0.0.1, and the resources template.yaml declares, created in it.
 
 The queues, DLQs, redrive policies, visibility timeouts, batch sizes, concurrency caps and function
-environments come from template.yaml itself (a small resolver for the intrinsics it uses), so the
-local flow cannot drift from what is deployed.
+environments come from the template itself (template.yaml with its per-source region generated from
+the sources file being run; a small resolver for the intrinsics it uses), so the local flow cannot
+drift from what is deployed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 import boto3
 import requests
-import yaml
 from moto.server import ThreadedMotoServer
+
+from apilake_dev.template.generate import parse_template, template_text_for
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -183,9 +185,10 @@ class _Resolver:
         return self.physical[name]
 
 
-def load_template(path: Path) -> dict[str, Any]:
-    template: dict[str, Any] = yaml.safe_load(path.read_text())
-    return template
+def load_template(sources_file: Path, template_file: Path | None = None) -> dict[str, Any]:
+    """The template as it would be for ``sources_file``: the hand-written part of template.yaml and the
+    region generated from that file, in memory (any valid sources file runs locally, template or not)."""
+    return parse_template(template_text_for(sources_file, template_file))
 
 
 def deploy(
@@ -233,7 +236,8 @@ def deploy(
             attributes["MessageRetentionPeriod"] = str(properties["MessageRetentionPeriod"])
         if "RedrivePolicy" in properties:
             attributes["RedrivePolicy"] = json.dumps(resolve(properties["RedrivePolicy"]))
-        url = sqs.create_queue(QueueName=f"apilake-{stage}-{name}", Attributes=attributes)["QueueUrl"]
+        queue_name = resolve(properties["QueueName"]) if "QueueName" in properties else f"apilake-{stage}-{name}"
+        url = sqs.create_queue(QueueName=queue_name, Attributes=attributes)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         resolve.physical[name] = url
         resolve.attributes[(name, "Arn")] = arn

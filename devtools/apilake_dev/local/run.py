@@ -14,18 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apilake.config import load_sources
-from apilake.exceptions import ApilakeError, ConfigError
+from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import Metric
+from apilake_cli.lakefolder import mirror
 from apilake_cli.redrive import peek, redrive
-from apilake_dev import paths
 from apilake_dev.local.aws import LocalAws, deploy, load_template
 from apilake_dev.local.catalog import catalog_source, ensure_database
 from apilake_dev.local.containers import ContainerFaults, LocalEventSources, invoke_planner
-from apilake_dev.local.lakefolder import mirror
-
-TEMPLATE = paths.TEMPLATE
 
 Printer = Callable[[str], None]
 
@@ -59,21 +55,6 @@ class LocalRunResult:
         )
 
 
-def check_sources_match_template(sources_file: Path, template: dict[str, Any]) -> None:
-    declared = sorted(
-        r["Properties"]["Environment"]["Variables"]["APILAKE_SOURCE"]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::Serverless::Function"
-        and "APILAKE_SOURCE" in r["Properties"].get("Environment", {}).get("Variables", {})
-    )
-    configured = sorted(s.name for s in load_sources(sources_file).sources)
-    if declared != configured:
-        raise ConfigError(
-            f"{sources_file.name}: sources {configured} but template.yaml has workers for {declared}: "
-            "run `make template` after changing the sources"
-        )
-
-
 class LocalRun:
     """One local session: the emulator, the deployment from template.yaml, then planner runs and
     drains as the caller asks; ``finish`` catalogs, mirrors the lake and reads the ledger."""
@@ -89,7 +70,7 @@ class LocalRun:
         worker_timeout: float | None = None,
         template: dict[str, Any] | None = None,
     ) -> None:
-        """``template``: the deployment to emulate (default: template.yaml)."""
+        """``template``: the deployment to emulate (default: template.yaml with the region for ``sources_file``)."""
         self.worker_timeout = worker_timeout
         self.sources_file = sources_file
         self.home = home
@@ -98,8 +79,7 @@ class LocalRun:
         self.faults = faults
         self.echo = echo
         self.started = time.monotonic()
-        self.template = template or load_template(TEMPLATE)
-        check_sources_match_template(sources_file, self.template)
+        self.template = template or load_template(sources_file)
         self.aws = LocalAws()
         self.per_source: dict[str, dict[str, float]] = {}
         self.restarts = 0

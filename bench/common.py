@@ -12,10 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from apilake.config import load_sources
+from apilake_cli.output import format_table
+from apilake_dev import paths
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-# The sources template.yaml has workers for (the local flow checks the names against it).
-TEMPLATE_SOURCES = ("api-a", "api-b", "api-c", "api-d")
+# The example sources' names (the benchmarks run the examples' shapes at their own sizes).
+EXAMPLE_NAMES = tuple(s.name for s in load_sources(paths.EXAMPLE_SOURCES).sources)
 
 
 def quiet(_: str) -> None:
@@ -61,17 +65,13 @@ def write(rows: list[Row], name: str) -> Path:
 def table(rows: list[Row]) -> str:
     headers = ["benchmark", "figure", "value", "target", "met"]
     cells = [
-        [
+        (
             r.benchmark,
             r.figure,
             f"{r.value:,.0f} {r.unit}".strip() if abs(r.value) >= 100 else f"{r.value:.3g} {r.unit}".strip(),
             r.target,
             {True: "yes", False: "NO", None: "-"}[r.met],
-        ]
+        )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
-    return "\n".join(lines)
+    return format_table(headers, cells, max_width=80)

@@ -43,17 +43,3 @@ def run(lake: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         return columns, result.fetchall()
     finally:
         connection.close()
-
-
-def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 40) -> str:
-    def cell(value: Any) -> str:
-        text = "NULL" if value is None else str(value)
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "-+-".join("-" * w for w in widths)
-    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
-    out += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)

@@ -1,5 +1,5 @@
 """The lake as files: a mirror of the bucket in a local folder (same keys, same layout), and a
-read-only S3-shaped view of that folder so the ledger can be read after the emulator is gone."""
+read-only S3-shaped view of that folder so `apilake status` reads the ledger after the emulator is gone."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""The dev commands: the demo, a local run against real vendors, SQL over the lake folder, the soak, and
+the template generator. They need the dev install from a checkout (`pip install -e '.[dev]'`: moto,
+DuckDB, jinja2, ...), so their modules are imported here, inside each command, and never by
+`apilake status` or `apilake redrive`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from apilake.exceptions import ApilakeError
+from apilake_cli.output import format_table, print_status, print_summary
+
+DEV_INSTALL = "pip install -e '.[dev]'"
+
+
+@contextmanager
+def dev_install(command: str) -> Iterator[None]:
+    """Around a dev command's imports: without the dev install, say which install the command needs."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise ApilakeError(
+            f"apilake {command} needs the dev install: {DEV_INSTALL} from a checkout (no module {exc.name!r})"
+        ) from exc
+
+
+def sql(lake: Path, statement: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Columns and rows of ``statement`` over the lake folder; a DuckDB error is the user's to fix."""
+    with dev_install("query"):
+        import duckdb
+
+        from apilake_dev import query
+    try:
+        return query.run(lake, statement)
+    except duckdb.Error as exc:
+        raise ApilakeError(f"query failed: {exc}") from exc
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    with dev_install("demo"):
+        from apilake_dev import demo
+    home: Path = args.home
+    print(
+        "apilake demo: the scheduled planner -> queues -> workers flow on this machine "
+        "(moto for AWS, fake vendors on 127.0.0.1, DuckDB for SQL)\n"
+    )
+    result, sets = demo.run_demo(home, scale=args.scale)
+    print()
+    print_summary(result, expected={d.name: d.total for d in sets})
+    print()
+    print_status(result.status, home)
+    print(f"\nlake folder: {home / 'lake'}  (gzip NDJSON, keys as in S3)")
+    print(
+        "catalog (Glue, emulated): "
+        + ", ".join(f"{c['table']} ({c['partitions']} partitions)" for c in result.catalog.values())
+    )
+    for title, statement in demo.example_queries():
+        print(f"\n{title}:\n  {statement}\n")
+        print(format_table(*sql(home / "lake", statement)))
+    print(
+        '\nNext: apilake query "select source, count(*) from raw group by 1"   ·   apilake status'
+        f"   ·   logs in {home / 'logs'}"
+    )
+    return 0 if result.ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with dev_install("run --local"):
+        from apilake_dev import paths
+        from apilake_dev.local.run import run_local
+    secrets = {}
+    for pair in args.secret:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ApilakeError(f"--secret {pair.split('=')[0]!r}: expected NAME=VALUE")
+        secrets[name] = value
+    event = json.loads((args.event or paths.PLANNER_EVENT).read_text())
+    result = run_local(
+        args.sources or paths.SOURCES, args.home, event, secrets=secrets, visibility_timeout=args.visibility_timeout
+    )
+    print()
+    print_summary(result)
+    print()
+    print_status(result.status, args.home)
+    return 0 if result.ok else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    print(format_table(*sql(args.home / "lake", args.sql)))
+    return 0
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    with dev_install("soak"):
+        from apilake_dev import soak
+    result = soak.run_soak(args.home, pages=args.pages, seed=args.seed, visibility_timeout=args.visibility_timeout)
+    print("\ninjected faults:")
+    print(format_table(["fault", "count"], sorted(result.injected.items())))
+    print(f"\n{result.pages_total} pages, {result.result.wall_seconds:.0f}s")
+    for verdict in result.verdicts:
+        print(verdict.line())
+        for detail in verdict.details:
+            print(f"  {detail}")
+    complete = result.result.status is not None and result.result.status.complete
+    print(f"status after redrive: complete: {'yes' if complete else 'NO'}")
+    return 0 if result.ok else 1
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    with dev_install("template"):
+        from apilake_dev.template import generate
+    return generate.main(["--check"] if args.check else [])

@@ -1,0 +1,73 @@
+"""What the commands print: one table printer for every table (SQL results, run summaries, benchmarks),
+and a run's status as people read it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apilake.ledger import RunStatus
+
+if TYPE_CHECKING:
+    from apilake_dev.local.run import LocalRunResult
+
+
+def format_table(columns: list[str], rows: list[tuple[Any, ...]], max_width: int = 40) -> str:
+    """Columns padded to their widest cell (cut at ``max_width``), ``NULL`` for None, then the row count."""
+
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else str(value)
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "-+-".join("-" * w for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), line]
+    out += [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def print_summary(result: LocalRunResult, expected: dict[str, int] | None = None) -> None:
+    """A local run per source: pages, records (and what the vendor holds, if known), retries, DLQ."""
+    headers = ["source", "pages", "records", *(["vendor total"] if expected else []), "bytes", "retries", "429s", "DLQ"]
+    rows: list[tuple[Any, ...]] = []
+    for name, s in result.sources.items():
+        vendor = [expected.get(name, "")] if expected else []
+        rows.append((name, s.pages, s.records, *vendor, s.bytes, s.retries, s.throttled, s.dlq))
+    print(
+        f"run {result.run_id}: {'drained' if result.drained else 'NOT drained (time limit)'} "
+        f"in {result.wall_seconds:.1f}s"
+    )
+    if result.planner_error:
+        print(f"planner error: {result.planner_error}")
+    print(format_table(headers, rows))
+
+
+def print_status(status: RunStatus | None, home: Path | None) -> None:
+    """Complete or not, per source and shard, with every missing page and why; ``home``: the local
+    state folder, whose DLQ dumps are shown too (None for a deployed lake)."""
+    if status is None:
+        print("status: no run manifest (the planner did not run)")
+        return
+    print(
+        f"run {status.run_id} (ingestion date {status.ingestion_date}): complete: {'yes' if status.complete else 'NO'}"
+    )
+    for source in status.sources:
+        print(f"  {source.source}: {'complete' if source.complete else 'INCOMPLETE'}")
+        for shard in source.shards:
+            expected = "?" if shard.expected_pages is None else shard.expected_pages
+            line = f"    shard {shard.shard} ({shard.mode}): {shard.landed_pages}/{expected} pages"
+            if shard.mode == "chain":
+                line += ", chain ended" if shard.ended else ", chain NOT ended"
+            print(line)
+            if shard.note:
+                print(f"      {shard.note}")
+            for page in sorted(set(shard.missing) | set(shard.failures)):
+                print(f"      missing page {page}: {shard.failures.get(page, 'no delivery recorded')}")
+        dumped = home / "dlq" / f"{source.source}.jsonl" if home else None
+        if dumped and dumped.exists():
+            for line in dumped.read_text().splitlines():
+                message = json.loads(line)
+                print(f"      in DLQ: {message['body']}")

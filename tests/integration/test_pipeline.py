@@ -1,4 +1,4 @@
-"""The whole Option A flow in-process: planner -> SQS (moto) -> worker -> S3 (moto), against a real
+"""The whole scheduled flow in-process: planner -> SQS (moto) -> worker -> S3 (moto), against a real
 HTTP vendor on 127.0.0.1 serving every pagination style."""
 
 from __future__ import annotations

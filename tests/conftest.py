@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.aws import cached_sources, default_clients, default_queue_locator, default_vendor_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -30,11 +30,12 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_container() -> Iterator[None]:
-    """Every test starts as a cold Lambda container: no cached clients, sources or pacers."""
-    for cached in (cached_sources, default_clients, default_vendor_clients):
+    """Every test starts as a cold Lambda container: no cached clients, sources, queue URLs or pacers."""
+    caches = (cached_sources, default_clients, default_vendor_clients, default_queue_locator)
+    for cached in caches:
         cached.cache_clear()
     yield
-    for cached in (cached_sources, default_clients, default_vendor_clients):
+    for cached in caches:
         cached.cache_clear()
 
 

@@ -14,6 +14,7 @@ from apilake.settings import PlannerSettings
 @logger.inject_lambda_context(clear_state=True, log_event=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = PlannerSettings.from_env()
+    logger.setLevel(settings.log_level)
     request = parse_planner_event(event)
     logger.append_keys(run_id=request.run_id)
     summary = Planner.for_settings(settings).plan(request, Deadline(context.get_remaining_time_in_millis, 10.0))

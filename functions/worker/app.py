@@ -22,5 +22,6 @@ processor = BatchProcessor(
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     settings = WorkerSettings.from_env()
+    logger.setLevel(settings.log_level)
     use_source(settings.source)
     return PageIngester.for_settings(settings).process(event, context, processor)

@@ -20,12 +20,14 @@ from moto import mock_aws
 
 from apilake.lake import source_prefix
 from apilake.ledger import Ledger, RunStatus
+from apilake.names import dlq_name, queue_name
 from apilake.observability import logger, std_logger
 from apilake_dev.local.event_source import LambdaContextStub, PollStats, SqsEventSource
 from apilake_dev.vendors.fake import Dataset, FakeVendor
 from tests.conftest import load_handler_module
 
 BUCKET = "apilake-test-lake"
+STAGE = "test"
 API_KEY = "k3y-d0-not-l0g-7f3a9c"
 MAX_RECEIVE_COUNT = 3
 READ_TIMEOUT = 1.0
@@ -126,7 +128,7 @@ class Harness:
 
     def plan(self, event: dict[str, Any]) -> dict[str, Any]:
         self.monkeypatch.setenv("APILAKE_LAKE_BUCKET", BUCKET)
-        self.monkeypatch.setenv("APILAKE_QUEUE_URLS", json.dumps(self.queues))
+        self.monkeypatch.setenv("APILAKE_STAGE", STAGE)
         self.monkeypatch.setenv("APILAKE_SOURCES_FILE", str(self.sources_path))
         result: dict[str, Any] = self.planner.handler(event, LambdaContextStub("planner", 300))
         return result
@@ -209,12 +211,12 @@ def harness(vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         s3.create_bucket(Bucket=BUCKET)
         queues, dlqs = {}, {}
         for name in DATASETS:
-            dlqs[name] = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+            dlqs[name] = sqs.create_queue(QueueName=dlq_name(STAGE, name))["QueueUrl"]
             dlq_arn = sqs.get_queue_attributes(QueueUrl=dlqs[name], AttributeNames=["QueueArn"])["Attributes"][
                 "QueueArn"
             ]
             queues[name] = sqs.create_queue(
-                QueueName=name,
+                QueueName=queue_name(STAGE, name),
                 Attributes={
                     "VisibilityTimeout": "1",
                     "RedrivePolicy": json.dumps(

@@ -9,9 +9,11 @@ from datetime import date
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 from moto import mock_aws
 
-from apilake.lake import LakeWriter, encode_page, page_key
+from apilake.lake import LakeWriter, create_if_absent, encode_page, page_key
 
 
 @pytest.mark.parametrize(
@@ -89,3 +91,41 @@ def test_a_new_page_costs_one_request_and_a_redelivered_one_two() -> None:
 def test_the_same_records_give_the_same_bytes() -> None:
     records = [{"id": i, "at": "2026-11-25"} for i in range(1000)]
     assert encode_page(records) == encode_page([dict(r) for r in records])
+
+
+@mock_aws
+def test_create_if_absent_creates_once_and_leaves_what_is_there() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    # The first create wins, with the PutObject parameters given
+    assert create_if_absent(s3, "lake", "ledger/k.json", b"first", ContentType="application/json")
+    etag = s3.head_object(Bucket="lake", Key="ledger/k.json")["ETag"]
+    # A second one answers "already there" and changes nothing
+    assert not create_if_absent(s3, "lake", "ledger/k.json", b"second", ContentType="application/json")
+    stored = s3.get_object(Bucket="lake", Key="ledger/k.json")
+    assert stored["Body"].read() == b"first" and stored["ETag"] == etag and stored["ContentType"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("PreconditionFailed", 412), ("ConditionalRequestConflict", 409)],
+    ids=["the key exists", "another create of the key is in flight"],
+)
+def test_create_if_absent_answers_already_there_when_s3_refuses_the_create(code: str, status: int) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with Stubber(s3) as stub:
+        stub.add_client_error(
+            "put_object",
+            service_error_code=code,
+            http_status_code=status,
+            expected_params={"Bucket": "lake", "Key": "k", "Body": b"x", "IfNoneMatch": "*"},
+        )
+        assert create_if_absent(s3, "lake", "k", b"x") is False
+
+
+def test_create_if_absent_raises_any_other_error() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with Stubber(s3) as stub:
+        stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(ClientError, match="AccessDenied"):
+            create_if_absent(s3, "lake", "k", b"x")

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 import boto3
 from moto import mock_aws
 
-from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.ledger import Claim, Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import WorkItem
 
 RUN = "r1"
@@ -47,3 +47,19 @@ def test_landed_pages_are_recorded_one_marker_per_shard_and_hundred_pages_and_st
     ledger.mark_landed([(item("2026-11-25", p), {}) for p in (3, 2)])
     second = ledger.status(manifest).sources[0].shards[1]
     assert second.complete and second.landed_pages == 3
+
+
+@mock_aws
+def test_a_continuation_is_claimed_once_and_a_cursor_is_recorded_once() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger = Ledger(s3, "lake")
+    page_2 = item("all", 2).model_copy(update={"cursor": "c2"})
+    # The first delivery wins the claim; a second one finds it pending, then sent once confirmed
+    assert ledger.claim_continuation(page_2).claim is Claim.CREATED
+    assert ledger.claim_continuation(page_2).claim is Claim.PENDING
+    ledger.confirm_continuation(page_2)
+    assert ledger.claim_continuation(page_2).claim is Claim.SENT
+    # A cursor leads to the page it led to first, however often (and from wherever) it comes back
+    assert ledger.first_page_of_cursor(page_2) == 2
+    assert ledger.first_page_of_cursor(page_2.model_copy(update={"page": 7})) == 2

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from apilake.exceptions import ConfigError
+from apilake.exceptions import ConfigError, describe_validation_error
 from apilake.messages import WorkItem
 from apilake.settings import PlannerSettings, WorkerSettings
 
@@ -53,11 +55,34 @@ def test_bad_messages_are_refused_naming_the_field(change: dict[str, Any], field
 
 
 WORKER_ENV = {"APILAKE_SOURCE": "api-a", "APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URL": "https://q"}
+PLANNER_ENV = {"APILAKE_STAGE": "dev", "APILAKE_LAKE_BUCKET": "lake"}
 
 
-def test_worker_settings_from_env() -> None:
-    settings = WorkerSettings.from_env(WORKER_ENV)
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """Replace the process's APILAKE_* variables (the settings read os.environ, as in Lambda)."""
+
+    def use(env: dict[str, str]) -> None:
+        for name in [name for name in os.environ if name.startswith("APILAKE_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+    return use
+
+
+def test_worker_settings_from_env(environ: Callable[[dict[str, str]], None]) -> None:
+    environ({**WORKER_ENV, "APILAKE_SAFETY_MARGIN_SECONDS": "2.5", "APILAKE_LOG_LEVEL": "DEBUG"})
+    settings = WorkerSettings.from_env()
     assert settings.source == "api-a" and settings.sources_file == "/opt/python/sources.yaml"
+    assert settings.safety_margin_seconds == 2.5 and settings.log_level == "DEBUG"
+
+
+def test_planner_settings_from_env(environ: Callable[[dict[str, str]], None]) -> None:
+    # Variables meant for the other function (the template's Globals) are not an error.
+    environ({**PLANNER_ENV, "APILAKE_SEND_THREADS": "4", "APILAKE_SOURCE": "api-a"})
+    settings = PlannerSettings.from_env()
+    assert settings.stage == "dev" and settings.send_threads == 4 and settings.log_level == "INFO"
 
 
 @pytest.mark.parametrize(
@@ -65,38 +90,71 @@ def test_worker_settings_from_env() -> None:
     [
         (
             {k: v for k, v in WORKER_ENV.items() if k != "APILAKE_SOURCE"},
-            "environment variable APILAKE_SOURCE: Field required",
+            "environment: APILAKE_SOURCE: Field required",
         ),
         (
             {**WORKER_ENV, "APILAKE_LAKE_BUCKET": "  "},
-            "environment variable APILAKE_LAKE_BUCKET: String should have at least 1",
+            "environment: APILAKE_LAKE_BUCKET: String should have at least 1 character",
         ),
         (
             {**WORKER_ENV, "APILAKE_SAFETY_MARGIN_SECONDS": "-1"},
-            "APILAKE_SAFETY_MARGIN_SECONDS: Input should be greater",
+            "environment: APILAKE_SAFETY_MARGIN_SECONDS: Input should be greater than or equal to 0",
         ),
+        (
+            {**WORKER_ENV, "APILAKE_CONTINUATION_STALE_SECONDS": "0"},
+            "environment: APILAKE_CONTINUATION_STALE_SECONDS: Input should be greater than 0",
+        ),
+        ({**WORKER_ENV, "APILAKE_SOURCE": "API A"}, "environment: APILAKE_SOURCE: String should match pattern"),
+        ({**WORKER_ENV, "APILAKE_LOG_LEVEL": "LOUD"}, "environment: APILAKE_LOG_LEVEL: Input should be 'DEBUG'"),
     ],
 )
-def test_worker_settings_errors_name_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        WorkerSettings.from_env(env)
-
-
-def test_planner_settings_read_queue_urls_as_json() -> None:
-    settings = PlannerSettings.from_env(
-        {"APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URLS": '{"api-a": "https://q/a"}'}
-    )
-    assert settings.queue_urls == {"api-a": "https://q/a"}
+def test_worker_settings_errors_name_the_variable(
+    environ: Callable[[dict[str, str]], None], env: dict[str, str], message: str
+) -> None:
+    environ(env)
+    with pytest.raises(ConfigError) as raised:
+        WorkerSettings.from_env()
+    assert message in str(raised.value)
 
 
 @pytest.mark.parametrize(
-    ("urls", "message"),
+    ("env", "message"),
     [
-        ("not json", "APILAKE_QUEUE_URLS: not a JSON object"),
-        ("{}", "APILAKE_QUEUE_URLS: Dictionary should have at least 1 item"),
-        ('{"API A": "x"}', "APILAKE_QUEUE_URLS"),
+        ({"APILAKE_LAKE_BUCKET": "lake"}, "environment: APILAKE_STAGE: Field required"),
+        ({**PLANNER_ENV, "APILAKE_STAGE": "Dev-1"}, "environment: APILAKE_STAGE: String should match pattern"),
+        ({**PLANNER_ENV, "APILAKE_SEND_THREADS": "0"}, "environment: APILAKE_SEND_THREADS: Input should be greater"),
+        ({**PLANNER_ENV, "APILAKE_SEND_THREADS": "many"}, "environment: APILAKE_SEND_THREADS: Input should be a valid"),
     ],
 )
-def test_planner_settings_errors_name_the_variable(urls: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        PlannerSettings.from_env({"APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URLS": urls})
+def test_planner_settings_errors_name_the_variable(
+    environ: Callable[[dict[str, str]], None], env: dict[str, str], message: str
+) -> None:
+    environ(env)
+    with pytest.raises(ConfigError) as raised:
+        PlannerSettings.from_env()
+    assert message in str(raised.value)
+
+
+def test_every_wrong_variable_is_named_at_once(environ: Callable[[dict[str, str]], None]) -> None:
+    environ({"APILAKE_LAKE_BUCKET": "", "APILAKE_SEND_THREADS": "0"})
+    with pytest.raises(ConfigError) as raised:
+        PlannerSettings.from_env()
+    assert [line.split(":")[1].strip() for line in str(raised.value).splitlines()] == [
+        "APILAKE_LAKE_BUCKET",
+        "APILAKE_STAGE",
+        "APILAKE_SEND_THREADS",
+    ]
+
+
+def test_a_validation_error_reads_origin_location_message_one_problem_a_line() -> None:
+    with pytest.raises(ValidationError) as raised:
+        WorkItem.model_validate({**GOOD, "page": 0, "cursor": 5})
+    assert describe_validation_error("queue message", raised.value).splitlines() == [
+        "queue message: page: Input should be greater than or equal to 1",
+        "queue message: cursor: Input should be a valid string",
+    ]
+    with pytest.raises(ValidationError) as raised:
+        WorkItem.model_validate([1])
+    assert describe_validation_error("queue message", raised.value, whole="(message)") == (
+        "queue message: (message): Input should be a valid dictionary or instance of WorkItem"
+    )

@@ -14,12 +14,14 @@ from apilake.config import SourcesFile, parse_sources
 from apilake.exceptions import ConfigError, PlanningError, TransientHttpError
 from apilake.http import Deadline
 from apilake.ledger import Ledger
+from apilake.names import queue_name
 from apilake.pagination import PageRequest, VendorPage
 from apilake.planner import Planner, PlanRequest, parse_planner_event, shards_for
-from apilake.queue import QueueSender
+from apilake.queue import QueueLocator, QueueSender
 from tests.conftest import load_event
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+STAGE = "test"
 
 
 def test_the_scheduled_event_fixes_run_id_and_date() -> None:
@@ -120,7 +122,9 @@ def aws() -> Any:
         s3 = boto3.client("s3", region_name="us-east-1")
         sqs = boto3.client("sqs", region_name="us-east-1")
         s3.create_bucket(Bucket="lake")
-        urls = {name: sqs.create_queue(QueueName=name)["QueueUrl"] for name in ("fan", "chain", "daily")}
+        urls = {
+            name: sqs.create_queue(QueueName=queue_name(STAGE, name))["QueueUrl"] for name in ("fan", "chain", "daily")
+        }
         yield s3, sqs, urls
 
 
@@ -134,9 +138,16 @@ def drain_bodies(sqs: Any, url: str) -> list[dict[str, Any]]:
     return bodies
 
 
-def planner(aws: Any, client: StubClient) -> Planner:
-    s3, sqs, urls = aws
-    return Planner(sources(), urls, Ledger(s3, "lake"), QueueSender(sqs), lambda source: client, clock=lambda: NOW)  # type: ignore[arg-type,return-value]
+def planner(aws: Any, client: StubClient, *extra: dict[str, Any]) -> Planner:
+    s3, sqs, _urls = aws
+    return Planner(
+        sources(*extra),
+        QueueLocator(sqs, STAGE),
+        Ledger(s3, "lake"),
+        QueueSender(sqs),
+        lambda source: client,  # type: ignore[arg-type,return-value]
+        clock=lambda: NOW,
+    )
 
 
 def test_fan_out_sends_one_message_per_page_and_chains_send_the_first(aws: Any) -> None:
@@ -178,17 +189,53 @@ def test_a_subset_of_sources_is_planned_alone(aws: Any) -> None:
     assert summary.messages == {"chain": 1}
 
 
-def test_a_source_without_a_queue_is_a_config_error(aws: Any) -> None:
+ORPHAN = {"name": "orphan", "base_url": "https://x.example.com", "records_path": "", "pagination": {"type": "single"}}
+FAN_ORPHAN = {**ORPHAN, "pagination": {"type": "page_number", "total_path": "total"}}
+
+
+def test_a_source_without_a_queue_fails_alone_naming_its_queue(aws: Any) -> None:
+    # Given a sources file with a fan-out source whose queue was never deployed
     s3, sqs, urls = aws
-    extra = {
-        "name": "orphan",
-        "base_url": "https://x.example.com",
-        "records_path": "",
-        "pagination": {"type": "single"},
-    }
-    orphaned = Planner(sources(extra), urls, Ledger(s3, "lake"), QueueSender(sqs), lambda source: StubClient(1))  # type: ignore[arg-type,return-value]
-    with pytest.raises(ConfigError, match=r"no queue URL configured for source\(s\): orphan"):
-        orphaned.plan(PlanRequest("r1", date(2026, 11, 26), "manual"), Deadline.unbounded())
+    client = StubClient(total=5)
+    # When the run is planned
+    with pytest.raises(PlanningError) as raised:
+        planner(aws, client, FAN_ORPHAN).plan(PlanRequest("r1", date(2026, 11, 26), "manual"), Deadline.unbounded())
+    # Then the error names the source and the queue it looked for, and says what to do
+    assert "source 'orphan': no queue apilake-test-orphan: deploy the template generated from this sources file" in str(
+        raised.value
+    )
+    # And the other sources were planned and sent, the orphan was not even probed
+    assert len(drain_bodies(sqs, urls["chain"])) == 1 and len(drain_bodies(sqs, urls["fan"])) == 1
+    assert len(client.requests) == 1
+    # And the manifest says why the orphan has nothing
+    manifest = Ledger(s3, "lake").read_manifest("r1")
+    assert manifest is not None
+    assert "no queue apilake-test-orphan" in str(manifest.sources["orphan"].shards[0].error)
+
+
+def test_queues_are_found_by_name_once_per_container(aws: Any) -> None:
+    _s3, sqs, urls = aws
+    calls: list[str] = []
+    original = sqs.get_queue_url
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(kwargs["QueueName"])
+        return original(**kwargs)
+
+    sqs.get_queue_url = counting
+    queues = QueueLocator(sqs, STAGE)
+    assert [queues.url("fan"), queues.url("fan"), queues.url("chain")] == [urls["fan"], urls["fan"], urls["chain"]]
+    assert calls == ["apilake-test-fan", "apilake-test-chain"]
+
+
+def test_a_missing_queue_is_looked_up_again_next_time(aws: Any) -> None:
+    # A queue deployed after a failed lookup is found by the next invocation of the same container.
+    _s3, sqs, _urls = aws
+    queues = QueueLocator(sqs, STAGE)
+    with pytest.raises(ConfigError, match=r"source 'late': no queue apilake-test-late: deploy the template"):
+        queues.url("late")
+    url = sqs.create_queue(QueueName=queue_name(STAGE, "late"))["QueueUrl"]
+    assert queues.url("late") == url
 
 
 def test_sends_are_batched_by_ten(aws: Any) -> None:

@@ -16,6 +16,7 @@ from botocore.config import Config
 from apilake.auth import CredentialStore
 from apilake.config import SourcesFile, load_sources
 from apilake.http import VendorClients, new_session
+from apilake.queue import QueueLocator
 
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -54,3 +55,9 @@ def cached_sources(path: str) -> SourcesFile:
 @cache
 def default_vendor_clients() -> VendorClients:
     return VendorClients(new_session(), CredentialStore(default_clients().secrets))
+
+
+@cache
+def default_queue_locator(stage: str) -> QueueLocator:
+    """The queues of the stage's sources, each looked up once per container."""
+    return QueueLocator(default_clients().sqs, stage)

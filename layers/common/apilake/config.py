@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-from apilake.exceptions import ConfigError
+from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
 
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 # A dotted path into a JSON document ("data.items"); "" is the document itself.
@@ -257,7 +257,7 @@ class SourcesFile(_Model):
         return [source for source in self.sources if source.name in names]
 
 
-def _describe_location(raw: Any, loc: tuple[int | str, ...]) -> str:
+def _describe_location(raw: Any, loc: Location) -> str:
     """Turn pydantic's error location into 'source 'api-b': pagination.cursor_path'."""
     if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
         name: object = f"#{loc[1] + 1}"
@@ -270,7 +270,7 @@ def _describe_location(raw: Any, loc: tuple[int | str, ...]) -> str:
             rest = [rest[0], *rest[2:]]
         field = ".".join(rest) or "(source)"
         return f"source '{name}': {field}"
-    return ".".join(str(part) for part in loc) or "(file)"
+    return dotted(loc)
 
 
 def parse_sources(raw: Any, origin: str) -> SourcesFile:
@@ -278,8 +278,10 @@ def parse_sources(raw: Any, origin: str) -> SourcesFile:
     try:
         return SourcesFile.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{origin}: {_describe_location(raw, err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError("\n".join(lines)) from exc
+        message = describe_validation_error(
+            origin, exc, locate=lambda loc: _describe_location(raw, loc), whole="(file)"
+        )
+        raise ConfigError(message) from exc
 
 
 def load_sources(path: str | Path) -> SourcesFile:

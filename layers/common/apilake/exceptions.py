@@ -2,8 +2,15 @@
 
 What matters is the split between *retryable* errors (the message goes back to its queue and is
 delivered again) and *permanent* ones (retrying cannot help: the message fails, is retried by SQS
-up to maxReceiveCount and ends in the DLQ with the reason logged).
+up to maxReceiveCount and ends in the DLQ with the reason logged). And one way to say what a
+pydantic model refused (sources file, planner event, environment): ``origin: location: message``.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import ValidationError
 
 
 class ApilakeError(Exception):
@@ -65,3 +72,24 @@ class InvalidMessageError(PermanentError):
 
 class PlanningError(ApilakeError):
     """The planner could not plan or enqueue one or more sources; the others were planned."""
+
+
+# -- pydantic errors as messages ----------------------------------------------------------------
+Location = tuple[int | str, ...]
+
+
+def dotted(loc: Location) -> str:
+    """pydantic's error location as a dotted path: ``("pagination", "cursor_path")`` -> ``pagination.cursor_path``."""
+    return ".".join(str(part) for part in loc)
+
+
+def describe_validation_error(
+    origin: str, error: ValidationError, *, locate: Callable[[Location], str] = dotted, whole: str = "(root)"
+) -> str:
+    """Each of a pydantic error's problems on a line of its own, as ``origin: location: message``.
+
+    ``origin`` is what was read (``sources.yaml``, ``planner event``, ``environment``); ``locate``
+    names the place in it (a field path, a source, an environment variable); ``whole`` stands for
+    the document itself, when the problem is not in one field.
+    """
+    return "\n".join(f"{origin}: {locate(tuple(err['loc'])) or whole}: {err['msg']}" for err in error.errors())

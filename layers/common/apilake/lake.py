@@ -28,9 +28,20 @@ def is_not_found(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES
 
 
-def is_already_there(error: ClientError) -> bool:
-    """True when a conditional create was refused because the key exists (or was being written)."""
-    return error.response.get("Error", {}).get("Code") in ALREADY_EXISTS_CODES
+def create_if_absent(s3_client: Any, bucket: str, key: str, body: bytes, **put: Any) -> bool:
+    """Create ``key`` only if no object has it (an S3 conditional write, ``If-None-Match: *``).
+
+    True when this call created it; False when the key exists (412 PreconditionFailed) or another
+    write of it was in flight (409 ConditionalRequestConflict): either way another writer holds the
+    key, and the caller reads what is there. ``put`` carries the other ``PutObject`` parameters.
+    """
+    try:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **put)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ALREADY_EXISTS_CODES:
+            return False
+        raise
+    return True
 
 
 def source_prefix(source: str) -> str:
@@ -82,22 +93,15 @@ class LakeWriter:
     def write_page(self, key: str, records: Sequence[Any], metadata: dict[str, str]) -> WriteResult:
         digest, compressed = encode_page(records)
         written = WriteResult(key=key, sha256=digest, records=len(records), bytes_written=len(compressed), written=True)
-        put = {
-            "Bucket": self.bucket,
-            "Key": key,
-            "Body": compressed,
+        headers = {
             "ContentType": CONTENT_TYPE,
             "Metadata": {**metadata, "sha256": digest, "record-count": str(len(records))},
         }
-        try:
-            self._s3.put_object(**put, IfNoneMatch="*")
+        if create_if_absent(self._s3, self.bucket, key, compressed, **headers):
             return written
-        except ClientError as exc:
-            if not is_already_there(exc):
-                raise
         if self._stored_sha256(key) == digest:
             return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=0, written=False)
-        self._s3.put_object(**put)
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=compressed, **headers)
         return written
 
     def _stored_sha256(self, key: str) -> str | None:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from apilake.lake import is_already_there, is_not_found
+from apilake.lake import create_if_absent, is_not_found
 from apilake.messages import RunId, ShardName, WorkItem
 
 LEDGER_PREFIX = "ledger"
@@ -175,18 +175,8 @@ class Ledger:
 
     def claim_continuation(self, next_item: WorkItem, now: datetime | None = None) -> ClaimState:
         key = self._claim_key(next_item)
-        try:
-            self._s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=json.dumps({"state": "pending", "item": next_item.model_dump(mode="json")}).encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
+        if self._create_json(key, {"state": "pending", "item": next_item.model_dump(mode="json")}):
             return ClaimState(Claim.CREATED)
-        except ClientError as exc:
-            if not is_already_there(exc):
-                raise
         stored = self._s3.get_object(Bucket=self.bucket, Key=key)
         state = json.loads(stored["Body"].read()).get("state")
         if state == "sent":
@@ -259,19 +249,8 @@ class Ledger:
     # -- S3 helpers ----------------------------------------------------------------------------
     def _create_json(self, key: str, document: Any) -> bool:
         """Create ``key`` only if it does not exist (S3 conditional write); False when it did."""
-        try:
-            self._s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=json.dumps(document, separators=(",", ":")).encode(),
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            if is_already_there(exc):
-                return False
-            raise
-        return True
+        body = json.dumps(document, separators=(",", ":")).encode()
+        return create_if_absent(self._s3, self.bucket, key, body, ContentType="application/json")
 
     def _put_json(self, key: str, document: Any) -> None:
         self._s3.put_object(

@@ -10,15 +10,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.aws import cached_sources, default_clients, default_queue_locator, default_vendor_clients
 from apilake.config import DailySharding, Source, SourcesFile
-from apilake.exceptions import ApilakeError, ConfigError, PlanningError
+from apilake.exceptions import ApilakeError, ConfigError, PlanningError, describe_validation_error
 from apilake.http import Deadline, VendorClient
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import RunId, WorkItem
 from apilake.observability import Metric, count, logger
 from apilake.pagination import paginator_for
-from apilake.queue import QueueSender
+from apilake.queue import QueueLocator, QueueSender
 from apilake.settings import PlannerSettings
 
 MAX_BACKFILL_DAYS = 366
@@ -78,8 +78,7 @@ def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
             return PlanRequest(run_id=f"sched-{when:%Y%m%dT%H%M%SZ}", ingestion_date=when.date(), trigger="schedule")
         manual = ManualRun.model_validate(event)
     except ValidationError as exc:
-        lines = [f"planner event: {'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError(describe_validation_error("planner event", exc, whole="(event)")) from exc
     window = (manual.shard_from, manual.shard_to) if manual.shard_from and manual.shard_to else None
     return PlanRequest(
         run_id=manual.run_id or f"manual-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
@@ -124,14 +123,14 @@ class Planner:
     def __init__(
         self,
         sources: SourcesFile,
-        queue_urls: dict[str, str],
+        queues: QueueLocator,
         ledger: Ledger,
         sender: QueueSender,
         client_for: Callable[[Source], VendorClient],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sources = sources
-        self.queue_urls = queue_urls
+        self.queues = queues
         self.ledger = ledger
         self.sender = sender
         self.client_for = client_for
@@ -139,9 +138,6 @@ class Planner:
 
     def plan(self, request: PlanRequest, deadline: Deadline) -> PlanSummary:
         selected = self.sources.select(request.sources)
-        missing_queues = [source.name for source in selected if source.name not in self.queue_urls]
-        if missing_queues:
-            raise ConfigError(f"no queue URL configured for source(s): {', '.join(missing_queues)}")
         work: dict[str, list[WorkItem]] = {}
         plans: dict[str, SourcePlan] = {}
         for source in selected:
@@ -171,6 +167,14 @@ class Planner:
         self, source: Source, request: PlanRequest, deadline: Deadline
     ) -> tuple[SourcePlan, list[WorkItem]]:
         paginator = paginator_for(source)
+        mode: Literal["fanout", "chain"] = "fanout" if paginator.fans_out else "chain"
+        try:
+            # Before any probe: a source with nowhere to send its pages costs no vendor request.
+            self.queues.url(source.name)
+        except ConfigError as exc:
+            logger.error("no queue", extra={"source": source.name, "reason": str(exc)})
+            unplanned = [ShardPlan(shard=shard, mode=mode, error=str(exc)) for shard in shards_for(source, request)]
+            return SourcePlan(shards=unplanned), []
         shards: list[ShardPlan] = []
         items: list[WorkItem] = []
         for shard in shards_for(source, request):
@@ -195,8 +199,10 @@ class Planner:
         return SourcePlan(shards=shards), items
 
     def _send(self, source: Source, items: list[WorkItem], plan: SourcePlan, summary: PlanSummary) -> int:
+        if all(shard.error for shard in plan.shards):
+            return 0  # nothing was planned: no queue, or every probe failed
         try:
-            sent = self.sender.send_all(self.queue_urls[source.name], items)
+            sent = self.sender.send_all(self.queues.url(source.name), items)
         except ApilakeError as exc:
             for shard in plan.shards:
                 shard.error = shard.error or f"enqueue failed: {exc}"
@@ -212,7 +218,7 @@ class Planner:
         vendors = default_vendor_clients()
         return cls(
             sources=cached_sources(settings.sources_file),
-            queue_urls=settings.queue_urls,
+            queues=default_queue_locator(settings.stage),
             ledger=Ledger(clients.s3, settings.lake_bucket),
             sender=QueueSender(clients.sqs, threads=settings.send_threads),
             client_for=vendors.for_source,

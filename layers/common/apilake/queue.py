@@ -1,4 +1,5 @@
-"""Sending work items to SQS: batches of 10, several batches in flight, failed entries retried."""
+"""SQS: finding a source's queue by its name; sending work items in batches of 10, several batches
+in flight, failed entries retried."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from apilake.exceptions import RetryableError
+from apilake.exceptions import ConfigError, RetryableError
 from apilake.messages import WorkItem
+from apilake.names import queue_name
 
 BATCH_SIZE = 10  # the SendMessageBatch maximum
 ENTRY_ATTEMPTS = 3
@@ -15,6 +17,30 @@ ENTRY_ATTEMPTS = 3
 
 def encode(item: WorkItem) -> str:
     return item.model_dump_json()
+
+
+class QueueLocator:
+    """Each source's queue URL, found by the queue's name (:func:`apilake.names.queue_name`), the
+    name the template gives it. A URL is asked for once and kept (one container, one lookup per
+    source); a queue that is missing is asked for again next time (it may have been deployed since)."""
+
+    def __init__(self, sqs_client: Any, stage: str) -> None:
+        self._sqs = sqs_client
+        self.stage = stage
+        self._urls: dict[str, str] = {}
+
+    def url(self, source: str) -> str:
+        """The URL of ``source``'s queue; :class:`ConfigError` naming the source and the queue when there is none."""
+        if source not in self._urls:
+            name = queue_name(self.stage, source)
+            try:
+                self._urls[source] = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            except self._sqs.exceptions.QueueDoesNotExist as exc:
+                raise ConfigError(
+                    f"source '{source}': no queue {name}: "
+                    "deploy the template generated from this sources file (`make template`)"
+                ) from exc
+        return self._urls[source]
 
 
 class QueueSender:

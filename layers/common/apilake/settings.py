@@ -1,85 +1,62 @@
-"""Environment settings of each function, validated inside the handler on every invoke."""
+"""Environment settings of each function, validated inside the handler on every invoke.
+
+Every variable is ``APILAKE_`` followed by the field's name in capitals (``lake_bucket`` is
+``APILAKE_LAKE_BUCKET``); an error names the variable::
+
+    environment: APILAKE_LAKE_BUCKET: String should have at least 1 character
+"""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import Field, StringConstraints, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apilake.config import SourceName
-from apilake.exceptions import ConfigError
+from apilake.exceptions import ConfigError, Location, describe_validation_error
+
+ENV_PREFIX = "APILAKE_"
 
 NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+# The template's Stage parameter (part of every resource name, the queues' among them).
+Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{1,9}$")]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Settings(BaseSettings):
+    # extra="ignore": both functions share variables (the template's Globals) that only one reads.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    # field name -> environment variable
-    env_names: ClassVar[dict[str, str]] = {}
+    lake_bucket: NonEmpty
+    sources_file: NonEmpty = "/opt/python/sources.yaml"
+    log_level: LogLevel = "INFO"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, Any] | None = None) -> Self:
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field, variable in cls.env_names.items():
-            if variable in environ:
-                values[field] = environ[variable]
+    def from_env(cls) -> Self:
+        """The settings from ``os.environ``; :class:`ConfigError` naming each variable that is wrong."""
         try:
-            return cls.model_validate(values)
+            return cls()
         except ValidationError as exc:
-            lines = [
-                f"environment variable {cls.env_names.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
-                for err in exc.errors()
-            ]
-            raise ConfigError("\n".join(lines)) from exc
+            raise ConfigError(describe_validation_error("environment", exc, locate=cls.variable)) from exc
+
+    @staticmethod
+    def variable(loc: Location) -> str:
+        """The environment variable of an error's location: ``("lake_bucket",)`` -> ``APILAKE_LAKE_BUCKET``."""
+        return ENV_PREFIX + str(loc[0]).upper() if loc else ""
 
 
 class WorkerSettings(_Settings):
     source: SourceName
-    lake_bucket: NonEmpty
     queue_url: NonEmpty
-    sources_file: NonEmpty = "/opt/python/sources.yaml"
     # Seconds kept back from the Lambda's remaining time: never start a wait or a request past it.
     safety_margin_seconds: float = Field(default=5.0, ge=0, le=120)
     # A continuation claimed but not confirmed for this long is taken as abandoned (its worker died)
     # and sent again: the worker's timeout (the template sets it), after which no worker holds it.
     continuation_stale_seconds: float = Field(default=300.0, gt=0, le=43_200)
 
-    env_names = {
-        "source": "APILAKE_SOURCE",
-        "lake_bucket": "APILAKE_LAKE_BUCKET",
-        "queue_url": "APILAKE_QUEUE_URL",
-        "sources_file": "APILAKE_SOURCES_FILE",
-        "safety_margin_seconds": "APILAKE_SAFETY_MARGIN_SECONDS",
-        "continuation_stale_seconds": "APILAKE_CONTINUATION_STALE_SECONDS",
-    }
-
 
 class PlannerSettings(_Settings):
-    lake_bucket: NonEmpty
-    # JSON object: source name -> queue URL
-    queue_urls: dict[SourceName, NonEmpty] = Field(min_length=1)
-    sources_file: NonEmpty = "/opt/python/sources.yaml"
+    # The planner finds each source's queue by name: apilake.names.queue_name(stage, source).
+    stage: Stage
     send_threads: int = Field(default=8, ge=1, le=64)
-
-    env_names = {
-        "lake_bucket": "APILAKE_LAKE_BUCKET",
-        "queue_urls": "APILAKE_QUEUE_URLS",
-        "sources_file": "APILAKE_SOURCES_FILE",
-        "send_threads": "APILAKE_SEND_THREADS",
-    }
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, Any] | None = None) -> Self:
-        environ = dict(os.environ if environ is None else environ)
-        raw = environ.get("APILAKE_QUEUE_URLS")
-        if raw is not None:
-            try:
-                environ["APILAKE_QUEUE_URLS"] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"environment variable APILAKE_QUEUE_URLS: not a JSON object: {exc}") from exc
-        return super().from_env(environ)

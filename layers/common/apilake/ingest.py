@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse, PartialItemFailures
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from apilake.auth import Credentials
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
-from apilake.config import SourcesFile
+from apilake.config import Source, SourcesFile
 from apilake.exceptions import (
     BadResponseError,
     CircuitOpenError,
@@ -23,12 +24,12 @@ from apilake.exceptions import (
     PermanentError,
     RetryableError,
 )
-from apilake.http import Deadline, VendorClient, VendorClients
+from apilake.http import Deadline
 from apilake.lake import LakeWriter, WriteResult, page_key
-from apilake.ledger import Claim, Ledger
+from apilake.ledger import Claim, ClaimState, Ledger
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
 from apilake.observability import Metric, count, logger
-from apilake.pagination import PageRequest, paginator_for
+from apilake.pagination import PageRequest, VendorPage, paginator_for
 from apilake.queue import QueueSender
 from apilake.records import extract_records
 from apilake.settings import WorkerSettings
@@ -43,6 +44,36 @@ def request_fingerprint(request: PageRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# What the ingester needs of its collaborators: LakeWriter, Ledger, QueueSender and VendorClients
+# in a Lambda (see :meth:`PageIngester.for_settings`), small fakes in the unit tests.
+class PageWriter(Protocol):
+    def write_page(self, key: str, records: Sequence[Any], metadata: dict[str, str]) -> WriteResult: ...
+
+
+class WorkerLedger(Protocol):
+    def mark_landed(self, landed: list[tuple[WorkItem, dict[str, Any]]]) -> int: ...
+    def mark_failure(self, item: WorkItem, details: dict[str, Any]) -> None: ...
+    def mark_end(self, item: WorkItem) -> None: ...
+    def claim_continuation(self, next_item: WorkItem) -> ClaimState: ...
+    def first_page_of_cursor(self, next_item: WorkItem) -> int: ...
+    def confirm_continuation(self, next_item: WorkItem) -> None: ...
+    def release_continuation(self, next_item: WorkItem) -> None: ...
+
+
+class ItemSender(Protocol):
+    def send_one(self, queue_url: str, item: WorkItem) -> None: ...
+
+
+class PageFetcher(Protocol):
+    credentials: Credentials
+
+    def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage: ...
+
+
+class Vendors(Protocol):
+    def for_source(self, source: Source) -> PageFetcher: ...
+
+
 class PageIngester:
     """Handles the records of one SQS batch. Built per invocation from per-container parts."""
 
@@ -50,10 +81,10 @@ class PageIngester:
         self,
         settings: WorkerSettings,
         sources: SourcesFile,
-        vendors: VendorClients,
-        writer: LakeWriter,
-        ledger: Ledger,
-        sender: QueueSender,
+        vendors: Vendors,
+        writer: PageWriter,
+        ledger: WorkerLedger,
+        sender: ItemSender,
         sqs_client: Any,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -133,8 +164,10 @@ class PageIngester:
                 )
             result, details = self._ingest(item, deadline)
         except ParkMessageError as exc:
-            self._park(record, exc.delay_seconds)
-            self._failed(record, exc, Metric.PARKED, "message parked until the vendor's Retry-After")
+            if self._park(record, exc.delay_seconds):
+                self._failed(record, exc, Metric.PARKED, "message parked until the vendor's Retry-After")
+            else:
+                self._failed(record, exc, Metric.FAILURES, "message not parked, back after the visibility timeout")
             raise
         except RetryableError as exc:
             self._failed(record, exc, Metric.FAILURES, "page failed, will be retried")
@@ -198,7 +231,7 @@ class PageIngester:
         )
         return result, details
 
-    def _next_item(self, item: WorkItem, cursor: str | None, cursor_is_url: bool, client: VendorClient) -> WorkItem:
+    def _next_item(self, item: WorkItem, cursor: str | None, cursor_is_url: bool, client: PageFetcher) -> WorkItem:
         """The chain's next work item, checked before anything of this page is written: a chain
         longer than a shard may hold, or a cursor the vendor already gave, stops the chain here."""
         if item.page >= MAX_PAGES_PER_SHARD:
@@ -248,9 +281,16 @@ class PageIngester:
         except (ClientError, BotoCoreError) as exc:
             logger.warning("could not note the failure in the ledger", extra={"reason": str(exc)})
 
-    def _park(self, record: WorkItemRecord, delay_seconds: int) -> None:
-        self._sqs.change_message_visibility(
-            QueueUrl=self.settings.queue_url,
-            ReceiptHandle=record.receiptHandle,
-            VisibilityTimeout=max(0, min(delay_seconds, MAX_VISIBILITY_SECONDS)),
-        )
+    def _park(self, record: WorkItemRecord, delay_seconds: int) -> bool:
+        """Hide the message for the vendor's wait. False when SQS refuses (it does for a wait that would end
+        more than 12 hours after the message was received): the record still fails, and says why."""
+        try:
+            self._sqs.change_message_visibility(
+                QueueUrl=self.settings.queue_url,
+                ReceiptHandle=record.receiptHandle,
+                VisibilityTimeout=max(0, min(delay_seconds, MAX_VISIBILITY_SECONDS)),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not park the message", extra={"reason": str(exc)})
+            return False
+        return True

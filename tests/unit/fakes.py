@@ -1,0 +1,203 @@
+"""Small, honest stand-ins for the worker's collaborators: no moto, no sockets.
+
+Each keeps what it was asked in plain lists and dicts, and answers as the real one does on the
+paths the worker takes (the conditional create of a claim, an unchanged page not rewritten). Any
+of them can be told to fail the way boto3 fails: a ``ClientError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
+
+from apilake.auth import Credentials
+from apilake.config import Source
+from apilake.http import Deadline
+from apilake.lake import WriteResult, encode_page
+from apilake.ledger import Claim, ClaimState
+from apilake.messages import WorkItem
+from apilake.pagination import PageRequest, VendorPage
+
+
+def client_error(operation: str, code: str = "InternalError") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "injected by the test"}}, operation)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FakeContext(LambdaContext):
+    """A Lambda context with plenty of time left."""
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return 300_000
+
+
+def query_of(request: PageRequest) -> str:
+    """How a test names a request: its query string, parameters sorted (``page=3``, ``cursor=c2``, ``""``)."""
+    return "&".join(f"{name}={value}" for name, value in sorted(request.params.items()))
+
+
+class FakeVendor:
+    """A vendor API (and the container's vendor clients): each request answered by its query string
+    with a document or an error, in the order given; the last answer repeats."""
+
+    def __init__(self) -> None:
+        self.credentials = Credentials()
+        self.answers: dict[str, list[Any]] = {}
+        self.asked: list[str] = []
+
+    def answer(self, query: str, *answers: Any) -> None:
+        self.answers[query] = list(answers)
+
+    def for_source(self, source: Source) -> FakeVendor:
+        return self
+
+    def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage:
+        query = query_of(request)
+        self.asked.append(query)
+        if query not in self.answers:
+            raise AssertionError(f"the test gave no answer to the request {query!r}")
+        answers = self.answers[query]
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return VendorPage(document=answer, headers={}, url=request.url, size_bytes=0, latency_ms=0.0)
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    sha256: str
+    records: list[Any]
+    metadata: dict[str, str]
+
+
+class FakeLake:
+    """The raw zone: a page whose content did not change is not rewritten, as LakeWriter does."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, StoredPage] = {}
+        self.puts = 0
+        self.broken: dict[str, Exception] = {}  # key -> the error its write raises
+
+    def write_page(self, key: str, records: Sequence[Any], metadata: dict[str, str]) -> WriteResult:
+        if key in self.broken:
+            raise self.broken[key]
+        digest, compressed = encode_page(records)
+        stored = self.objects.get(key)
+        if stored is not None and stored.sha256 == digest:
+            return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=0, written=False)
+        self.objects[key] = StoredPage(digest, list(records), dict(metadata))
+        self.puts += 1
+        return WriteResult(key=key, sha256=digest, records=len(records), bytes_written=len(compressed), written=True)
+
+
+@dataclass
+class StoredClaim:
+    state: str  # "pending" or "sent", as in the claim object's body
+    at: datetime  # the object's LastModified
+
+
+ClaimKey = tuple[str, str, str, int]  # (source, run, shard, page): what the claim object's key is made of
+
+
+def claim_key(item: WorkItem) -> ClaimKey:
+    return (item.source, item.run_id, item.shard, item.page)
+
+
+class FakeLedger:
+    """The ledger: landed markers per batch, failures, chain ends, continuation claims (created only
+    if absent, aged by the clock) and cursors (the first page each led to)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self._clock = clock
+        self.landed: list[list[tuple[WorkItem, dict[str, Any]]]] = []  # one entry per batch recorded
+        self.failures: dict[int, dict[str, Any]] = {}  # page -> its last failure
+        self.ends: list[WorkItem] = []
+        self.claims: dict[ClaimKey, StoredClaim] = {}
+        self.cursors: dict[tuple[str, str, str, str], int] = {}
+        self.broken: dict[str, Exception] = {}  # method name -> the error it raises
+
+    def landed_pages(self) -> list[int]:
+        return sorted(item.page for batch in self.landed for item, _ in batch)
+
+    def mark_landed(self, landed: list[tuple[WorkItem, dict[str, Any]]]) -> int:
+        self._maybe_fail("mark_landed")
+        self.landed.append(list(landed))
+        return 1
+
+    def mark_failure(self, item: WorkItem, details: dict[str, Any]) -> None:
+        self._maybe_fail("mark_failure")
+        self.failures[item.page] = details
+
+    def mark_end(self, item: WorkItem) -> None:
+        self._maybe_fail("mark_end")
+        self.ends.append(item)
+
+    def claim_continuation(self, next_item: WorkItem) -> ClaimState:
+        self._maybe_fail("claim_continuation")
+        stored = self.claims.get(claim_key(next_item))
+        if stored is None:
+            self.claims[claim_key(next_item)] = StoredClaim("pending", self._clock())
+            return ClaimState(Claim.CREATED)
+        if stored.state == "sent":
+            return ClaimState(Claim.SENT)
+        return ClaimState(Claim.PENDING, age_seconds=(self._clock() - stored.at).total_seconds())
+
+    def first_page_of_cursor(self, next_item: WorkItem) -> int:
+        self._maybe_fail("first_page_of_cursor")
+        assert next_item.cursor is not None
+        return self.cursors.setdefault(
+            (next_item.source, next_item.run_id, next_item.shard, next_item.cursor), next_item.page
+        )
+
+    def confirm_continuation(self, next_item: WorkItem) -> None:
+        self._maybe_fail("confirm_continuation")
+        self.claims[claim_key(next_item)] = StoredClaim("sent", self._clock())
+
+    def release_continuation(self, next_item: WorkItem) -> None:
+        self._maybe_fail("release_continuation")
+        self.claims.pop(claim_key(next_item), None)
+
+    def _maybe_fail(self, method: str) -> None:
+        if method in self.broken:
+            raise self.broken[method]
+
+
+class FakeSender:
+    """The worker's queue: what was sent to it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, WorkItem]] = []
+        self.broken: Exception | None = None
+
+    def send_one(self, queue_url: str, item: WorkItem) -> None:
+        if self.broken is not None:
+            raise self.broken
+        self.sent.append((queue_url, item))
+
+
+class FakeSqs:
+    """The one SQS call the worker makes itself: parking a message."""
+
+    def __init__(self) -> None:
+        self.visibility_changes: list[dict[str, Any]] = []
+        self.broken: Exception | None = None
+
+    def change_message_visibility(self, **params: Any) -> None:
+        if self.broken is not None:
+            raise self.broken
+        self.visibility_changes.append(params)

@@ -1,0 +1,444 @@
+"""The worker's state machine as a unit: one SQS batch through PageIngester, every collaborator a fake.
+
+fetch page -> write it to the lake -> continue its chain once (or mark its end) -> record the batch
+in the ledger; and the ways out: circuit breaker, parking, a claim in flight, a failed send, a
+ledger that cannot be written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+from apilake.config import parse_sources
+from apilake.exceptions import BadResponseError, ParkMessageError, TransientHttpError
+from apilake.ingest import CIRCUIT_THRESHOLD, MAX_VISIBILITY_SECONDS, PageIngester, request_fingerprint
+from apilake.lake import encode_page, page_key
+from apilake.messages import WorkItem, WorkItemRecord
+from apilake.observability import Metric, totals
+from apilake.pagination import PageRequest
+from apilake.settings import WorkerSettings
+from tests.unit.fakes import (
+    FakeClock,
+    FakeContext,
+    FakeLake,
+    FakeLedger,
+    FakeSender,
+    FakeSqs,
+    FakeVendor,
+    StoredClaim,
+    claim_key,
+    client_error,
+)
+
+RUN = "r1"
+INGESTION = date(2026, 11, 26)
+NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/apilake-test"
+STALE_SECONDS = 300.0
+SOURCES = parse_sources(
+    {
+        "sources": [
+            {
+                "name": "fan",  # fan-out: the planner enqueued every page
+                "base_url": "https://api.example.com",
+                "path": "/items",
+                "records_path": "data",
+                "pagination": {"type": "page_number", "page_size": 2, "size_param": None, "total_path": "total"},
+            },
+            {
+                "name": "chain",  # a chain: the worker landing page N enqueues page N+1
+                "base_url": "https://api.example.com",
+                "path": "/events",
+                "records_path": "data",
+                "pagination": {"type": "cursor", "cursor_path": "next"},
+            },
+        ]
+    },
+    "test",
+)
+
+
+def item(source: str, page: int, cursor: str | None = None) -> WorkItem:
+    return WorkItem(run_id=RUN, source=source, ingestion_date=INGESTION, shard="all", page=page, cursor=cursor)
+
+
+def document(page: int, next_cursor: str | None = None) -> dict[str, Any]:
+    return {"data": [{"id": page * 10}, {"id": page * 10 + 1}], "total": 10, "next": next_cursor}
+
+
+def key(work: WorkItem) -> str:
+    return page_key(work.source, work.ingestion_date, work.shard, work.page)
+
+
+@dataclass
+class Worker:
+    """One source's worker container: each :meth:`run` is one invocation over one SQS batch."""
+
+    source: str
+    clock: FakeClock = field(default_factory=lambda: FakeClock(NOW))
+    vendor: FakeVendor = field(default_factory=FakeVendor)
+    lake: FakeLake = field(default_factory=FakeLake)
+    sender: FakeSender = field(default_factory=FakeSender)
+    sqs: FakeSqs = field(default_factory=FakeSqs)
+    ledger: FakeLedger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = FakeLedger(self.clock)
+
+    def run(self, *items: WorkItem) -> list[int]:
+        """Deliver ``items`` as one batch; returns the pages reported failed, in the response's order."""
+        settings = WorkerSettings(
+            source=self.source,
+            lake_bucket="lake",
+            queue_url=QUEUE_URL,
+            continuation_stale_seconds=STALE_SECONDS,
+        )
+        ingester = PageIngester(
+            settings=settings,
+            sources=SOURCES,
+            vendors=self.vendor,
+            writer=self.lake,
+            ledger=self.ledger,
+            sender=self.sender,
+            sqs_client=self.sqs,
+            clock=self.clock,
+        )
+        processor = BatchProcessor(event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False)
+        event = {"Records": [sqs_record(f"m{i}", work) for i, work in enumerate(items)]}
+        response = ingester.process(event, FakeContext(), processor)
+        by_id = {f"m{i}": work.page for i, work in enumerate(items)}
+        return [by_id[str(failure["itemIdentifier"])] for failure in response["batchItemFailures"]]
+
+
+def sqs_record(message_id: str, work: WorkItem) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"receipt-{message_id}",
+        "body": work.model_dump_json(),
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1764118800000",
+            "SenderId": "123456789012",
+            "ApproximateFirstReceiveTimestamp": "1764118800001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:apilake-test",
+        "awsRegion": "us-east-1",
+    }
+
+
+# -- happy paths -------------------------------------------------------------------------------
+
+
+def test_a_fan_out_page_lands_and_is_recorded_with_nothing_to_continue() -> None:
+    # Given page 2 of a fan-out source
+    worker = Worker("fan")
+    worker.vendor.answer("page=2", document(2))
+    page = item("fan", 2)
+    # When it is delivered
+    failed = worker.run(page)
+    # Then it landed under its key with the vendor's records and what was asked
+    assert failed == []
+    stored = worker.lake.objects[key(page)]
+    assert stored.records == [{"id": 20}, {"id": 21}]
+    assert stored.metadata == {
+        "fetched-at": "2026-11-26T01:00:00+00:00",
+        "request-fingerprint": request_fingerprint(PageRequest("https://api.example.com/items", {"page": "2"})),
+        "run-id": RUN,
+    }
+    # And the batch's one ledger marker holds it
+    assert worker.ledger.landed == [
+        [
+            (
+                page,
+                {
+                    "key": key(page),
+                    "sha256": stored.sha256,
+                    "records": 2,
+                    "bytes": len(encode_page(stored.records)[1]),
+                    "written": True,
+                    "has_next": False,
+                    "fetched_at": "2026-11-26T01:00:00+00:00",
+                },
+            )
+        ]
+    ]
+    # And a fan-out page neither continues nor ends a chain
+    assert (worker.sender.sent, worker.ledger.claims, worker.ledger.ends) == ([], {}, [])
+
+
+def test_a_chain_page_lands_and_its_next_page_is_claimed_and_sent_exactly_once() -> None:
+    # Given a chain's page 1, whose response carries the cursor of page 2
+    worker = Worker("chain")
+    worker.vendor.answer("", document(1, next_cursor="c2"))
+    first = item("chain", 1)
+    # When it is delivered twice in one batch, and once more in a later one
+    assert worker.run(first, first) == []
+    assert worker.run(first) == []
+    # Then page 2 was sent once, with the cursor, and its claim is confirmed
+    assert worker.sender.sent == [(QUEUE_URL, item("chain", 2, cursor="c2"))]
+    assert worker.ledger.claims == {claim_key(item("chain", 2)): StoredClaim("sent", NOW)}
+    assert worker.ledger.cursors == {("chain", RUN, "all", "c2"): 2}
+    # And the page was written once, recorded with each batch, and the chain is not ended
+    assert worker.lake.puts == 1
+    assert worker.ledger.landed_pages() == [1, 1, 1]
+    assert worker.ledger.ends == []
+
+
+def test_the_last_page_of_a_chain_marks_its_end_and_sends_nothing() -> None:
+    # Given page 3 of a chain, whose response has no cursor
+    worker = Worker("chain")
+    worker.vendor.answer("cursor=c3", document(3, next_cursor=None))
+    last = item("chain", 3, cursor="c3")
+    # When it is delivered
+    failed = worker.run(last)
+    # Then it landed, the chain's end is marked, and nothing was claimed or sent
+    assert failed == []
+    assert key(last) in worker.lake.objects
+    assert worker.ledger.ends == [last]
+    assert (worker.sender.sent, worker.ledger.claims) == ([], {})
+    assert worker.ledger.landed[0][0][1]["has_next"] is False
+
+
+def test_a_redelivered_chain_page_whose_next_page_was_sent_lands_unchanged_and_sends_nothing() -> None:
+    # Given page 1 of a chain landed and page 2 sent
+    worker = Worker("chain")
+    worker.vendor.answer("", document(1, next_cursor="c2"))
+    first = item("chain", 1)
+    worker.run(first)
+    sent_before = list(worker.sender.sent)
+    # When page 1's message is delivered again, an hour later
+    worker.clock.advance(3600)
+    failed = worker.run(first)
+    # Then it succeeds, the page is not rewritten, and page 2 is not sent again
+    assert failed == []
+    assert worker.lake.puts == 1
+    assert worker.ledger.landed[-1][0][1]["written"] is False
+    assert worker.sender.sent == sent_before
+    assert worker.ledger.claims[claim_key(item("chain", 2))] == StoredClaim("sent", NOW)
+
+
+# -- continuation claims -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim_before", "sends", "failed", "claim_after"),
+    [
+        pytest.param(None, 1, [], "sent", id="unclaimed: claimed, sent, confirmed"),
+        pytest.param(("sent", 10), 0, [], "sent", id="sent: nothing to do"),
+        pytest.param(("pending", 10), 0, [1], "pending", id="pending and fresh: in flight, the record fails"),
+        pytest.param(("pending", STALE_SECONDS - 1), 0, [1], "pending", id="pending, a second short of stale"),
+        pytest.param(("pending", STALE_SECONDS), 1, [], "sent", id="pending as long as the worker timeout: sent"),
+        pytest.param(("pending", 3600), 1, [], "sent", id="pending an hour: its worker died, sent again"),
+    ],
+)
+def test_the_next_page_is_sent_only_when_no_other_delivery_holds_a_live_claim(
+    claim_before: tuple[str, float] | None, sends: int, failed: list[int], claim_after: str
+) -> None:
+    # Given page 1 of a chain, and page 2's claim in the given state, made that many seconds ago
+    worker = Worker("chain")
+    worker.vendor.answer("", document(1, next_cursor="c2"))
+    if claim_before is not None:
+        state, age = claim_before
+        worker.clock.advance(-age)
+        worker.ledger.claims[claim_key(item("chain", 2))] = StoredClaim(state, worker.clock())
+        worker.clock.advance(age)
+    # When page 1 is delivered
+    result = worker.run(item("chain", 1))
+    # Then page 2 was sent as many times as expected, and its claim ends in the expected state
+    assert result == failed
+    assert len(worker.sender.sent) == sends
+    assert worker.ledger.claims[claim_key(item("chain", 2))].state == claim_after
+    # And page 1 landed either way; a failed record is noted in the ledger, not recorded as landed
+    assert key(item("chain", 1)) in worker.lake.objects
+    assert worker.ledger.landed_pages() == ([] if failed else [1])
+    if failed:
+        assert worker.ledger.failures[1]["error"] == "ContinuationInFlightError"
+
+
+@pytest.mark.parametrize(
+    ("stale_claim", "claim_after"),
+    [
+        pytest.param(False, None, id="this delivery's own claim: released"),
+        pytest.param(True, "pending", id="a stale claim taken over: left stale for the next delivery"),
+    ],
+)
+def test_a_send_that_fails_fails_the_record_and_a_redelivery_sends_the_page_once(
+    stale_claim: bool, claim_after: str | None
+) -> None:
+    # Given page 1 of a chain, the queue refusing messages, and page 2 unclaimed (or claimed by a dead worker)
+    worker = Worker("chain")
+    worker.vendor.answer("", document(1, next_cursor="c2"))
+    worker.sender.broken = client_error("SendMessage")
+    next_claim = claim_key(item("chain", 2))
+    if stale_claim:
+        worker.ledger.claims[next_claim] = StoredClaim("pending", NOW)
+        worker.clock.advance(STALE_SECONDS + 1)
+    # When page 1 is delivered
+    failed = worker.run(item("chain", 1))
+    # Then the record failed as retryable, and the claim is released (or left as it was)
+    assert failed == [1]
+    assert worker.ledger.failures[1]["error"] == "RetryableError"
+    assert worker.ledger.failures[1]["reason"].startswith("could not enqueue page 2")
+    stored = worker.ledger.claims.get(next_claim)
+    assert (stored.state if stored else None) == claim_after
+    # And when the queue is back and page 1 comes again, page 2 is sent once
+    worker.sender.broken = None
+    assert worker.run(item("chain", 1)) == []
+    assert worker.sender.sent == [(QUEUE_URL, item("chain", 2, cursor="c2"))]
+
+
+def test_a_cursor_the_vendor_gave_before_stops_the_chain_before_the_page_is_written() -> None:
+    # Given a chain whose page 3 answers with the cursor page 1 gave (it leads back to page 2)
+    worker = Worker("chain")
+    worker.vendor.answer("", document(1, next_cursor="c2"))
+    worker.vendor.answer("cursor=c2", document(2, next_cursor="c3"))
+    worker.vendor.answer("cursor=c3", document(3, next_cursor="c2"))
+    assert worker.run(item("chain", 1)) == []
+    assert worker.run(item("chain", 2, cursor="c2")) == []
+    # When page 3 is delivered
+    failed = worker.run(item("chain", 3, cursor="c3"))
+    # Then it fails permanently, unwritten, and no page 4 is claimed or sent
+    assert failed == [3]
+    assert worker.ledger.failures[3]["error"] == "BadResponseError"
+    assert key(item("chain", 3)) not in worker.lake.objects
+    assert [sent.page for _, sent in worker.sender.sent] == [2, 3]
+    assert claim_key(item("chain", 4)) not in worker.ledger.claims
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+TRANSIENT = TransientHttpError("503 from https://api.example.com/items", status=503)
+PERMANENT = BadResponseError("the response is not JSON")
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "fetched", "failed"),
+    [
+        pytest.param(
+            ["503", "503", "503", "ok", "ok"],
+            [1, 2, 3],
+            [1, 2, 3, 4, 5],
+            id="three retryable failures in a row: the vendor is not called again",
+        ),
+        pytest.param(
+            ["503", "503", "ok", "503", "503"],
+            [1, 2, 3, 4, 5],
+            [1, 2, 4, 5],
+            id="a page that lands closes the circuit again",
+        ),
+        pytest.param(
+            ["bad", "bad", "bad", "ok", "ok"],
+            [1, 2, 3, 4, 5],
+            [1, 2, 3],
+            id="permanent failures do not open it",
+        ),
+        pytest.param(
+            ["s3", "503", "s3", "ok", "ok"],
+            [1, 2, 3],
+            [1, 2, 3, 4, 5],
+            id="failed lake writes count as failures",
+        ),
+    ],
+)
+def test_the_circuit_breaker_stops_a_failing_sources_batch_early(
+    outcomes: list[str], fetched: list[int], failed: list[int]
+) -> None:
+    # Given a batch of five fan-out pages, each answered (or written) as the table says
+    assert CIRCUIT_THRESHOLD == 3
+    worker = Worker("fan")
+    pages = [item("fan", page) for page in range(1, 6)]
+    for page, outcome in zip(pages, outcomes, strict=True):
+        answer = {"503": TRANSIENT, "bad": PERMANENT}.get(outcome, document(page.page))
+        worker.vendor.answer(f"page={page.page}", answer)
+        if outcome == "s3":
+            worker.lake.broken[key(page)] = client_error("PutObject")
+    # When the batch is delivered
+    result = worker.run(*pages)
+    # Then the vendor was called only for the pages before the circuit opened, and those after it failed
+    assert worker.vendor.asked == [f"page={page}" for page in fetched]
+    assert result == failed
+    assert worker.ledger.landed_pages() == sorted(set(range(1, 6)) - set(failed))
+    for unfetched in set(range(1, 6)) - set(fetched):
+        assert worker.ledger.failures[unfetched]["error"] == "CircuitOpenError"
+
+
+@pytest.mark.parametrize(
+    ("delay_seconds", "visibility"),
+    [
+        pytest.param(600, 600, id="the vendor's wait"),
+        pytest.param(100_000, MAX_VISIBILITY_SECONDS, id="capped at the SQS maximum"),
+    ],
+)
+def test_a_long_retry_after_parks_the_message_and_fails_the_record(delay_seconds: int, visibility: int) -> None:
+    # Given a page whose vendor asks for a wait longer than is worth sleeping in Lambda
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=delay_seconds))
+    parked_before = totals.get("fan", Metric.PARKED)
+    # When it is delivered
+    failed = worker.run(item("fan", 1))
+    # Then its message is hidden in the queue for the wait, the record fails, and nothing landed
+    assert worker.sqs.visibility_changes == [
+        {"QueueUrl": QUEUE_URL, "ReceiptHandle": "receipt-m0", "VisibilityTimeout": visibility}
+    ]
+    assert failed == [1]
+    assert totals.get("fan", Metric.PARKED) - parked_before == 1
+    assert worker.ledger.failures[1]["error"] == "ParkMessageError"
+    assert worker.lake.objects == {}
+    assert worker.ledger.landed == []
+
+
+def test_a_park_that_sqs_refuses_still_fails_the_record_as_parked_and_notes_why() -> None:
+    # Given a page whose vendor asks for a long wait, and SQS refusing the visibility change (as it does
+    # for one that would end more than 12 hours after the message was received)
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=MAX_VISIBILITY_SECONDS))
+    worker.sqs.broken = client_error("ChangeMessageVisibility", "InvalidParameterValue")
+    parked_before, failures_before = totals.get("fan", Metric.PARKED), totals.get("fan", Metric.FAILURES)
+    # When it is delivered
+    failed = worker.run(item("fan", 1))
+    # Then the record fails (the message comes back after the queue's visibility timeout) and the ledger says why
+    assert failed == [1]
+    assert worker.ledger.failures[1]["error"] == "ParkMessageError"
+    # And it is counted as a failure, not as parked
+    assert totals.get("fan", Metric.PARKED) - parked_before == 0
+    assert totals.get("fan", Metric.FAILURES) - failures_before == 1
+
+
+def test_when_the_batch_cannot_be_recorded_its_landed_records_fail_and_are_recorded_on_redelivery() -> None:
+    # Given three fan-out pages, the second failing at the vendor, and the ledger refusing the batch's marker
+    worker = Worker("fan")
+    for page in (1, 3):
+        worker.vendor.answer(f"page={page}", document(page))
+    worker.vendor.answer("page=2", TRANSIENT, document(2))
+    worker.ledger.broken["mark_landed"] = client_error("PutObject")
+    pages = [item("fan", page) for page in (1, 2, 3)]
+    # When the batch is delivered
+    failed = worker.run(*pages)
+    # Then every record is reported failed, each once: the two that landed unrecorded too
+    assert sorted(failed) == [1, 2, 3]
+    assert sorted(worker.lake.objects) == [key(pages[0]), key(pages[2])]
+    assert worker.ledger.landed == []
+    # And when the ledger is back and the three come again, they land (1 and 3 unchanged) and are recorded
+    del worker.ledger.broken["mark_landed"]
+    assert worker.run(*pages) == []
+    assert worker.ledger.landed_pages() == [1, 2, 3]
+    assert worker.lake.puts == 3
+
+
+def test_a_message_for_another_source_fails_permanently_without_calling_the_vendor() -> None:
+    # Given the fan-out source's worker and a message of the chain source
+    worker = Worker("fan")
+    # When it is delivered
+    failed = worker.run(item("chain", 1))
+    # Then it failed as an invalid message, noted in the ledger, and nothing was fetched or written
+    assert failed == [1]
+    assert worker.ledger.failures[1]["error"] == "InvalidMessageError"
+    assert (worker.vendor.asked, worker.lake.objects) == ([], {})

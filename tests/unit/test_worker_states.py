@@ -395,7 +395,7 @@ def test_a_long_retry_after_parks_the_message_and_fails_the_record(delay_seconds
     assert worker.ledger.landed == []
 
 
-def test_a_park_that_sqs_refuses_still_fails_the_record_as_parked_and_notes_why() -> None:
+def test_a_park_that_sqs_refuses_still_fails_the_record_and_notes_why() -> None:
     # Given a page whose vendor asks for a long wait, and SQS refusing the visibility change (as it does
     # for one that would end more than 12 hours after the message was received)
     worker = Worker("fan")

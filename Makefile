@@ -13,6 +13,9 @@ CHECKOV_VERSION := 3.3.30
 RUNTIME_PROVIDES := $(foreach p,boto3 botocore s3transfer python-dateutil six,--no-emit-package $(p))
 # checkov pins an old boto3 that breaks aws-sam-cli: it gets an environment of its own.
 CHECKOV := .checkov
+# cfn-lint at its latest release, beside the older one aws-sam-cli pins (sam validate --lint uses that one).
+CFN_LINT_VERSION := 1.58.0
+CFN_LINT := .cfn-lint
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -26,7 +29,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help demo soak bench env checkov-env test unit integration lint build template lock clean
+.PHONY: help demo soak bench env checkov-env cfn-lint-env test unit integration lint build template lock clean
 
 help:
 	@echo "make demo   the scheduled flow (planner -> queues -> workers -> lake) on this machine, then SQL over the lake (sets up .venv)"
@@ -58,6 +61,13 @@ $(CHECKOV)/.installed: $(UV)
 
 checkov-env: $(CHECKOV)/.installed
 
+$(CFN_LINT)/.installed: $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PY312) $(CFN_LINT)
+	VIRTUAL_ENV=$(CFN_LINT) $(UV) pip install --quiet cfn-lint==$(CFN_LINT_VERSION)
+	touch $@
+
+cfn-lint-env: $(CFN_LINT)/.installed
+
 demo: env
 	$(BIN)/apilake demo
 
@@ -78,7 +88,7 @@ unit: env
 integration: env
 	$(BIN)/pytest tests/integration
 
-test: lint checkov-env
+test: lint checkov-env cfn-lint-env
 	$(BIN)/pytest -n 2
 
 build: env
@@ -93,4 +103,4 @@ lock: $(UV)
 	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate $(RUNTIME_PROVIDES) -o layers/common/requirements.txt
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV) $(CFN_LINT)

@@ -21,6 +21,34 @@ from tests.template.conftest import ROOT
 
 BIN = Path(sys.executable).parent
 CHECKOV = BIN.parent.parent / ".checkov" / "bin" / "checkov"  # beside the dev venv (make checkov-env)
+CFN_LINT = BIN.parent.parent / ".cfn-lint" / "bin" / "cfn-lint"  # its latest release (make cfn-lint-env)
+# The optional parts switched on: the VPC (with a network to satisfy its Rules) and the data-events trail.
+OPTIONS_ON = {
+    "EnableVpcEndpoints": "'true'",
+    "EnableDataEventsTrail": "'true'",
+    "VpcId": "vpc-0123456789abcdef0",
+    "SubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+    "RouteTableIds": "rtb-0123456789abcdef0",
+}
+
+
+def with_options_on(target: Path) -> Path:
+    """template.yaml with the optional parts' parameters defaulting to on (what checkov and cfn-lint see)."""
+    text = (ROOT / "template.yaml").read_text()
+    for name, value in OPTIONS_ON.items():
+        start = text.index("Default:", text.index(f"\n  {name}:\n"))
+        text = text[:start] + f"Default: {value}" + text[text.index("\n", start) :]
+    target.write_text(text)
+    return target
+
+
+@pytest.fixture(params=["options off", "options on"])
+def variant(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """template.yaml as it is (VPC and trail off), and with both on."""
+    if request.param == "options off":
+        return ROOT / "template.yaml"
+    return with_options_on(tmp_path / "template.yaml")
+
 
 pytestmark = pytest.mark.slow
 
@@ -41,14 +69,14 @@ def test_sam_validate_lint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def translated_template() -> dict[str, Any]:
+def translated_template(path: Path | None = None) -> dict[str, Any]:
     from samtranslator.translator.transform import transform
 
     class NoManagedPolicies:
         def load(self) -> dict[str, str]:
             return {}
 
-    template = parse_template((ROOT / "template.yaml").read_text())
+    template = parse_template((path or ROOT / "template.yaml").read_text())
     for resource in template["Resources"].values():
         for key in ("CodeUri", "ContentUri"):
             if key in resource.get("Properties", {}):
@@ -58,14 +86,16 @@ def translated_template() -> dict[str, Any]:
     return translated
 
 
-def test_cfn_lint_is_clean_on_the_translated_template(tmp_path: Path) -> None:
-    # cfn-lint does not range-check AWS::Serverless::* properties: lint what they become.
-    translated = translated_template()
+def test_the_latest_cfn_lint_is_clean_on_the_raw_and_translated_template(tmp_path: Path, variant: Path) -> None:
+    # cfn-lint does not range-check AWS::Serverless::* properties: lint what they become, too.
+    assert CFN_LINT.exists(), "cfn-lint's environment is missing: `make cfn-lint-env` (make test does it)"
+    translated = translated_template(variant)
     assert "AWS::Lambda::EventSourceMapping" in {r["Type"] for r in translated["Resources"].values()}
     path = tmp_path / "translated.json"
     path.write_text(json.dumps(translated))
-    result = run(BIN / "cfn-lint", path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for linted in (variant, path):
+        result = run(CFN_LINT, linted)  # exit 0: no error, no warning, no informational finding
+        assert result.returncode == 0, f"{linted.name}: {result.stdout}{result.stderr}"
 
 
 def test_translated_event_source_mappings_keep_their_limits(sources: SourcesFile) -> None:
@@ -80,9 +110,9 @@ def test_translated_event_source_mappings_keep_their_limits(sources: SourcesFile
         assert mapping["ScalingConfig"]["MaximumConcurrency"] >= 2
 
 
-def test_checkov_finds_no_failed_check() -> None:
+def test_checkov_finds_no_failed_check(variant: Path) -> None:
     assert CHECKOV.exists(), "checkov's isolated environment is missing: `make checkov-env` (make test does it)"
-    result = run(CHECKOV, "-f", "template.yaml", "--framework", "cloudformation", "--skip-download", "--output", "json")
+    result = run(CHECKOV, "-f", variant, "--framework", "cloudformation", "--skip-download", "--output", "json")
     report = json.loads(result.stdout)
     summary = report["summary"]
     failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]

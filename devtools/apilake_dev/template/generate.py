@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from apilake.config import ApiKeyAuth, BearerAuth, Source, SourcesFile, load_sources
 from apilake.exceptions import ConfigError
@@ -145,11 +146,32 @@ def template_text_for(sources_file: Path, template_file: Path | None = None) -> 
     return splice(template_file.read_text(encoding="utf-8"), region, origin=str(template_file))
 
 
-def parse_template(text: str) -> dict[str, Any]:
-    """The template as SAM CLI reads it (short-form intrinsics such as ``!Ref`` become their long forms)."""
-    from samcli.yamlhelper import yaml_parse
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML as CloudFormation reads it: ``!Ref X`` is ``{"Ref": "X"}``, ``!GetAtt A.B`` is
+    ``{"Fn::GetAtt": ["A", "B"]}``, ``!Sub ...`` is ``{"Fn::Sub": ...}`` (as SAM CLI's yamlhelper does,
+    without changing PyYAML's global SafeLoader the way that module does)."""
 
-    parsed: dict[str, Any] = yaml_parse(text)
+
+def _intrinsic(loader: _TemplateLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_TemplateLoader.add_multi_constructor("!", _intrinsic)
+
+
+def parse_template(text: str) -> dict[str, Any]:
+    """The template as CloudFormation reads it, short-form intrinsics in their long forms."""
+    parsed: dict[str, Any] = yaml.load(text, Loader=_TemplateLoader)  # a SafeLoader subclass
     return parsed
 
 

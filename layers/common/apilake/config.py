@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
 
-SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+# At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
+SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
 # A dotted path into a JSON document ("data.items"); "" is the document itself.
 JsonPath = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*)?$")]
 ParamName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -168,6 +169,19 @@ class Timeouts(_Model):
     read_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
+class WorkerFunction(_Model):
+    """The source's worker Lambda and queue in template.yaml (``make template`` writes them).
+
+    ``memory_mb`` and ``batch_size`` default to the stack's ``WorkerMemorySize`` and ``WorkerBatchSize``;
+    the queue's visibility timeout is six times ``timeout_seconds``.
+    """
+
+    timeout_seconds: int = Field(default=300, ge=30, le=900)
+    memory_mb: int | None = Field(default=None, ge=128, le=10_240)
+    batch_size: int | None = Field(default=None, ge=1, le=10)
+    max_receive_count: int = Field(default=8, ge=2, le=1000)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -189,6 +203,7 @@ class Source(_Model):
     sharding: Sharding = NoSharding(type="none")
     auth: Auth = NoAuth(type="none")
     budget: Budget = Budget()
+    worker: WorkerFunction = WorkerFunction()
     retries: Retries = Retries()
     timeouts: Timeouts = Timeouts()
     max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)

@@ -11,8 +11,7 @@ import yaml
 
 from apilake.config import Budget, CursorPagination, load_sources, parse_sources
 from apilake.exceptions import ConfigError
-
-ROOT = Path(__file__).resolve().parents[2]
+from apilake_dev import paths
 
 BASE: dict[str, Any] = {
     "name": "api-x",
@@ -54,6 +53,10 @@ VALID = [
     pytest.param(doc(auth={"type": "bearer", "secret_name": "apilake/x", "secret_field": "token"}), id="bearer"),
     pytest.param(doc(base_url="http://127.0.0.1:8080"), id="plain http on loopback"),
     pytest.param(doc(budget={"requests_per_second": 50, "max_concurrency": 5}), id="budget"),
+    pytest.param(
+        doc(worker={"timeout_seconds": 900, "memory_mb": 1024, "batch_size": 1, "max_receive_count": 20}),
+        id="worker settings",
+    ),
 ]
 
 
@@ -125,6 +128,24 @@ INVALID = [
         id="duplicate names",
     ),
     pytest.param({"version": 1, "sources": []}, "sources.yaml: sources: List should have at least 1 item", id="none"),
+    pytest.param(
+        doc(name="a" * 39), "sources.yaml: source '" + "a" * 39 + "': name: String should match pattern", id="long name"
+    ),
+    pytest.param(
+        doc(worker={"timeout_seconds": 901}),
+        "sources.yaml: source 'api-x': worker.timeout_seconds: Input should be less than or equal to 900",
+        id="worker timeout over Lambda's",
+    ),
+    pytest.param(
+        doc(worker={"batch_size": 11}),
+        "sources.yaml: source 'api-x': worker.batch_size: Input should be less than or equal to 10",
+        id="batch over SQS's 10",
+    ),
+    pytest.param(
+        doc(worker={"memory": 512}),
+        "sources.yaml: source 'api-x': worker.memory: Extra inputs are not permitted",
+        id="worker typo",
+    ),
     pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
     pytest.param(
         ["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"
@@ -139,10 +160,23 @@ def test_invalid_configs_say_file_source_and_field(raw: Any, message: str) -> No
     assert message in str(raised.value)
 
 
-def test_the_shipped_sources_file_declares_the_four_seed_sources() -> None:
-    sources = load_sources(ROOT / "layers" / "common" / "sources.yaml")
-    assert [s.name for s in sources.sources] == ["api-a", "api-b", "api-c", "api-d"]
+@pytest.mark.parametrize("path", [paths.SOURCES, paths.EXAMPLE_SOURCES], ids=["the user's", "the examples"])
+def test_the_shipped_sources_files_are_valid(path: Path) -> None:
+    sources = load_sources(path)
+    assert sources.sources
     assert all(s.base_url.startswith("https://") for s in sources.sources)
+
+
+def test_a_name_of_38_characters_is_the_longest() -> None:
+    # apilake-<stage>-worker-<source> must fit Lambda's 64 characters with a 10-character stage
+    assert parse_sources(doc(name="a" * 38), "sources.yaml").sources[0].name == "a" * 38
+    assert len("apilake-" + "s" * 10 + "-worker-" + "a" * 38) == 64
+
+
+def test_every_example_source_has_its_fake_vendor() -> None:
+    from apilake_dev.demo import example_vendors
+
+    assert set(example_vendors()) == {s.name for s in load_sources(paths.EXAMPLE_SOURCES).sources}
 
 
 def test_a_file_that_is_not_yaml_is_named_in_the_error(tmp_path: Path) -> None:

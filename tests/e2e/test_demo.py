@@ -15,6 +15,11 @@ from apilake_dev.vendors.fake import FakeVendor, Fault
 
 pytestmark = pytest.mark.slow
 
+EXAMPLES = load_sources(demo.EXAMPLE_SOURCES)
+# The example that fans out (its page count known to the planner), and the ones that authenticate.
+FAN_OUT = next(s for s in EXAMPLES.sources if s.pagination.type in ("page_number", "offset"))
+SECRETS = demo.authenticated(demo.EXAMPLE_SOURCES)
+
 
 def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -34,16 +39,21 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     status = capsys.readouterr().out
     assert "complete: yes" in status and "INCOMPLETE" not in status
     # And the summary and the example queries were printed
-    assert "run sched-20261126T010000Z: drained" in printed and "The latest records of api-b" in printed
+    assert "run sched-20261126T010000Z: drained" in printed
+    assert all(title in printed for title, _ in demo.example_queries())
     # And `apilake query` works on the kept lake folder after the run
-    assert main(["--home", str(tmp_path), "query", "select source, count(*) from raw group by 1 order by 1"]) == 0
-    assert "api-d  | 45" in capsys.readouterr().out
+    last = EXAMPLES.sources[-1].name
+    assert main(["--home", str(tmp_path), "query", f"select count(*) from raw where source = '{last}'"]) == 0
+    printed_rows = capsys.readouterr().out.splitlines()
+    assert printed_rows[2].strip() == str(totals[last]) and printed_rows[3] == "(1 row)"
 
 
 def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: Path) -> None:
-    # Given api-a's page 2 answering 500 whatever happens, redelivery in seconds, retries kept short
+    # Given the fan-out example's page 2 answering 500 whatever happens, redelivery in seconds, retries short
+    name = FAN_OUT.name
+
     def broken_page(vendor: FakeVendor) -> None:
-        vendor.inject("page_number", "api-a", 2, Fault("status", status=500), forever=True)
+        vendor.inject(FAN_OUT.pagination.type, name, 2, Fault("status", status=500), forever=True)
 
     result, sets = demo.run_demo(
         tmp_path,
@@ -53,23 +63,25 @@ def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: 
         visibility_timeout=2,
         echo=lambda line: None,
     )
-    # Then the other sources and api-a's other pages landed
+    # Then the other sources, and all of its pages but page 2, landed
     assert result.drained
     _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")
     landed = dict(rows)
     totals = {d.name: d.total for d in sets}
-    page_size = 100  # api-a's page_size in the shipped sources file: page 2 holds records 101 to 120
-    assert landed["api-a"] == page_size and totals["api-a"] == 120
-    assert {s: landed[s] for s in ("api-b", "api-c", "api-d")} == {s: totals[s] for s in ("api-b", "api-c", "api-d")}
-    # And the page's message is in api-a's DLQ, alone
-    assert result.sources["api-a"].dlq == 1
-    dead = [json.loads(line) for line in (tmp_path / "dlq" / "api-a.jsonl").read_text().splitlines()]
+    page_size: int = getattr(FAN_OUT.pagination, "page_size", None) or getattr(FAN_OUT.pagination, "limit", 0)
+    assert totals[name] > page_size, "the data set must have a page 2"
+    assert landed[name] == totals[name] - min(page_size, totals[name] - page_size)
+    others = [s.name for s in EXAMPLES.sources if s.name != name]
+    assert {s: landed[s] for s in others} == {s: totals[s] for s in others}
+    # And the page's message is in its DLQ, alone
+    assert result.sources[name].dlq == 1
+    dead = [json.loads(line) for line in (tmp_path / "dlq" / f"{name}.jsonl").read_text().splitlines()]
     assert [json.loads(m["body"])["page"] for m in dead] == [2]
     # And status names the missing page and why
     assert result.status is not None and not result.status.complete
-    api_a = next(s for s in result.status.sources if s.source == "api-a")
-    assert api_a.shards[0].missing == [2]
-    assert "500 from" in api_a.shards[0].failures[2]
+    broken = next(s for s in result.status.sources if s.source == name)
+    assert broken.shards[0].missing == [2]
+    assert "500 from" in broken.shards[0].failures[2]
 
 
 def test_resources_come_from_the_template(tmp_path: Path) -> None:
@@ -107,9 +119,9 @@ def test_run_local_drives_the_flow_against_the_vendors_a_user_configures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given "the user's" APIs (here the fake vendors) in a sources file of their own, and their key
-    with FakeVendor(demo.datasets(0.05), api_key="user-key", protected={"api-a", "api-b", "api-d"}) as vendor:
+    with FakeVendor(demo.datasets(0.05), api_key="user-key", protected=set(SECRETS)) as vendor:
         sources = demo.demo_sources(vendor, tmp_path / "my-sources.yaml")
-        secrets = [f"--secret={name}=user-key" for name in ("apilake/api-a", "apilake/api-b", "apilake/api-d")]
+        secrets = [f"--secret={name}=user-key" for name in SECRETS.values()]
         # When `apilake run --local` runs with the planner event of a backfill-like manual run
         event = tmp_path / "event.json"
         event.write_text(json.dumps({"run_id": "my-run", "ingestion_date": "2026-11-26"}))
@@ -125,5 +137,5 @@ def test_run_local_drives_the_flow_against_the_vendors_a_user_configures(
 
 
 def test_run_local_refuses_a_secret_without_a_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--home", str(tmp_path), "run", "--local", "--secret", "apilake/api-a"]) == 2
-    assert "--secret 'apilake/api-a': expected NAME=VALUE" in capsys.readouterr().err
+    assert main(["--home", str(tmp_path), "run", "--local", "--secret", "vendors/key"]) == 2
+    assert "--secret 'vendors/key': expected NAME=VALUE" in capsys.readouterr().err

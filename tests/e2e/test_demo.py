@@ -68,7 +68,9 @@ def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: 
     _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")
     landed = dict(rows)
     totals = {d.name: d.total for d in sets}
-    page_size = int(getattr(FAN_OUT.pagination, "page_size", None) or getattr(FAN_OUT.pagination, "limit", 0))
+    size: int | None = getattr(FAN_OUT.pagination, "page_size", None) or getattr(FAN_OUT.pagination, "limit", None)
+    assert size is not None
+    page_size = size
     assert totals[name] > page_size, "the data set must have a page 2"
     assert landed[name] == totals[name] - min(page_size, totals[name] - page_size)
     others = [s.name for s in EXAMPLES.sources if s.name != name]

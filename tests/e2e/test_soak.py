@@ -15,9 +15,11 @@ from moto import mock_aws
 
 from apilake.lake import page_key
 from apilake_dev.local.containers import ContainerFaults
-from apilake_dev.soak import PAGE_SIZE, ShardExpectation, compute_verdict, expectations, run_soak
+from apilake_dev.soak import EXAMPLES, PAGE_SIZE, ShardExpectation, compute_verdict, expectations, run_soak
 from apilake_dev.vendors.fake import PERMANENT_KINDS, TRANSIENT_KINDS, Dataset, FaultPlan
 
+# The example that pages by a cursor (the soak serves each example in its own style).
+CURSOR = next(s.name for s in EXAMPLES.sources if s.pagination.type == "cursor")
 # Rates high enough that a small run sees every kind of fault at least once.
 TEST_RATES = dict.fromkeys(TRANSIENT_KINDS, 0.05) | {"malformed": 0.02, "cursor_repeat": 0.03}
 
@@ -51,8 +53,8 @@ def test_a_reduced_soak_loses_nothing_duplicates_nothing_and_completes_after_red
 
 
 def test_chains_stop_at_their_first_permanent_fault_fan_outs_skip_theirs() -> None:
-    chain = ShardExpectation("api-b", "all", pages=10, chain=True, permanent={4: "malformed", 7: "cursor_repeat"})
-    fan_out = ShardExpectation("api-a", "2026-11-20", pages=5, chain=False, permanent={2: "malformed"})
+    chain = ShardExpectation("a-chain", "all", pages=10, chain=True, permanent={4: "malformed", 7: "cursor_repeat"})
+    fan_out = ShardExpectation("a-fan-out", "2026-11-20", pages=5, chain=False, permanent={2: "malformed"})
     assert chain.reachable(faults_on=True) == {1, 2, 3} and chain.dead(faults_on=True) == {4}
     assert fan_out.reachable(faults_on=True) == {1, 3, 4, 5} and fan_out.dead(faults_on=True) == {2}
     assert chain.reachable(faults_on=False) == set(range(1, 11)) and chain.dead(faults_on=False) == set()
@@ -60,28 +62,28 @@ def test_chains_stop_at_their_first_permanent_fault_fan_outs_skip_theirs() -> No
 
 def test_expectations_follow_the_vendors_fault_plan() -> None:
     plan = FaultPlan(rates={"malformed": 0.2, "cursor_repeat": 0.2}, seed=5, empty_last_page=True)
-    found = expectations({"api-b": Dataset("api-b", total=10 * PAGE_SIZE)}, plan)
+    found = expectations({CURSOR: Dataset(CURSOR, total=10 * PAGE_SIZE)}, plan)
     assert [s.pages for s in found] == [11]  # ten full pages and the empty one the vendor adds
     assert found[0].permanent == {
         page: kind
         for page in range(1, 12)
-        if (kind := plan.permanent("cursor", "api-b", page)) and (page < 11 or kind == "malformed")
+        if (kind := plan.permanent("cursor", CURSOR, page)) and (page < 11 or kind == "malformed")
     }
     assert set(PERMANENT_KINDS) >= set(found[0].permanent.values())
 
 
 @mock_aws
 def test_the_verdict_counts_lost_duplicated_forked_and_unexplained() -> None:
-    # Given a lake holding api-b's chain of 4 pages, but: page 3 missing, page 2 repeating a record of
+    # Given a lake holding a chain of 4 pages, but: page 3 missing, page 2 repeating a record of
     # page 1, a page 6 beyond the chain's end, and an unexplained message in the DLQ
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="lake")
-    dataset = Dataset("api-b", total=4 * PAGE_SIZE - 1)
+    dataset = Dataset(CURSOR, total=4 * PAGE_SIZE - 1)
     records = dataset.records(None, None)
 
     def land(page: int, rows: list[dict[str, Any]]) -> None:
         body = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
-        s3.put_object(Bucket="lake", Key=page_key("api-b", date(2026, 11, 26), "all", page), Body=body)
+        s3.put_object(Bucket="lake", Key=page_key(CURSOR, date(2026, 11, 26), "all", page), Body=body)
 
     land(1, records[:PAGE_SIZE])
     land(2, records[PAGE_SIZE : 2 * PAGE_SIZE] + records[:1])
@@ -89,9 +91,9 @@ def test_the_verdict_counts_lost_duplicated_forked_and_unexplained() -> None:
     land(6, [])
     dead = [{"Body": json.dumps({"shard": "all", "page": 2})}]
     run = SimpleNamespace(s3=s3, deployment=SimpleNamespace(bucket="lake"), per_source={}, dlq_messages=lambda s: dead)
-    shards = [ShardExpectation("api-b", "all", pages=4, chain=True)]
+    shards = [ShardExpectation(CURSOR, "all", pages=4, chain=True)]
     # When the verdict is computed
-    verdict = compute_verdict(run, "r", {"api-b": dataset}, shards, faults_on=True, phase="test")  # type: ignore[arg-type]
+    verdict = compute_verdict(run, "r", {CURSOR: dataset}, shards, faults_on=True, phase="test")  # type: ignore[arg-type]
     # Then it sees all of it, and fails
     assert (verdict.lost, verdict.lost_records, verdict.duplicated_records) == (1, PAGE_SIZE, 1)
     assert verdict.forked == 1 and verdict.dlq_unexplained == 1

@@ -26,6 +26,8 @@ from apilake_dev.local.run import LocalRun, LocalRunResult, Printer
 from apilake_dev.vendors.fake import CHAIN_STYLES, Dataset, FakeVendor, FaultPlan
 
 PAGE_SIZE = 20
+# Records each chain lacks of full pages, in turn: last pages of different lengths, one of them full.
+CHAIN_SHORTFALL = (7, 0, 13)
 SHARD_DAYS = 10
 INGESTION_DATE = "2026-11-26"
 FIRST_SHARD, LAST_SHARD = "2026-11-16", "2026-11-25"
@@ -118,12 +120,13 @@ def soak_datasets(pages: int) -> dict[str, Dataset]:
     each chain (a few records short of a full last page, each chain a different number)."""
     per_day = max(1, round(pages * 0.4 / SHARD_DAYS)) * PAGE_SIZE
     chain = max(2, round(pages * 0.2)) * PAGE_SIZE
-    found = {}
-    for n, source in enumerate(EXAMPLES.sources):
+    found, chains = {}, 0
+    for source in EXAMPLES.sources:
         if source.sharding.type == "daily":
             found[source.name] = Dataset(source.name, total=per_day * SHARD_DAYS, days=SHARD_DAYS)
         else:
-            found[source.name] = Dataset(source.name, total=chain - (7 * n) % 17)
+            found[source.name] = Dataset(source.name, total=chain - CHAIN_SHORTFALL[chains % len(CHAIN_SHORTFALL)])
+            chains += 1
     return found
 
 

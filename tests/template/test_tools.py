@@ -117,7 +117,10 @@ def test_checkov_finds_no_failed_check(variant: Path) -> None:
     summary = report["summary"]
     failed = [f"{c['check_id']} {c['resource']}" for c in report["results"]["failed_checks"]]
     assert summary["failed"] == 0, failed
-    assert summary["passed"] > 100
+    # And it read the whole template: every resource, no parsing error
+    resources = parse_template(variant.read_text())["Resources"]
+    assert summary["parsing_errors"] == 0 and summary["resource_count"] == len(resources)
+    assert summary["passed"] >= len(resources)
 
 
 @pytest.fixture(scope="module")

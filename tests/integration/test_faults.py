@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 from typing import Any
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 
 from apilake.aws import default_clients
@@ -15,7 +17,7 @@ from apilake.observability import Metric, totals
 from apilake_dev.local.event_source import LambdaContextStub
 from apilake_dev.vendors.fake import Fault
 from tests.conftest import load_event
-from tests.integration.conftest import DATASETS, MAX_RECEIVE_COUNT, READ_TIMEOUT, Harness
+from tests.integration.conftest import DATASETS, MAX_RECEIVE_COUNT, READ_TIMEOUT, RETRIES, Harness
 
 RUN = "sched-20261126T010000Z"
 INGESTION = date(2026, 11, 26)
@@ -97,29 +99,78 @@ def test_a_chain_that_breaks_is_reported_as_not_ended(harness: Harness) -> None:
     )
 
 
-def test_a_long_retry_after_parks_the_message_in_the_queue(harness: Harness) -> None:
+def queue_counts(harness: Harness, source: str) -> dict[str, int]:
+    """The queue's approximate counts: visible, not visible (in flight), delayed."""
+    attributes = harness.sqs.get_queue_attributes(QueueUrl=harness.queues[source], AttributeNames=["All"])["Attributes"]
+    return {
+        name.removeprefix("ApproximateNumberOfMessages") or "Visible": int(value)
+        for name, value in attributes.items()
+        if name.startswith("ApproximateNumberOfMessages")
+    }
+
+
+def test_a_long_retry_after_parks_a_delayed_copy_of_the_message(harness: Harness) -> None:
     # Given the only page of a source answers 429 with Retry-After: 600 (longer than we sleep inline)
     harness.send(
         "one-page", {"run_id": "r1", "source": "one-page", "ingestion_date": "2026-11-26", "shard": "all", "page": 1}
     )
     harness.vendor.inject("single", "ds-g", 1, Fault.throttle(retry_after=600))
     source = harness.event_source("one-page")
+    parked_before = totals.get("one-page", Metric.PARKED)
     # When the worker gets it
     assert source.poll_once() == 1
-    # Then the message failed without a retry inside Lambda, and is hidden in the queue for the wait
-    assert source.stats.failed == 1
+    # Then the delivery succeeded without a retry inside Lambda and was deleted; a copy waits, delayed
+    assert (source.stats.deleted, source.stats.failed) == (1, 0)
     assert harness.vendor.requests_for("single", "ds-g", 1) == 1
-    assert source.in_queue() == 1 and source.poll_once() == 0
-    assert totals.get("one-page", Metric.PARKED) >= 1
-    # And once the wait is over (made visible by hand here) the page lands
-    message = harness.sqs.receive_message(QueueUrl=harness.queues["one-page"], VisibilityTimeout=0).get("Messages")
-    assert message is None  # still parked
+    assert queue_counts(harness, "one-page") == {"Visible": 0, "NotVisible": 0, "Delayed": 1}
+    assert source.poll_once() == 0
+    assert totals.get("one-page", Metric.PARKED) - parked_before == 1
+    # And once the wait is over (the message sent again by hand here) the page lands
     harness.sqs.purge_queue(QueueUrl=harness.queues["one-page"])
     harness.send(
         "one-page", {"run_id": "r1", "source": "one-page", "ingestion_date": "2026-11-26", "shard": "all", "page": 1}
     )
     source.drain()
     assert harness.records("one-page") == DATASETS["one-page"].records(None, None)
+
+
+def test_nine_parks_in_a_row_keep_the_receive_count_at_one_and_the_page_lands(harness: Harness) -> None:
+    # Given the one-page source parks any Retry-After (no inline wait, so that one-second waits park
+    # and the test is quick), and its page answers 429 with Retry-After: 1 nine times, then the page
+    config = yaml.safe_load(harness.sources_path.read_text())
+    for source_config in config["sources"]:
+        if source_config["name"] == "one-page":
+            source_config["retries"] = {**RETRIES, "max_inline_wait_seconds": 0}
+    harness.sources_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    harness.vendor.inject("single", "ds-g", 1, *[Fault.throttle(retry_after=1)] * 9)
+    harness.send(
+        "one-page", {"run_id": "r1", "source": "one-page", "ingestion_date": "2026-11-26", "shard": "all", "page": 1}
+    )
+    source = harness.event_source("one-page")
+    receive_counts: list[int] = []
+    worker = source.handler
+
+    def counting_receives(event: dict[str, Any], context: Any) -> Any:
+        receive_counts.extend(int(record["attributes"]["ApproximateReceiveCount"]) for record in event["Records"])
+        return worker(event, context)
+
+    source.handler = counting_receives
+    parked_before = totals.get("one-page", Metric.PARKED)
+    # When the worker polls until the page lands (a delayed message is neither visible nor in flight,
+    # so the queue is polled here rather than drained)
+    give_up = time.monotonic() + 30
+    while not harness.keys("one-page") and time.monotonic() < give_up:
+        if source.poll_once() == 0:
+            time.sleep(0.1)
+    # Then the page landed on the tenth request, and every delivery succeeded: each message was
+    # deleted on its first receive, none came back, none reached the DLQ (maxReceiveCount is 3)
+    assert harness.records("one-page") == DATASETS["one-page"].records(None, None)
+    assert harness.vendor.requests_for("single", "ds-g", 1) == 10
+    assert receive_counts == [1] * 10
+    assert (source.stats.received, source.stats.deleted, source.stats.failed) == (10, 10, 0)
+    assert totals.get("one-page", Metric.PARKED) - parked_before == 9
+    assert not harness.dlq_bodies("one-page")
+    assert queue_counts(harness, "one-page") == {"Visible": 0, "NotVisible": 0, "Delayed": 0}
 
 
 def test_the_worker_event_fixture_lands_its_page(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,26 +2,30 @@
 
 Each keeps what it was asked in plain lists and dicts, and answers as the real one does on the
 paths the worker takes (the conditional create of a claim, an unchanged page not rewritten). Any
-of them can be told to fail the way boto3 fails: a ``ClientError``.
+of them can be told to fail the way boto3 fails: a ``ClientError``. :class:`Worker` is one source's
+worker container made of them, serving two sources: a fan-out one and a chain.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from apilake.auth import Credentials
-from apilake.config import Source
+from apilake.config import Source, parse_sources
 from apilake.http import Deadline
-from apilake.lake import WriteResult, encode_page
+from apilake.ingest import PageIngester
+from apilake.lake import WriteResult, encode_page, page_key
 from apilake.ledger import Claim, ClaimState
-from apilake.messages import WorkItem
+from apilake.messages import WorkItem, WorkItemRecord
 from apilake.pagination import PageRequest, VendorPage
+from apilake.settings import WorkerSettings
 
 
 def client_error(operation: str, code: str = "InternalError") -> ClientError:
@@ -178,26 +182,122 @@ class FakeLedger:
 
 
 class FakeSender:
-    """The worker's queue: what was sent to it."""
+    """The worker's queue: what was sent to it, and with what delay (``delays[i]`` is ``sent[i]``'s)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, WorkItem]] = []
+        self.delays: list[int] = []
         self.broken: Exception | None = None
 
-    def send_one(self, queue_url: str, item: WorkItem) -> None:
+    def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None:
         if self.broken is not None:
             raise self.broken
         self.sent.append((queue_url, item))
+        self.delays.append(delay_seconds)
+
+    def parked(self) -> list[tuple[WorkItem, int]]:
+        """The messages sent with a delay (parked copies), each with its delay."""
+        return [(item, delay) for (_, item), delay in zip(self.sent, self.delays, strict=True) if delay]
+
+    def undelayed(self) -> list[tuple[str, WorkItem]]:
+        """The messages sent without a delay (a chain's next pages)."""
+        return [sent for sent, delay in zip(self.sent, self.delays, strict=True) if not delay]
 
 
-class FakeSqs:
-    """The one SQS call the worker makes itself: parking a message."""
+# -- a worker container made of the fakes ----------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.visibility_changes: list[dict[str, Any]] = []
-        self.broken: Exception | None = None
+RUN = "r1"
+INGESTION = date(2026, 11, 26)
+NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
+QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/apilake-test"
+STALE_SECONDS = 300.0
+SOURCES = parse_sources(
+    {
+        "sources": [
+            {
+                "name": "fan",  # fan-out: the planner enqueued every page
+                "base_url": "https://api.example.com",
+                "path": "/items",
+                "records_path": "data",
+                "pagination": {"type": "page_number", "page_size": 2, "size_param": None, "total_path": "total"},
+            },
+            {
+                "name": "chain",  # a chain: the worker landing page N enqueues page N+1
+                "base_url": "https://api.example.com",
+                "path": "/events",
+                "records_path": "data",
+                "pagination": {"type": "cursor", "cursor_path": "next"},
+            },
+        ]
+    },
+    "test",
+)
 
-    def change_message_visibility(self, **params: Any) -> None:
-        if self.broken is not None:
-            raise self.broken
-        self.visibility_changes.append(params)
+
+def item(source: str, page: int, cursor: str | None = None) -> WorkItem:
+    return WorkItem(run_id=RUN, source=source, ingestion_date=INGESTION, shard="all", page=page, cursor=cursor)
+
+
+def document(page: int, next_cursor: str | None = None) -> dict[str, Any]:
+    return {"data": [{"id": page * 10}, {"id": page * 10 + 1}], "total": 10, "next": next_cursor}
+
+
+def key(work: WorkItem) -> str:
+    return page_key(work.source, work.ingestion_date, work.shard, work.page)
+
+
+@dataclass
+class Worker:
+    """One source's worker container: each :meth:`run` is one invocation over one SQS batch."""
+
+    source: str
+    clock: FakeClock = field(default_factory=lambda: FakeClock(NOW))
+    vendor: FakeVendor = field(default_factory=FakeVendor)
+    lake: FakeLake = field(default_factory=FakeLake)
+    sender: FakeSender = field(default_factory=FakeSender)
+    ledger: FakeLedger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = FakeLedger(self.clock)
+
+    def run(self, *items: WorkItem) -> list[int]:
+        """Deliver ``items`` as one batch; returns the pages reported failed, in the response's order."""
+        settings = WorkerSettings(
+            source=self.source,
+            lake_bucket="lake",
+            queue_url=QUEUE_URL,
+            continuation_stale_seconds=STALE_SECONDS,
+        )
+        ingester = PageIngester(
+            settings=settings,
+            sources=SOURCES,
+            vendors=self.vendor,
+            writer=self.lake,
+            ledger=self.ledger,
+            sender=self.sender,
+            clock=self.clock,
+        )
+        processor = BatchProcessor(event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False)
+        event = {"Records": [sqs_record(f"m{i}", work) for i, work in enumerate(items)]}
+        response = ingester.process(event, FakeContext(), processor)
+        by_id = {f"m{i}": work.page for i, work in enumerate(items)}
+        return [by_id[str(failure["itemIdentifier"])] for failure in response["batchItemFailures"]]
+
+
+def sqs_record(message_id: str, work: WorkItem) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": f"receipt-{message_id}",
+        "body": work.model_dump_json(),
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1764118800000",
+            "SenderId": "123456789012",
+            "ApproximateFirstReceiveTimestamp": "1764118800001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:apilake-test",
+        "awsRegion": "us-east-1",
+    }

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from apilake.exceptions import ConfigError, describe_validation_error
-from apilake.messages import WorkItem
+from apilake.messages import Parking, WorkItem
+from apilake.queue import encode
 from apilake.settings import PlannerSettings, WorkerSettings
 
 GOOD: dict[str, Any] = {
@@ -52,6 +54,51 @@ def test_bad_messages_are_refused_naming_the_field(change: dict[str, Any], field
     with pytest.raises(ValidationError) as raised:
         WorkItem.model_validate({**GOOD, **change})
     assert field in {str(err["loc"][0]) for err in raised.value.errors()}
+
+
+PARK = {"count": 2, "since": "2026-11-26T01:00:00Z", "until": "2026-11-26T03:00:00Z"}
+
+
+def test_a_message_written_before_parking_existed_parses_and_an_unparked_one_is_sent_as_before() -> None:
+    # Given a message of schema version 1 without the park field, as the planner wrote it before
+    item = WorkItem.model_validate_json(json.dumps(GOOD))
+    # Then it parses unparked, and an unparked item travels without the field (old workers read it)
+    assert item.park is None
+    assert json.loads(encode(item)) == {**GOOD, "cursor": None}
+
+
+def test_a_parked_message_travels_with_its_park_and_its_next_page_is_not_parked() -> None:
+    item = WorkItem.model_validate({**GOOD, "park": PARK})
+    assert item.park == Parking(
+        count=2, since=datetime(2026, 11, 26, 1, tzinfo=UTC), until=datetime(2026, 11, 26, 3, tzinfo=UTC)
+    )
+    assert WorkItem.model_validate_json(encode(item)) == item
+    assert item.next("c").park is None
+
+
+def test_parking_again_counts_the_park_and_keeps_when_the_first_one_began() -> None:
+    first, second = datetime(2026, 11, 26, 1, tzinfo=UTC), datetime(2026, 11, 26, 1, 15, tzinfo=UTC)
+    once = WorkItem.model_validate(GOOD).parked(second, first)
+    twice = once.parked(datetime(2026, 11, 26, 2, tzinfo=UTC), second)
+    assert once.park == Parking(count=1, since=first, until=second)
+    assert twice.park == Parking(count=2, since=first, until=datetime(2026, 11, 26, 2, tzinfo=UTC))
+    assert twice.model_copy(update={"park": None}) == WorkItem.model_validate(GOOD)
+
+
+@pytest.mark.parametrize(
+    "park",
+    [
+        {**PARK, "count": 0},
+        {**PARK, "since": "2026-11-26T01:00:00"},  # no time zone
+        {**PARK, "until": "later"},
+        {**PARK, "extra": 1},
+        {"count": 1},
+    ],
+)
+def test_bad_parks_are_refused_naming_the_field(park: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        WorkItem.model_validate({**GOOD, "park": park})
+    assert {str(err["loc"][0]) for err in raised.value.errors()} == {"park"}
 
 
 WORKER_ENV = {"APILAKE_SOURCE": "api-a", "APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URL": "https://q"}

@@ -7,132 +7,29 @@ ledger that cannot be written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import timedelta
 
 import pytest
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
-from apilake.config import parse_sources
 from apilake.exceptions import BadResponseError, ParkMessageError, TransientHttpError
-from apilake.ingest import CIRCUIT_THRESHOLD, MAX_VISIBILITY_SECONDS, PageIngester, request_fingerprint
-from apilake.lake import encode_page, page_key
-from apilake.messages import WorkItem, WorkItemRecord
+from apilake.ingest import CIRCUIT_THRESHOLD, MAX_PARKED_SECONDS, request_fingerprint
+from apilake.lake import encode_page
+from apilake.messages import Parking
 from apilake.observability import Metric, totals
 from apilake.pagination import PageRequest
-from apilake.settings import WorkerSettings
 from tests.unit.fakes import (
-    FakeClock,
-    FakeContext,
-    FakeLake,
-    FakeLedger,
-    FakeSender,
-    FakeSqs,
-    FakeVendor,
+    NOW,
+    QUEUE_URL,
+    RUN,
+    STALE_SECONDS,
     StoredClaim,
+    Worker,
     claim_key,
     client_error,
+    document,
+    item,
+    key,
 )
-
-RUN = "r1"
-INGESTION = date(2026, 11, 26)
-NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
-QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/apilake-test"
-STALE_SECONDS = 300.0
-SOURCES = parse_sources(
-    {
-        "sources": [
-            {
-                "name": "fan",  # fan-out: the planner enqueued every page
-                "base_url": "https://api.example.com",
-                "path": "/items",
-                "records_path": "data",
-                "pagination": {"type": "page_number", "page_size": 2, "size_param": None, "total_path": "total"},
-            },
-            {
-                "name": "chain",  # a chain: the worker landing page N enqueues page N+1
-                "base_url": "https://api.example.com",
-                "path": "/events",
-                "records_path": "data",
-                "pagination": {"type": "cursor", "cursor_path": "next"},
-            },
-        ]
-    },
-    "test",
-)
-
-
-def item(source: str, page: int, cursor: str | None = None) -> WorkItem:
-    return WorkItem(run_id=RUN, source=source, ingestion_date=INGESTION, shard="all", page=page, cursor=cursor)
-
-
-def document(page: int, next_cursor: str | None = None) -> dict[str, Any]:
-    return {"data": [{"id": page * 10}, {"id": page * 10 + 1}], "total": 10, "next": next_cursor}
-
-
-def key(work: WorkItem) -> str:
-    return page_key(work.source, work.ingestion_date, work.shard, work.page)
-
-
-@dataclass
-class Worker:
-    """One source's worker container: each :meth:`run` is one invocation over one SQS batch."""
-
-    source: str
-    clock: FakeClock = field(default_factory=lambda: FakeClock(NOW))
-    vendor: FakeVendor = field(default_factory=FakeVendor)
-    lake: FakeLake = field(default_factory=FakeLake)
-    sender: FakeSender = field(default_factory=FakeSender)
-    sqs: FakeSqs = field(default_factory=FakeSqs)
-    ledger: FakeLedger = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ledger = FakeLedger(self.clock)
-
-    def run(self, *items: WorkItem) -> list[int]:
-        """Deliver ``items`` as one batch; returns the pages reported failed, in the response's order."""
-        settings = WorkerSettings(
-            source=self.source,
-            lake_bucket="lake",
-            queue_url=QUEUE_URL,
-            continuation_stale_seconds=STALE_SECONDS,
-        )
-        ingester = PageIngester(
-            settings=settings,
-            sources=SOURCES,
-            vendors=self.vendor,
-            writer=self.lake,
-            ledger=self.ledger,
-            sender=self.sender,
-            sqs_client=self.sqs,
-            clock=self.clock,
-        )
-        processor = BatchProcessor(event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False)
-        event = {"Records": [sqs_record(f"m{i}", work) for i, work in enumerate(items)]}
-        response = ingester.process(event, FakeContext(), processor)
-        by_id = {f"m{i}": work.page for i, work in enumerate(items)}
-        return [by_id[str(failure["itemIdentifier"])] for failure in response["batchItemFailures"]]
-
-
-def sqs_record(message_id: str, work: WorkItem) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"receipt-{message_id}",
-        "body": work.model_dump_json(),
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1764118800000",
-            "SenderId": "123456789012",
-            "ApproximateFirstReceiveTimestamp": "1764118800001",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "0" * 32,
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:apilake-test",
-        "awsRegion": "us-east-1",
-    }
-
 
 # -- happy paths -------------------------------------------------------------------------------
 
@@ -370,48 +267,6 @@ def test_the_circuit_breaker_stops_a_failing_sources_batch_early(
         assert worker.ledger.failures[unfetched]["error"] == "CircuitOpenError"
 
 
-@pytest.mark.parametrize(
-    ("delay_seconds", "visibility"),
-    [
-        pytest.param(600, 600, id="the vendor's wait"),
-        pytest.param(100_000, MAX_VISIBILITY_SECONDS, id="capped at the SQS maximum"),
-    ],
-)
-def test_a_long_retry_after_parks_the_message_and_fails_the_record(delay_seconds: int, visibility: int) -> None:
-    # Given a page whose vendor asks for a wait longer than is worth sleeping in Lambda
-    worker = Worker("fan")
-    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=delay_seconds))
-    parked_before = totals.get("fan", Metric.PARKED)
-    # When it is delivered
-    failed = worker.run(item("fan", 1))
-    # Then its message is hidden in the queue for the wait, the record fails, and nothing landed
-    assert worker.sqs.visibility_changes == [
-        {"QueueUrl": QUEUE_URL, "ReceiptHandle": "receipt-m0", "VisibilityTimeout": visibility}
-    ]
-    assert failed == [1]
-    assert totals.get("fan", Metric.PARKED) - parked_before == 1
-    assert worker.ledger.failures[1]["error"] == "ParkMessageError"
-    assert worker.lake.objects == {}
-    assert worker.ledger.landed == []
-
-
-def test_a_park_that_sqs_refuses_still_fails_the_record_and_notes_why() -> None:
-    # Given a page whose vendor asks for a long wait, and SQS refusing the visibility change (as it does
-    # for one that would end more than 12 hours after the message was received)
-    worker = Worker("fan")
-    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=MAX_VISIBILITY_SECONDS))
-    worker.sqs.broken = client_error("ChangeMessageVisibility", "InvalidParameterValue")
-    parked_before, failures_before = totals.get("fan", Metric.PARKED), totals.get("fan", Metric.FAILURES)
-    # When it is delivered
-    failed = worker.run(item("fan", 1))
-    # Then the record fails (the message comes back after the queue's visibility timeout) and the ledger says why
-    assert failed == [1]
-    assert worker.ledger.failures[1]["error"] == "ParkMessageError"
-    # And it is counted as a failure, not as parked
-    assert totals.get("fan", Metric.PARKED) - parked_before == 0
-    assert totals.get("fan", Metric.FAILURES) - failures_before == 1
-
-
 def test_when_the_batch_cannot_be_recorded_its_landed_records_fail_and_are_recorded_on_redelivery() -> None:
     # Given three fan-out pages, the second failing at the vendor, and the ledger refusing the batch's marker
     worker = Worker("fan")
@@ -442,3 +297,178 @@ def test_a_message_for_another_source_fails_permanently_without_calling_the_vend
     assert failed == [1]
     assert worker.ledger.failures[1]["error"] == "InvalidMessageError"
     assert (worker.vendor.asked, worker.lake.objects) == ([], {})
+
+
+# -- parking: a long Retry-After re-sends the message with a delay, it never spends a receive ------
+
+
+def test_nine_long_parks_in_a_row_spend_no_receive_and_the_page_lands_when_the_vendor_recovers() -> None:
+    # Given a page whose vendor answers 429 with Retry-After: 600 nine times, then the page
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", *[ParkMessageError("429 with Retry-After 600s", delay_seconds=600)] * 9, document(1))
+    parked_before = totals.get("fan", Metric.PARKED)
+    message = item("fan", 1)
+    # When each park's copy is delivered once its delay is over
+    for park in range(1, 10):
+        # Then each delivery succeeds (SQS deletes it: no message comes back, no receive count grows)
+        assert worker.run(message) == []
+        # and a copy of the page was sent to the source's queue, delayed for the wait, its parks counted
+        assert len(worker.sender.parked()) == park
+        message, delay = worker.sender.parked()[-1]
+        assert worker.sender.sent[-1][0] == QUEUE_URL and delay == 600
+        assert message.park is not None
+        assert (message.park.count, message.park.since) == (park, NOW)
+        assert message.park.until == worker.clock() + timedelta(seconds=600)
+        assert message.model_copy(update={"park": None}) == item("fan", 1)
+        worker.clock.advance(delay)
+    assert worker.run(message) == []
+    # Then the page landed once, on the tenth call to the vendor, and is recorded
+    assert worker.vendor.asked == ["page=1"] * 10
+    assert list(worker.lake.objects) == [key(item("fan", 1))]
+    assert worker.ledger.landed_pages() == [1]
+    # And every park was counted and noted in the ledger as the reason the page was missing meanwhile
+    assert totals.get("fan", Metric.PARKED) - parked_before == 9
+    assert worker.ledger.failures[1]["error"] == "ParkMessageError"
+    assert worker.sender.undelayed() == []
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [
+        pytest.param(600, 600, id="the vendor's wait"),
+        pytest.param(3600, 900, id="longer than SQS delays a message: the first 15 minutes"),
+    ],
+)
+def test_a_long_retry_after_sends_a_delayed_copy_and_the_delivery_succeeds(retry_after: int, delay: int) -> None:
+    # Given a page whose vendor asks for a wait longer than is worth sleeping in Lambda
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=retry_after))
+    parked_before, failures_before = totals.get("fan", Metric.PARKED), totals.get("fan", Metric.FAILURES)
+    # When it is delivered
+    failed = worker.run(item("fan", 1))
+    # Then the delivery succeeded, and a copy waits in the queue, not before the vendor's time
+    assert failed == []
+    until = NOW + timedelta(seconds=retry_after)
+    assert worker.sender.parked() == [(item("fan", 1).parked(until, NOW), delay)]
+    assert worker.sender.parked()[0][0].park == Parking(count=1, since=NOW, until=until)
+    assert totals.get("fan", Metric.PARKED) - parked_before == 1
+    assert totals.get("fan", Metric.FAILURES) - failures_before == 0
+    # And the ledger says why the page is missing; nothing landed
+    assert worker.ledger.failures[1] == {
+        "reason": f"429 with Retry-After; park 1 since {NOW.isoformat()}, next try at {until.isoformat()}",
+        "error": "ParkMessageError",
+        "attempt": 1,
+        "at": NOW.isoformat(),
+    }
+    assert (worker.lake.objects, worker.ledger.landed) == ({}, [])
+
+
+def test_a_wait_longer_than_sqs_delays_is_parked_again_on_arrival_without_calling_the_vendor() -> None:
+    # Given a page whose vendor asks for 2,000 s, then answers
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=2000), document(1))
+    until = NOW + timedelta(seconds=2000)
+    message = item("fan", 1)
+    # When its copies are delivered as SQS delays them: 900 s, 900 s, then the 200 s left
+    for hop, delay in enumerate([900, 900, 200], start=1):
+        assert worker.run(message) == []
+        message, sent_delay = worker.sender.parked()[-1]
+        assert sent_delay == delay and message.park == Parking(count=hop, since=NOW, until=until)
+        worker.clock.advance(delay)
+        # Then the vendor was asked once, and the ledger noted the wait once, when the vendor asked for it
+        assert worker.vendor.asked == ["page=1"]
+        assert worker.ledger.failures[1]["at"] == NOW.isoformat()
+    # And the copy that arrives at the vendor's time (half a second early, within the margin) lands the page
+    worker.clock.advance(-0.5)
+    assert worker.run(message) == []
+    assert worker.vendor.asked == ["page=1", "page=1"]
+    assert worker.ledger.landed_pages() == [1]
+
+
+def test_the_pages_after_a_parked_one_in_its_batch_wait_with_it_without_calling_the_vendor() -> None:
+    # Given a batch of three pages, the vendor asking for a long wait at the first
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=600))
+    # When it is delivered
+    failed = worker.run(*[item("fan", page) for page in (1, 2, 3)])
+    # Then the vendor was asked once, and all three were parked until its time; no delivery failed
+    assert failed == []
+    assert worker.vendor.asked == ["page=1"]
+    until = NOW + timedelta(seconds=600)
+    assert worker.sender.parked() == [(item("fan", page).parked(until, NOW), 600) for page in (1, 2, 3)]
+    assert worker.ledger.failures[3]["reason"].startswith("the vendor asked this batch to wait; park 1 since")
+
+
+def test_a_delivery_redelivered_after_its_copy_was_sent_lands_the_page_once_and_continues_the_chain_once() -> None:
+    # Given page 3 of a chain, whose vendor asks for a wait three times, then answers with page 4's cursor
+    worker = Worker("chain")
+    throttled = ParkMessageError("429 with Retry-After", delay_seconds=600)
+    worker.vendor.answer("cursor=c3", throttled, throttled, throttled, document(3, next_cursor="c4"))
+    original = item("chain", 3, cursor="c3")
+    # When its first delivery parks a copy, and the worker dies before SQS deletes that delivery
+    assert worker.run(original) == []
+    copy = worker.sender.parked()[-1][0]
+    # And the copy, parked again, and the original, back after the visibility timeout, are delivered
+    worker.clock.advance(600)
+    assert worker.run(copy) == []
+    copy = worker.sender.parked()[-1][0]
+    worker.clock.advance(1200)
+    assert worker.run(original) == []  # the vendor still waits: a second copy, the one extra per crash
+    second_copy = worker.sender.parked()[-1][0]
+    assert worker.run(copy) == []  # its wait over: the page lands, page 4 is claimed and sent
+    worker.clock.advance(600)
+    assert worker.run(second_copy) == []  # lands unchanged, page 4 already sent
+    # Then two copies were in the queue at once, each carrying the cursor and counting its own parks
+    assert [(sent.cursor, sent.park.count if sent.park else 0) for sent, _ in worker.sender.parked()] == [
+        ("c3", 1),
+        ("c3", 2),
+        ("c3", 1),
+    ]
+    # And the page was written once, recorded by both, and page 4 was sent once: the chain did not fork
+    assert worker.lake.puts == 1
+    assert worker.ledger.landed_pages() == [3, 3]
+    assert worker.sender.undelayed() == [(QUEUE_URL, item("chain", 4, cursor="c4"))]
+    assert worker.ledger.claims[claim_key(item("chain", 4))].state == "sent"
+
+
+def test_a_park_the_queue_refuses_fails_the_record_and_notes_why() -> None:
+    # Given a page whose vendor asks for a long wait, and the queue refusing the delayed copy
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=600))
+    worker.sender.broken = client_error("SendMessage")
+    parked_before, failures_before = totals.get("fan", Metric.PARKED), totals.get("fan", Metric.FAILURES)
+    # When it is delivered
+    failed = worker.run(item("fan", 1))
+    # Then the record fails (the message comes back after the queue's visibility timeout) and the ledger says why
+    assert failed == [1]
+    assert worker.ledger.failures[1]["error"] == "RetryableError"
+    assert "could not park page 1" in worker.ledger.failures[1]["reason"]
+    # And it is counted as a failure, not as parked
+    assert totals.get("fan", Metric.PARKED) - parked_before == 0
+    assert totals.get("fan", Metric.FAILURES) - failures_before == 1
+
+
+@pytest.mark.parametrize(
+    ("parked_for", "retry_after"),
+    [
+        pytest.param(MAX_PARKED_SECONDS - 300, 600, id="parked two days less five minutes, asked for ten more"),
+        pytest.param(None, MAX_PARKED_SECONDS + 1, id="asked for more than two days at once"),
+        pytest.param(None, 10**400, id="asked for a wait of 400 digits"),
+    ],
+)
+def test_a_page_that_would_wait_past_the_limit_is_not_parked_and_fails_like_any_other(
+    parked_for: int | None, retry_after: int
+) -> None:
+    # Given a page (parked for that long already) whose vendor asks for that wait
+    worker = Worker("fan")
+    worker.vendor.answer("page=1", ParkMessageError("429 with Retry-After", delay_seconds=retry_after))
+    page = item("fan", 1)
+    if parked_for is not None:
+        page = page.parked(NOW, NOW - timedelta(seconds=parked_for))
+    # When it is delivered
+    failed = worker.run(page)
+    # Then it is not parked: the record fails, and reaches the DLQ on its receive count if the vendor goes on
+    assert failed == [1]
+    assert worker.sender.sent == []
+    assert worker.ledger.failures[1]["error"] == "RetryableError"
+    assert worker.ledger.failures[1]["reason"].endswith("the page would wait past the 48-hour limit: not parked again")

@@ -1,10 +1,12 @@
-"""The worker's domain: fetch one page, land it once, continue its chain once, account for it."""
+"""The worker's domain: fetch one page, land it once, continue its chain once, account for it;
+or park it in its queue while the vendor asks us to wait."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
@@ -30,12 +32,16 @@ from apilake.ledger import Claim, ClaimState, Ledger
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage, paginator_for
-from apilake.queue import QueueSender
+from apilake.queue import MAX_DELAY_SECONDS, QueueSender
 from apilake.records import extract_records
 from apilake.settings import WorkerSettings
 
 CIRCUIT_THRESHOLD = 3  # retryable failures in a row that stop this batch's calls to the vendor
-MAX_VISIBILITY_SECONDS = 43_200  # SQS maximum
+# A page is parked (re-sent delayed) while the vendor asks to wait, for at most two days since its
+# first park: a daily quota that resets, with a day to spare. Past that it fails like any other page,
+# and reaches the DLQ on its receive count, where operators look.
+MAX_PARKED_SECONDS = 2 * 86_400
+DUE_MARGIN_SECONDS = 1.0  # a parked page this close to its time is due (Retry-After counts whole seconds)
 
 
 def request_fingerprint(request: PageRequest) -> str:
@@ -61,7 +67,7 @@ class WorkerLedger(Protocol):
 
 
 class ItemSender(Protocol):
-    def send_one(self, queue_url: str, item: WorkItem) -> None: ...
+    def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None: ...
 
 
 class PageFetcher(Protocol):
@@ -85,7 +91,6 @@ class PageIngester:
         writer: PageWriter,
         ledger: WorkerLedger,
         sender: ItemSender,
-        sqs_client: Any,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -94,9 +99,9 @@ class PageIngester:
         self.writer = writer
         self.ledger = ledger
         self.sender = sender
-        self._sqs = sqs_client
         self._clock = clock
         self._failures_in_a_row = 0
+        self._vendor_wait_until: datetime | None = None  # the latest Retry-After the vendor gave in this batch
         self._landed: list[tuple[str, WorkItem, dict[str, Any]]] = []  # (message id, item, details)
 
     @classmethod
@@ -109,7 +114,6 @@ class PageIngester:
             writer=LakeWriter(clients.s3, settings.lake_bucket),
             ledger=Ledger(clients.s3, settings.lake_bucket),
             sender=QueueSender(clients.sqs),
-            sqs_client=clients.sqs,
         )
 
     def process(
@@ -151,42 +155,59 @@ class PageIngester:
         return []
 
     def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
-        """The record handler of the batch processor: returns the key landed, raises to fail the record."""
+        """The record handler of the batch processor: returns the key landed (or when the page was parked
+        until), raises to fail the record."""
         item = record.body
         logger.append_keys(
-            message_id=record.messageId, source=item.source, shard=item.shard, page=item.page, run_id=item.run_id
+            message_id=record.messageId,
+            source=item.source,
+            shard=item.shard,
+            page=item.page,
+            run_id=item.run_id,
+            parks=item.park.count if item.park else 0,
         )
         deadline = Deadline(lambda_context.get_remaining_time_in_millis, self.settings.safety_margin_seconds)
         try:
-            if self._failures_in_a_row >= CIRCUIT_THRESHOLD:
-                raise CircuitOpenError(
-                    f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch"
-                )
-            result, details = self._ingest(item, deadline)
-        except ParkMessageError as exc:
-            if self._park(record, exc.delay_seconds):
-                self._failed(record, exc, Metric.PARKED, "message parked until the vendor's Retry-After")
-            else:
-                self._failed(record, exc, Metric.FAILURES, "message not parked, back after the visibility timeout")
-            raise
+            return self._handle(record, deadline)
         except RetryableError as exc:
-            self._failed(record, exc, Metric.FAILURES, "page failed, will be retried")
+            self._failed(record, exc, "page failed, will be retried")
             raise
         except PermanentError as exc:
-            self._failed(record, exc, Metric.FAILURES, "page failed permanently; to the DLQ after maxReceiveCount")
+            self._failed(record, exc, "page failed permanently; to the DLQ after maxReceiveCount")
             raise
         except (ClientError, BotoCoreError) as exc:
-            self._failed(record, exc, Metric.FAILURES, "AWS call failed, will be retried")
+            self._failed(record, exc, "AWS call failed, will be retried")
             raise RetryableError(f"AWS call failed: {exc}") from exc
+
+    def _handle(self, record: WorkItemRecord, deadline: Deadline) -> str:
+        item = record.body
+        if item.source != self.settings.source:
+            raise InvalidMessageError(
+                f"message for source '{item.source}' reached the worker of '{self.settings.source}'"
+            )
+        not_before = self._not_due_until(item)
+        if not_before is not None:
+            own = item.park is not None and item.park.until == not_before
+            return self._park(
+                record, not_before, "its wait is not over" if own else "the vendor asked this batch to wait"
+            )
+        if self._failures_in_a_row >= CIRCUIT_THRESHOLD:
+            raise CircuitOpenError(
+                f"{self._failures_in_a_row} failures in a row for this source: not calling it again in this batch"
+            )
+        try:
+            result, details = self._ingest(item, deadline)
+        except ParkMessageError as exc:
+            # Past the limit is not parked: capping keeps a wait of 400 digits from overflowing a datetime.
+            wait = timedelta(seconds=min(exc.delay_seconds, MAX_PARKED_SECONDS + 1))
+            not_before = self._clock() + wait
+            self._vendor_wait_until = max(not_before, self._vendor_wait_until or not_before)
+            return self._park(record, not_before, str(exc))
         self._failures_in_a_row = 0
         self._landed.append((record.messageId, item, details))
         return result.key
 
     def _ingest(self, item: WorkItem, deadline: Deadline) -> tuple[WriteResult, dict[str, Any]]:
-        if item.source != self.settings.source:
-            raise InvalidMessageError(
-                f"message for source '{item.source}' reached the worker of '{self.settings.source}'"
-            )
         source = self.sources.get(item.source)
         paginator = paginator_for(source)
         client = self.vendors.for_source(source)
@@ -266,31 +287,79 @@ class PageIngester:
             raise RetryableError(f"could not enqueue page {next_item.page}: {exc}") from exc
         self.ledger.confirm_continuation(next_item)
 
-    def _failed(self, record: WorkItemRecord, error: Exception, metric: Metric, message: str) -> None:
-        """Count, log, and note in the ledger why this delivery failed: status says what is missing and why."""
+    def _not_due_until(self, item: WorkItem) -> datetime | None:
+        """When the page may be asked for, if that is still ahead: the end of its own park, or of a wait
+        the vendor asked for earlier in this batch (a worker serves one source: the wait holds for all)."""
+        waits = [wait for wait in (item.park.until if item.park else None, self._vendor_wait_until) if wait is not None]
+        if waits and (max(waits) - self._clock()).total_seconds() > DUE_MARGIN_SECONDS:
+            return max(waits)
+        return None
+
+    def _park(self, record: WorkItemRecord, not_before: datetime, reason: str) -> str:
+        """Send a copy of the page to its own queue, delayed until ``not_before`` (at most 15 minutes: a
+        later time travels in the copy, which is parked again on arrival without calling the vendor), and
+        let this delivery succeed, so that SQS deletes it: a park never spends the message's receives.
+
+        A delivery that is not deleted after its copy was sent (the worker died) comes back and is parked
+        or landed again: one more copy of the page in the queue, at most, per such failure. The page lands
+        under its one key and is not rewritten (decision 3), and its chain's next page is claimed once
+        (decision 4): an extra copy costs a vendor request, never a duplicate page or a forked chain."""
         item = record.body
+        now = self._clock()
+        parked = item.parked(not_before, now)
+        park = parked.park
+        assert park is not None
+        if (not_before - park.since).total_seconds() > MAX_PARKED_SECONDS:
+            raise RetryableError(
+                f"{reason}; parked since {park.since.isoformat(timespec='seconds')}, the page would wait past "
+                f"the {MAX_PARKED_SECONDS // 3600}-hour limit: not parked again"
+            )
+        delay = min(MAX_DELAY_SECONDS, max(0, math.ceil((not_before - now).total_seconds())))
+        try:
+            self.sender.send_one(self.settings.queue_url, parked, delay_seconds=delay)
+        except (ClientError, BotoCoreError) as exc:
+            raise RetryableError(f"{reason}; could not park page {item.page}: {exc}") from exc
+        count(item.source, Metric.PARKED)
+        details = {
+            "reason": reason,
+            "parks": park.count,
+            "parked_since": park.since.isoformat(timespec="seconds"),
+            "parked_seconds": round((now - park.since).total_seconds()),
+            "not_before": not_before.isoformat(timespec="seconds"),
+            "delay_seconds": delay,
+        }
+        if item.park is not None and item.park.until == not_before:
+            logger.info("page parked again until its wait is over", extra=details)
+        else:
+            logger.warning("page parked: the vendor asked to wait", extra=details)
+            self._note(
+                record,
+                ParkMessageError.__name__,
+                f"{reason}; park {park.count} since {details['parked_since']}, next try at {details['not_before']}",
+            )
+        return f"parked until {details['not_before']}"
+
+    def _failed(self, record: WorkItemRecord, error: Exception, message: str) -> None:
+        """Count, log, and note in the ledger why this delivery failed: status says what is missing and why."""
         permanent = isinstance(error, PermanentError)
         if not permanent:
             self._failures_in_a_row += 1
-        count(item.source, metric)
+        count(record.body.source, Metric.FAILURES)
         attempt = int(record.attributes.ApproximateReceiveCount)
-        details = {"reason": str(error), "error": type(error).__name__, "attempt": attempt}
-        (logger.error if permanent else logger.warning)(message, extra=details)
+        (logger.error if permanent else logger.warning)(
+            message, extra={"reason": str(error), "error": type(error).__name__, "attempt": attempt}
+        )
+        self._note(record, type(error).__name__, str(error))
+
+    def _note(self, record: WorkItemRecord, error: str, reason: str) -> None:
+        """Note in the ledger why the page is missing (its last failure or park)."""
+        details = {
+            "reason": reason,
+            "error": error,
+            "attempt": int(record.attributes.ApproximateReceiveCount),
+            "at": self._clock().isoformat(timespec="seconds"),
+        }
         try:
-            self.ledger.mark_failure(item, {**details, "at": self._clock().isoformat(timespec="seconds")})
+            self.ledger.mark_failure(record.body, details)
         except (ClientError, BotoCoreError) as exc:
             logger.warning("could not note the failure in the ledger", extra={"reason": str(exc)})
-
-    def _park(self, record: WorkItemRecord, delay_seconds: int) -> bool:
-        """Hide the message for the vendor's wait. False when SQS refuses (it does for a wait that would end
-        more than 12 hours after the message was received): the record still fails, and says why."""
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=self.settings.queue_url,
-                ReceiptHandle=record.receiptHandle,
-                VisibilityTimeout=max(0, min(delay_seconds, MAX_VISIBILITY_SECONDS)),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            logger.warning("could not park the message", extra={"reason": str(exc)})
-            return False
-        return True

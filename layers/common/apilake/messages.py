@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Field, Json, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json, StringConstraints
 
 from apilake.config import SourceName
 
@@ -17,8 +17,22 @@ RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 ShardName = Annotated[str, StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2})$")]
 
 
+class Parking(BaseModel):
+    """How long a page has waited in its queue for the vendor: a long ``Retry-After`` re-sends the
+    message with a delay (at most 15 minutes a hop), not before ``until``; ``count`` hops since ``since``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(ge=1)
+    since: AwareDatetime
+    until: AwareDatetime
+
+
 class WorkItem(BaseModel):
-    """What a worker needs to fetch one page and land it under its deterministic key."""
+    """What a worker needs to fetch one page and land it under its deterministic key.
+
+    Fields added later are optional and left out of the message while unset, so that messages
+    written before them still parse, and an unparked message is what it always was."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -30,10 +44,18 @@ class WorkItem(BaseModel):
     page: int = Field(ge=1, le=MAX_PAGES_PER_SHARD)
     # Chain styles only: the cursor (cursor style) or the absolute URL (next_url, link_header) of this page.
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    # Set while the page waits out a vendor's Retry-After in the queue (see PageIngester).
+    park: Parking | None = Field(default=None, exclude_if=lambda park: park is None)
 
     def next(self, cursor: str | None) -> WorkItem:
-        """The chain's next page (validated: a chain cannot grow past the pages a shard may hold)."""
-        return WorkItem.model_validate({**self.model_dump(), "page": self.page + 1, "cursor": cursor})
+        """The chain's next page (validated: a chain cannot grow past the pages a shard may hold), not parked."""
+        return WorkItem.model_validate({**self.model_dump(), "page": self.page + 1, "cursor": cursor, "park": None})
+
+    def parked(self, until: datetime, now: datetime) -> WorkItem:
+        """This page parked once more, not before ``until``: the count raised, the first park's time kept."""
+        since = self.park.since if self.park else now
+        count = self.park.count + 1 if self.park else 1
+        return self.model_copy(update={"park": Parking(count=count, since=since, until=until)})
 
 
 class WorkItemRecord(SqsRecordModel):

@@ -1,5 +1,5 @@
 """SQS: finding a source's queue by its name; sending work items in batches of 10, several batches
-in flight, failed entries retried."""
+in flight, failed entries retried; sending one, delayed if asked (a parked page)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from apilake.names import queue_name
 
 BATCH_SIZE = 10  # the SendMessageBatch maximum
 ENTRY_ATTEMPTS = 3
+MAX_DELAY_SECONDS = 900  # the SendMessage maximum of DelaySeconds
 
 
 def encode(item: WorkItem) -> str:
@@ -48,8 +49,9 @@ class QueueSender:
         self._sqs = sqs_client
         self._threads = threads
 
-    def send_one(self, queue_url: str, item: WorkItem) -> None:
-        self._sqs.send_message(QueueUrl=queue_url, MessageBody=encode(item))
+    def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None:
+        """Send ``item``, hidden from consumers for ``delay_seconds`` (0 to :data:`MAX_DELAY_SECONDS`)."""
+        self._sqs.send_message(QueueUrl=queue_url, MessageBody=encode(item), DelaySeconds=delay_seconds)
 
     def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int:
         """Send every item; raises :class:`RetryableError` if some could not be sent after retries."""

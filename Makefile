@@ -38,7 +38,7 @@ help:
 	@echo "make bench  benchmarks: throughput, rate limits, cold start, fan-out, memory, cost (~15 min); table + bench/results/*.json"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
-	@echo "make template  regenerate template.yaml from layers/common/sources.yaml"
+	@echo "make template  regenerate the sources' region of template.yaml from layers/common/sources.yaml (prints what changed)"
 	@echo "make lock   re-resolve requirements-dev.lock and layers/common/requirements.txt"
 
 $(UV):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from apilake.auth import Credentials
@@ -52,15 +54,17 @@ def response(
     return resp
 
 
-class StubSession:
-    """Plays the given responses (or raises the given exceptions) in order and records the calls."""
+class StubSession(requests.Session):
+    """Plays the given responses (or raises the given exceptions) in order and records what was sent:
+    requests are prepared as a real session prepares them, and never leave the process."""
 
     def __init__(self, *outcomes: requests.Response | Exception) -> None:
+        super().__init__()
         self.outcomes = list(outcomes)
         self.calls: list[dict[str, Any]] = []
 
-    def get(self, url: str, **kwargs: Any) -> requests.Response:
-        self.calls.append({"url": url, **kwargs})
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.calls.append({"url": request.url, "headers": request.headers, **kwargs})
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
@@ -86,7 +90,7 @@ def client(
     slept: list[float] = []
     vendor = VendorClient(
         make_source(**retries),
-        session,  # type: ignore[arg-type]
+        session,
         credentials or Credentials(),
         sleep=slept.append,
         jitter=lambda low, high: high,  # the ceiling of full jitter, to make waits predictable
@@ -219,7 +223,7 @@ def test_requests_go_out_with_timeouts_credentials_and_no_automatic_redirects() 
     assert call["timeout"] == (3.05, 30.0)
     assert call["allow_redirects"] is False
     assert call["headers"]["X-Api-Key"] == "k"
-    assert call["params"] == {"page": "1", "token": "t"}
+    assert call["url"] == "https://api.example.com/things?page=1&token=t"
 
 
 def test_query_credentials_never_appear_in_errors() -> None:
@@ -240,3 +244,102 @@ def test_retries_and_throttles_are_counted() -> None:
     vendor.fetch(REQUEST, Deadline.unbounded())
     assert totals.get("api-x", Metric.RETRIES) - before[0] == 2
     assert totals.get("api-x", Metric.THROTTLED) - before[1] == 1
+
+
+KEY = "k3y-s3cr3t"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        (ValueError(f"Invalid header value b'{KEY}\\n'"), PermanentHttpError, "could not be made: ValueError"),
+        (
+            UnicodeEncodeError("latin-1", KEY + "\u20ac", 10, 11, "ordinal not in range(256)"),
+            PermanentHttpError,
+            "could not be made: UnicodeEncodeError",
+        ),
+        (requests.exceptions.InvalidHeader(f"bad header value: {KEY!r}"), PermanentHttpError, "InvalidHeader"),
+        (requests.exceptions.InvalidURL(f"https://x?key={KEY}"), PermanentHttpError, "InvalidURL"),
+        (requests.exceptions.TooManyRedirects(KEY), PermanentHttpError, "TooManyRedirects"),
+        (requests.exceptions.ContentDecodingError(KEY), PermanentHttpError, "could not be decoded"),
+        (requests.exceptions.ChunkedEncodingError(KEY), TransientHttpError, "broke off: ChunkedEncodingError"),
+        (requests.exceptions.SSLError(KEY), TransientHttpError, "connection error calling"),
+        (requests.RequestException(KEY), PermanentHttpError, "could not be made: RequestException"),
+        (http.client.RemoteDisconnected(KEY), TransientHttpError, "connection error calling"),
+        (urllib3.exceptions.ProtocolError(KEY), TransientHttpError, "connection error calling"),
+        (ConnectionResetError(104, KEY), TransientHttpError, "connection error calling"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_every_error_of_the_http_layer_is_classified_and_never_quotes_its_text(
+    error: Exception, kind: type[Exception], reason: str
+) -> None:
+    # Given an HTTP layer that fails with an exception whose own text quotes the key
+    session = StubSession(*(error for _ in range(4)))
+    vendor, _ = client(session, credentials=Credentials(headers={"X-Api-Key": KEY}, params={"key": KEY}))
+    # When the page is fetched
+    with pytest.raises(kind) as raised:
+        vendor.fetch(REQUEST, Deadline.unbounded())
+    # Then it is the project's retryable or permanent error, with a reason and without the key anywhere
+    assert reason in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert KEY not in str(raised.value)
+    # (a retryable one was retried, a permanent one was not)
+    assert len(session.calls) == (4 if kind is TransientHttpError else 1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://elsewhere.example.net/things?page=2",
+        "http://api.example.com/things?page=2",
+        "https://api.example.com:8443/things?page=2",
+        "https://api.example.com.elsewhere.example.net/things",
+        "https://api.example.com@elsewhere.example.net/things",
+        "https://elsewhere.example.net\\@api.example.com/things",
+        "ftp://api.example.com/things",
+    ],
+    ids=["host", "scheme", "port", "suffix", "user info", "backslash", "ftp"],
+)
+def test_a_request_for_another_origin_is_refused_before_it_is_sent(url: str) -> None:
+    # Given a work item whose URL cursor points elsewhere (a queued message, an edited DLQ message redriven)
+    session = StubSession(response(200))
+    vendor, _ = client(session, credentials=Credentials(headers={"Authorization": f"Bearer {KEY}"}))
+    # When its page is fetched
+    with pytest.raises(PermanentHttpError) as raised:
+        vendor.fetch(PageRequest(url), Deadline.unbounded())
+    # Then nothing was sent, and the error names the source and what it refused, not the credential
+    assert session.calls == []
+    assert "source 'api-x' may only call https://api.example.com: refused to send a request to " in str(raised.value)
+    assert KEY not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.example.com/things?page=2", "HTTPS://API.Example.COM:443/v2/things", "https://api.example.com"]
+)
+def test_a_request_for_the_sources_origin_goes_out(url: str) -> None:
+    session = StubSession(response(200))
+    vendor, _ = client(session)
+    vendor.fetch(PageRequest(url), Deadline.unbounded())
+    assert len(session.calls) == 1
+
+
+def test_the_origin_is_checked_on_the_url_as_sent() -> None:
+    # urllib.parse reads the host of this URL as api.example.com, requests (urllib3) as elsewhere.example.net
+    session = StubSession(response(200))
+    vendor, _ = client(session)
+    with pytest.raises(PermanentHttpError, match=r"refused to send a request to https://elsewhere\.example\.net$"):
+        vendor.fetch(PageRequest("https://elsewhere.example.net\\@api.example.com/"), Deadline.unbounded())
+    assert session.calls == []
+
+
+@pytest.mark.parametrize(
+    "url", ["//elsewhere.example.net/things", "https://[::1/things?key={KEY}", "things?page=2&key={KEY}"]
+)
+def test_a_request_url_that_cannot_be_read_is_refused_before_it_is_sent(url: str) -> None:
+    session = StubSession(response(200))
+    vendor, _ = client(session, credentials=Credentials(params={"key": KEY}))
+    with pytest.raises(PermanentHttpError, match="could not be made") as raised:
+        vendor.fetch(PageRequest(url.format(KEY=KEY)), Deadline.unbounded())
+    assert session.calls == []
+    assert KEY not in str(raised.value)

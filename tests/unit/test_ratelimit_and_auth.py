@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from apilake.auth import Credentials, CredentialStore
 from apilake.config import Source, parse_sources
-from apilake.exceptions import ConfigError
+from apilake.exceptions import ConfigError, PermanentError, RetryableError
 from apilake.ratelimit import Pacer
 
 
@@ -93,3 +93,47 @@ def test_credentials_do_not_show_in_repr_and_are_redacted_or_stripped_from_urls(
     url = "https://x.example.com/a?page=2&key=s3cr3t"
     assert credentials.redact(url) == "https://x.example.com/a?page=2&key=***"
     assert credentials.strip(url) == "https://x.example.com/a?page=2"
+
+
+@mock_aws
+@pytest.mark.parametrize("stored", ["k3y\n", "k3y\r\n", "  k3y\t", "\nk3y \n"], ids=["\\n", "\\r\\n", "blanks", "both"])
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        ({"type": "api_key", "secret_name": "s"}, Credentials(headers={"X-Api-Key": "k3y"})),
+        ({"type": "bearer", "secret_name": "s"}, Credentials(headers={"Authorization": "Bearer k3y"})),
+        (
+            {"type": "bearer", "secret_name": "s", "secret_field": "token"},
+            Credentials(headers={"Authorization": "Bearer k3y"}),
+        ),
+    ],
+    ids=["key", "bearer", "bearer, JSON field"],
+)
+def test_whitespace_around_a_secret_is_stripped(stored: str, auth: dict[str, Any], expected: Credentials) -> None:
+    # Given a secret made from a file (``--secret-string file://key.txt`` keeps its last newline)
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    client.create_secret(Name="s", SecretString=json.dumps({"token": stored}) if "secret_field" in auth else stored)
+    # Then the credentials carry the key alone: http.client would refuse a header ending with a newline
+    assert CredentialStore(client).for_source(source_with(auth)) == expected
+
+
+@mock_aws
+@pytest.mark.parametrize("stored", ["k3y\nd0", "k3y\x00d0", "k3y\x7fd0", "k3y\x85d0", "k3y\rX-Other: d0"])
+@pytest.mark.parametrize("secret_field", [None, "token"])
+def test_a_secret_with_a_control_character_is_refused_without_showing_it(stored: str, secret_field: str | None) -> None:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    client.create_secret(Name="s", SecretString=json.dumps({"token": stored}) if secret_field else stored)
+    auth = {"type": "bearer", "secret_name": "s", "secret_field": secret_field}
+    with pytest.raises(ConfigError) as raised:
+        CredentialStore(client).for_source(source_with(auth))
+    # A permanent error (the worker fails the page with this reason), naming the source and the secret only
+    assert isinstance(raised.value, PermanentError)
+    assert str(raised.value) == "source 'api-x': secret 's' has a control character in its value"
+    assert "k3y" not in repr(raised.value) and raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+@mock_aws
+def test_a_secret_that_cannot_be_read_is_a_retryable_error_naming_it() -> None:
+    client = boto3.client("secretsmanager", region_name="us-east-1")
+    with pytest.raises(RetryableError, match=r"source 'api-x': could not read secret 's': .*ResourceNotFound"):
+        CredentialStore(client).for_source(source_with({"type": "bearer", "secret_name": "s"}))

@@ -17,6 +17,7 @@ A dataset can have a rate limit: at most N requests answered in any one second, 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 import socket
@@ -34,7 +35,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 STYLES = ("page_number", "offset", "cursor", "next_url", "link_header", "single")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
-FaultKind = Literal["429", "status", "slow", "malformed", "truncated", "reset", "redirect", "html"]
+# The hostile ones: a body (or the head) a byte at a time, stacked content encodings, JSON nested very deep.
+HostileKind = Literal["drip", "drip_headers", "encodings", "deep_json"]
+FaultKind = Literal["429", "status", "slow", "malformed", "truncated", "reset", "redirect", "html"] | HostileKind
+DEEP_JSON_LEVELS = 200_000
+STACKED_ENCODINGS = 6  # urllib3 decodes at most 5
 
 
 @dataclass(frozen=True)
@@ -254,11 +259,13 @@ def decode_cursor(cursor: str) -> int:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    drip: tuple[str, float] | None = None  # ("body" or "head", seconds a byte) for this request: see _raw
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         pass
 
     def do_GET(self) -> None:
+        self.drip = None
         state = self.server.state
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -349,6 +356,18 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "slow":
             time.sleep(fault.delay_seconds)
             return False
+        if fault.kind in ("drip", "drip_headers"):
+            self.drip = ("body" if fault.kind == "drip" else "head", fault.delay_seconds)
+            return False
+        if fault.kind == "encodings":
+            payload = b'{"data": []}'
+            for _ in range(STACKED_ENCODINGS):
+                payload = gzip.compress(payload, mtime=0)
+            self._raw(200, payload, "application/json", {"Content-Encoding": ", ".join(["gzip"] * STACKED_ENCODINGS)})
+            return True
+        if fault.kind == "deep_json":
+            self._raw(200, b"[" * DEEP_JSON_LEVELS + b"]" * DEEP_JSON_LEVELS, "application/json")
+            return True
         if fault.kind == "malformed":
             self._raw(200, b'{"data": [1, 2', "application/json")
             return True
@@ -381,13 +400,29 @@ class _Handler(BaseHTTPRequestHandler):
         self._raw(status, json.dumps(body).encode(), "application/json", headers)
 
     def _raw(self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        if self.drip is not None and self.drip[0] == "head":
+            lines = [f"HTTP/1.1 {status} {self.responses[status][0]}", f"Content-Type: {content_type}"]
+            lines += [f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+            self._drip(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), self.drip[1])
+            self.wfile.write(payload)
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(payload)
+        if self.drip is not None:
+            self._drip(payload, self.drip[1])
+        else:
+            self.wfile.write(payload)
+
+    def _drip(self, data: bytes, seconds_a_byte: float) -> None:
+        """Send ``data`` a byte at a time: every read gets something, and the whole takes forever."""
+        for index in range(len(data)):
+            self.wfile.write(data[index : index + 1])
+            self.wfile.flush()
+            time.sleep(seconds_a_byte)
 
 
 class _Server(ThreadingHTTPServer):

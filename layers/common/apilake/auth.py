@@ -1,16 +1,23 @@
-"""Credentials: read a secret by name from Secrets Manager (cached), never log it."""
+"""Credentials: read a secret by name from Secrets Manager (cached), never log it.
+
+A secret's value is stripped of surrounding whitespace (a secret made from a file keeps its last
+newline) and refused if a control character is left in it: it goes into a header or a query
+string, and the HTTP layer's own error for a bad header value quotes the value.
+"""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from apilake.config import ApiKeyAuth, BearerAuth, Source
-from apilake.exceptions import ConfigError
+from apilake.exceptions import CredentialsError, RetryableError
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -26,8 +33,13 @@ class Credentials:
         return f"Credentials(headers={sorted(self.headers)}, params={sorted(self.params)})"
 
     def redact(self, url: str) -> str:
-        """``url`` with the value of every credential query parameter replaced by ``***``."""
-        return _replace_params(url, dict.fromkeys(self.params, "***"))
+        """``url`` with the value of every credential query parameter replaced by ``***`` (the whole query,
+        if the URL cannot be read)."""
+        try:
+            return _replace_params(url, dict.fromkeys(self.params, "***"))
+        except ValueError:
+            base, question, _ = url.partition("?")
+            return base + question + ("***" if question else "")
 
     def strip(self, url: str) -> str:
         """``url`` without the credential query parameters (they are added again on each request)."""
@@ -69,17 +81,22 @@ class CredentialStore:
 
     def _secret(self, source: Source, name: str, secret_field: str | None) -> str:
         if self._provider is None:
-            raise ConfigError(f"source '{source.name}': auth needs Secrets Manager, but no client was given")
-        value = self._provider.get(name, max_age=SECRET_MAX_AGE_SECONDS)
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"source '{source.name}': secret {name!r} is empty or binary")
-        if secret_field is None:
-            return value
+            raise CredentialsError(f"source '{source.name}': auth needs Secrets Manager, but no client was given")
         try:
-            document = json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigError(f"source '{source.name}': secret {name!r} is not a JSON object") from None
-        found = document.get(secret_field) if isinstance(document, dict) else None
-        if not isinstance(found, str) or not found:
-            raise ConfigError(f"source '{source.name}': secret {name!r} has no string field {secret_field!r}")
-        return found
+            value = self._provider.get(name, max_age=SECRET_MAX_AGE_SECONDS)
+        except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
+            raise RetryableError(f"source '{source.name}': could not read secret {name!r}: {exc}") from exc
+        if not isinstance(value, str) or not value.strip():
+            raise CredentialsError(f"source '{source.name}': secret {name!r} is empty or binary")
+        if secret_field is not None:
+            try:
+                document = json.loads(value)
+            except json.JSONDecodeError:
+                raise CredentialsError(f"source '{source.name}': secret {name!r} is not a JSON object") from None
+            value = document.get(secret_field) if isinstance(document, dict) else None
+            if not isinstance(value, str) or not value.strip():
+                raise CredentialsError(f"source '{source.name}': secret {name!r} has no string field {secret_field!r}")
+        value = value.strip()
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise CredentialsError(f"source '{source.name}': secret {name!r} has a control character in its value")
+        return value

@@ -93,3 +93,8 @@ def describe_validation_error(
     the document itself, when the problem is not in one field.
     """
     return "\n".join(f"{origin}: {locate(tuple(err['loc'])) or whole}: {err['msg']}" for err in error.errors())
+
+
+class CredentialsError(ConfigError, PermanentError):
+    """A source's secret is missing, empty or unusable. The message names the source and the secret, never
+    its value; permanent, so that a worker fails the page with this reason (and the planner the source)."""

@@ -4,13 +4,24 @@ Retries happen only on 429, 5xx, connection errors and timeouts: exponential bac
 jitter, ``Retry-After`` honoured (delta-seconds and HTTP-date) and capped, and never past the
 Lambda's remaining time. A ``Retry-After`` longer than the source's ``max_inline_wait_seconds``
 raises :class:`ParkMessageError` so that the message waits in the queue, not in a paid Lambda.
-Only the configured host is called: a redirect elsewhere is refused.
+
+Nothing a vendor or a queue message sends is trusted:
+- each request is checked as it is about to be sent: to the source's origin (scheme, host, port) or
+  nowhere, whatever made its URL (the config, a cursor in a message, a redirect);
+- a whole response (status line, headers, body) must arrive within the source's read timeout and the
+  Lambda's remaining time: requests' read timeout applies to each socket read, so a vendor sending a
+  byte a second would never trip it (:class:`ResponseDeadline`);
+- every exception of the HTTP layer becomes a retryable or a permanent error with a text of our own:
+  the libraries' texts can quote a URL with its key, or the header value (a key) they refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +31,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
@@ -30,11 +42,17 @@ from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttp
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage
 from apilake.ratelimit import Pacer
-from apilake.records import parse_document
+from apilake.records import MAX_DEPTH, NestingError, parse_document
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 256 * 1024
 USER_AGENT = "apilake/0.1 (+https://github.com/apilake)"
+# The longest wait a vendor can ask for: SQS's longest visibility timeout (the longest a message can be parked).
+MAX_RETRY_AFTER_SECONDS = 43_200.0
+# What requests, urllib3, http.client and the socket raise (requests' own exceptions are OSErrors;
+# ValueError includes UnicodeError, and the header value that http.client refuses).
+HTTP_LAYER_ERRORS = (OSError, ValueError, http.client.HTTPException, urllib3.exceptions.HTTPError)
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Deadline:
@@ -53,25 +71,133 @@ class Deadline:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or unreadable."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), at most
+    :data:`MAX_RETRY_AFTER_SECONDS`; None if absent or unreadable."""
     if value is None:
         return None
+    seconds = _whole_number(value)
+    if seconds is None:
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+def _whole_number(value: str) -> float | None:
+    """A header's number of ASCII digits, however many (``inf`` past a float's range); None for anything else."""
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    return float(value) if value.isascii() and value.isdigit() else None
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of ``url`` as requests reads it to connect; None when it has no host."""
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+        if not host:
+            return None
+        return scheme, host.encode("idna").decode("ascii"), port or DEFAULT_PORTS.get(scheme, 0)
+    except (ValueError, UnicodeError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+
+
+def _shown_origin(origin: tuple[str, str, int] | None) -> str:
+    if origin is None:
+        return "a URL without a host"
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port == DEFAULT_PORTS.get(scheme, 0) else f"{scheme}://{host}:{port}"
+
+
+_current = threading.local()  # .deadline: the ResponseDeadline of the request this thread is making
+
+
+class ResponseDeadline:
+    """Cuts a response off when it has not wholly arrived by a deadline: at that moment the socket it
+    arrives on is shut down, so the read in progress ends at once, and ``expired`` says why it ended.
+
+    The socket is found through the session's connections (:func:`new_session`): once a request is
+    sent, its connection hands itself to the deadline of the request this thread is making."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._connection: urllib3.connection.HTTPConnection | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> ResponseDeadline:
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _current.deadline = None
+        with self._lock:
+            self._connection = None
+
+    def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self.expired:
+                _shut_down(connection)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._connection is not None:
+                _shut_down(self._connection)
+
+
+def _shut_down(connection: urllib3.connection.HTTPConnection) -> None:
+    if connection.sock is not None:  # the socket's own shutdown, also for TLS (no TLS close from this thread)
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
+
+
+def _watched(connection: urllib3.connection.HTTPConnection) -> None:
+    deadline: ResponseDeadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(connection)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self)  # connected and sent: what comes back is under the deadline
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _watched(self)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, whose connections can be cut off by a :class:`ResponseDeadline`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 def new_session(pool_size: int = 10) -> requests.Session:
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = _Adapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -95,6 +221,7 @@ class VendorClient:
         self.session = session
         self.credentials = credentials
         self.pacer = pacer
+        self._origin = _origin(source.base_url)
         self._sleep = sleep
         self._jitter = jitter
 
@@ -138,20 +265,26 @@ class VendorClient:
         url, params = request.url, {**request.params, **self.credentials.params}
         headers = {**self.source.headers, **self.credentials.headers}
         started = time.monotonic()
-        for _ in range(MAX_REDIRECTS + 1):
-            response = self._get(url, params, headers, deadline)
-            if not response.is_redirect:
-                break
-            url = self._redirect_target(url, response)
-            params = dict(self.credentials.params)
-        else:
-            raise PermanentHttpError(f"more than {MAX_REDIRECTS} redirects from {self.credentials.redact(url)}")
-        with response:
-            count(self.source.name, Metric.API_LATENCY, (time.monotonic() - started) * 1000.0)
-            self._raise_for_status(response, deadline)
-            body = self._read_capped(response)
+        with ResponseDeadline(max(0.1, min(self.source.timeouts.read_seconds, deadline.remaining()))) as cutoff:
+            for _ in range(MAX_REDIRECTS + 1):
+                response = self._send(url, params, headers, cutoff)
+                if not response.is_redirect:
+                    break
+                url = self._redirect_target(url, response)
+                params = dict(self.credentials.params)
+            else:
+                raise PermanentHttpError(f"more than {MAX_REDIRECTS} redirects from {self.credentials.redact(url)}")
+            with response:
+                count(self.source.name, Metric.API_LATENCY, (time.monotonic() - started) * 1000.0)
+                self._raise_for_status(response, deadline)
+                body = self._read_capped(response, cutoff)
         try:
             document: Any = parse_document(body, self.source.records_path)
+        except NestingError:
+            raise BadResponseError(
+                f"the response of {self._shown(response)} is JSON nested deeper than {MAX_DEPTH} levels "
+                f"({len(body)} bytes)"
+            ) from None
         except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; their text may quote the body
             content_type = response.headers.get("Content-Type", "no content type")
             raise BadResponseError(
@@ -166,34 +299,61 @@ class VendorClient:
             latency_ms=(time.monotonic() - started) * 1000.0,
         )
 
-    def _get(self, url: str, params: dict[str, str], headers: dict[str, str], deadline: Deadline) -> requests.Response:
-        timeouts = self.source.timeouts
-        read_timeout = max(0.1, min(timeouts.read_seconds, deadline.remaining()))
+    def _send(
+        self, url: str, params: dict[str, str], headers: dict[str, str], cutoff: ResponseDeadline
+    ) -> requests.Response:
+        """The request prepared, its origin checked on the URL as it will be sent, then sent."""
         try:
-            return self.session.get(
-                url,
-                params=params,
-                headers=headers,
-                timeout=(timeouts.connect_seconds, read_timeout),
+            prepared = self.session.prepare_request(requests.Request("GET", url, params=params, headers=headers))
+            target = _origin(prepared.url or "")
+            if target is None or target != self._origin:
+                raise PermanentHttpError(
+                    f"source '{self.source.name}' may only call {_shown_origin(self._origin)}: "
+                    f"refused to send a request to {_shown_origin(target)}"
+                )
+            return self.session.send(
+                prepared,
+                timeout=(self.source.timeouts.connect_seconds, cutoff.seconds),
                 allow_redirects=False,
                 stream=True,
             )
-        # The exceptions' own text carries the full URL (and a query-string key): say it without them.
-        except requests.Timeout:
-            raise TransientHttpError(f"timed out calling {self.credentials.redact(url)}") from None
-        except requests.ConnectionError as exc:
-            raise TransientHttpError(
-                f"connection error calling {self.credentials.redact(url)}: {type(exc).__name__}"
-            ) from None
+        except HTTP_LAYER_ERRORS as exc:
+            raise self._failure(exc, url, cutoff) from None
+
+    def _failure(
+        self, error: Exception, url: str, cutoff: ResponseDeadline, content_encoding: str | None = None
+    ) -> TransientHttpError | PermanentHttpError:
+        """An exception of the HTTP layer as a retryable or a permanent error. Its text is not kept: it can
+        quote the URL with its credential, or the header value (a key) that http.client refused."""
+        shown, kind = self.credentials.redact(url), type(error).__name__
+        if cutoff.expired:
+            return self._too_slow(shown, cutoff)
+        if isinstance(error, requests.Timeout):
+            return TransientHttpError(f"timed out calling {shown}")
+        if isinstance(error, requests.exceptions.ChunkedEncodingError):
+            return TransientHttpError(f"the response of {shown} broke off: {kind}")
+        if isinstance(error, requests.exceptions.ContentDecodingError):
+            coding = f" (Content-Encoding {content_encoding[:60]!r})" if content_encoding else ""
+            return PermanentHttpError(f"the response of {shown} could not be decoded{coding}: {kind}")
+        if isinstance(error, requests.ConnectionError) or not isinstance(error, requests.RequestException | ValueError):
+            return TransientHttpError(f"connection error calling {shown}: {kind}")  # the socket's, http.client's
+        return PermanentHttpError(f"the request to {shown} could not be made: {kind} (its text may quote a secret)")
+
+    def _too_slow(self, shown: str, cutoff: ResponseDeadline) -> TransientHttpError:
+        return TransientHttpError(
+            f"the response of {shown} took longer than {round(cutoff.seconds, 1):g}s, the limit for a whole response"
+        )
 
     def _redirect_target(self, url: str, response: requests.Response) -> str:
         location = response.headers.get("Location", "")
         response.close()
-        target = urljoin(url, location)
-        parts = urlsplit(target)
-        if (parts.scheme, parts.netloc) != self.source.origin:
+        try:
+            target = urljoin(url, location)
+        except ValueError:
+            target = ""
+        if _origin(target) != self._origin:
             raise PermanentHttpError(
-                f"redirect ({response.status_code}) to {parts.scheme}://{parts.netloc} refused: "
+                f"redirect ({response.status_code}) to {_shown_origin(_origin(target))} refused: "
                 f"source '{self.source.name}' may only call {self.source.base_url}",
                 status=response.status_code,
             )
@@ -217,13 +377,13 @@ class VendorClient:
             raise TransientHttpError(f"{status} from {shown}", status=status, retry_after=retry_after)
         raise PermanentHttpError(f"{status} from {shown}", status=status)
 
-    def _read_capped(self, response: requests.Response) -> bytearray:
+    def _read_capped(self, response: requests.Response, cutoff: ResponseDeadline) -> bytearray:
         """The body, in one buffer (a page is held once, not as chunks and a copy), refused past the limit."""
         limit = self.source.max_page_bytes
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = _whole_number(response.headers.get("Content-Length", ""))
+        if declared is not None and declared > limit:
             raise PermanentHttpError(
-                f"the response of {self._shown(response)} is {declared} bytes, over the {limit}-byte limit"
+                f"the response of {self._shown(response)} declares a Content-Length over the {limit}-byte limit"
             )
         body = bytearray()
         try:
@@ -231,10 +391,10 @@ class VendorClient:
                 if len(body) + len(chunk) > limit:
                     raise PermanentHttpError(f"the response of {self._shown(response)} is over the {limit}-byte limit")
                 body += chunk
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientHttpError(
-                f"the response of {self._shown(response)} broke off: {type(exc).__name__}"
-            ) from None
+        except HTTP_LAYER_ERRORS as exc:
+            raise self._failure(exc, response.url, cutoff, response.headers.get("Content-Encoding")) from None
+        if cutoff.expired:  # cut off at the deadline: what arrived may be a part of the body only
+            raise self._too_slow(self._shown(response), cutoff)
         return body
 
     def _shown(self, response: requests.Response) -> str:

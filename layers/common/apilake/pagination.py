@@ -33,6 +33,8 @@ from apilake.exceptions import BadResponseError
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem
 from apilake.records import find, find_optional
 
+MAX_CURSOR_CHARS = 4096  # the longest cursor (or next URL) a work item carries: WorkItem.cursor
+
 
 @dataclass(frozen=True)
 class PageRequest:
@@ -160,7 +162,7 @@ class CursorPaginator(Paginator):
             return None
         if isinstance(cursor, bool) or not isinstance(cursor, str | int):
             raise BadResponseError(f"cursor at {self.config.cursor_path!r} is a {type(cursor).__name__}")
-        cursor = str(cursor)
+        cursor = _carried(str(cursor), "cursor")
         if cursor == item.cursor:
             raise BadResponseError(f"the vendor returned the same cursor again on page {item.page}: stopping a loop")
         return NextPage(cursor=cursor)
@@ -179,8 +181,11 @@ class _UrlChainPaginator(Paginator):
     def _next(self, item: WorkItem, page: VendorPage, link: str | None) -> NextPage | None:
         if not link:
             return None
-        url = urljoin(page.url, link)
-        parts = urlsplit(url)
+        try:
+            url = _carried(urljoin(page.url, link), "next URL")
+            parts = urlsplit(url)
+        except ValueError:  # not the link itself in the reason: it may carry a query-string key
+            raise BadResponseError("the next page's URL is not a URL that can be read") from None
         if (parts.scheme, parts.netloc) != self.source.origin:
             raise BadResponseError(
                 f"the next page's URL points to {parts.scheme}://{parts.netloc}, not to the source's host"
@@ -248,6 +253,16 @@ def shard_params(source: Source, shard: str) -> dict[str, str]:
         sharding.start_param: day.strftime(sharding.date_format),
         sharding.end_param: (day + timedelta(days=1)).strftime(sharding.date_format),
     }
+
+
+def _carried(cursor: str, what: str) -> str:
+    """``cursor``, if a work item can carry it."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise BadResponseError(
+            f"the vendor's {what} is {len(cursor)} characters long, "
+            f"more than the {MAX_CURSOR_CHARS} a work item carries"
+        )
+    return cursor
 
 
 def _checked_count(value: Any, what: str) -> int:

@@ -3,6 +3,10 @@
 A large page is not parsed into objects whole: the array at the source's ``records_path`` is kept
 as its JSON text (:class:`LazyRecords`), and each record is parsed when it is read, one at a time,
 as the page is encoded. The rest of the document (totals, cursors, links) is parsed as usual.
+
+Whole or lazy, a document nested deeper than :data:`MAX_DEPTH` is refused before it is parsed:
+Python's JSON decoder and encoder recurse once per level, and fail (RecursionError) some 1,500
+levels down, at a depth that depends on the call stack they run in.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import re
 from array import array
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import Any, overload
 
 from apilake.exceptions import BadResponseError
@@ -19,6 +24,15 @@ from apilake.exceptions import BadResponseError
 LAZY_ABOVE_BYTES = 1_000_000
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+# Arrays and objects inside one another: far more than any vendor's data, far fewer than Python's JSON can take.
+MAX_DEPTH = 512
+
+
+class NestingError(ValueError):
+    """The document is nested deeper than :data:`MAX_DEPTH` levels."""
+
+    def __init__(self) -> None:
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels")
 
 
 class LazyRecords(Sequence[Any]):
@@ -51,10 +65,14 @@ class _NotLazyError(Exception):
 
 def parse_document(body: bytes | bytearray, records_path: str) -> Any:
     """The JSON document of a page; above :data:`LAZY_ABOVE_BYTES` its records are :class:`LazyRecords`.
-    Raises ValueError (JSONDecodeError, UnicodeDecodeError) when the body is not JSON."""
+    Raises ValueError (JSONDecodeError, UnicodeDecodeError; NestingError) when the body is not JSON
+    (or is nested too deep)."""
+    encoding = json.detect_encoding(body)
+    if nesting_depth(body if encoding.startswith("utf-8") else body.decode(encoding).encode()) > MAX_DEPTH:
+        raise NestingError
     if len(body) < LAZY_ABOVE_BYTES:
         return json.loads(body)
-    text = body.decode(json.detect_encoding(body))
+    text = body.decode(encoding)
     try:
         value, end = _value(text, _skip(text, 0), records_path.split(".") if records_path else [])
     except _NotLazyError:
@@ -62,6 +80,26 @@ def parse_document(body: bytes | bytearray, records_path: str) -> Any:
     if _skip(text, end) != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'[]{}"')
+_STRING = re.compile(rb'"[^"]*"')
+_LEVEL = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # as signed bytes: +1 for an opening, -1 for a closing
+
+
+def nesting_depth(body: bytes | bytearray) -> int:
+    """How deep the arrays and objects of a UTF-8 JSON text go, without parsing it (and at a fraction of
+    the time): brackets inside strings do not count. Exact for JSON, an estimate for anything else
+    (which does not parse anyway)."""
+    # Escaped backslashes, then escaped quotes, go: every quote left opens or closes a string.
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Keep the brackets and the quotes; an empty string (most strings, once emptied) goes first, then
+    # the strings with brackets in them. Dropping a pair of neighbouring quotes keeps the others paired.
+    structure = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:
+        structure = _STRING.sub(b"", structure)
+    return max(accumulate(array("b", structure.translate(_LEVEL, b'"'))), default=0)
 
 
 def _skip(text: str, pos: int) -> int:

@@ -17,6 +17,9 @@ RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 ShardName = Annotated[str, StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2})$")]
 
 
+MAX_CURSOR_CHARS = 4096  # the longest cursor (or next URL) a work item carries
+
+
 class Parking(BaseModel):
     """How long a page has waited in its queue for the vendor: a long ``Retry-After`` re-sends the
     message with a delay (at most 15 minutes a hop), not before ``until``; ``count`` hops since ``since``."""
@@ -43,7 +46,7 @@ class WorkItem(BaseModel):
     shard: ShardName
     page: int = Field(ge=1, le=MAX_PAGES_PER_SHARD)
     # Chain styles only: the cursor (cursor style) or the absolute URL (next_url, link_header) of this page.
-    cursor: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    cursor: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CURSOR_CHARS)] | None = None
     # Set while the page waits out a vendor's Retry-After in the queue (see PageIngester).
     park: Parking | None = Field(default=None, exclude_if=lambda park: park is None)
 

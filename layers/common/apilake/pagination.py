@@ -30,10 +30,8 @@ from apilake.config import (
     Source,
 )
 from apilake.exceptions import BadResponseError
-from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem
+from apilake.messages import MAX_CURSOR_CHARS, MAX_PAGES_PER_SHARD, WorkItem
 from apilake.records import find, find_optional
-
-MAX_CURSOR_CHARS = 4096  # the longest cursor (or next URL) a work item carries: WorkItem.cursor
 
 
 @dataclass(frozen=True)

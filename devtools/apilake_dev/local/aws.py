@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +63,53 @@ class LazyQueueAttributes(Mapping[str, Any]):
 
 MOTO_ORIGINALS: dict[str, Any] = {}  # what patch_moto_sqs replaced (for tests)
 
+# moto's SQS backend methods that read and rewrite a queue's message list. moto's server answers each
+# request in a thread of its own and moto takes no lock around them: two deletes at once each rebuild
+# the list without their own message and the last assignment wins, putting the other's message back,
+# in flight until its visibility timeout although its delete was answered as a success (and a send or
+# a dead-letter move at that moment is lost the same way).
+QUEUE_MUTATORS = (
+    "send_message",
+    "send_message_batch",
+    "receive_message",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+)
+
+
+def one_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of moto's SQS backend, run holding its queue's ``_messages_lock``.
+
+    That lock, not one of ours: it is the condition a long-polling receive waits on, and waiting
+    releases it, so a receive waiting for messages does not hold up the sends and deletes of others.
+    """
+
+    @wraps(method)
+    def locked(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with self.get_queue(queue_name)._messages_lock:
+            return method(self, queue_name, *args, **kwargs)
+
+    locked.apilake_one_at_a_time = True  # type: ignore[attr-defined]
+    return locked
+
 
 def patch_moto_sqs() -> None:
-    """Install :class:`LazyQueueAttributes` on moto's queues (this process's moto; idempotent)."""
-    from moto.sqs.models import Queue
+    """Install :class:`LazyQueueAttributes` on moto's queues and make its :data:`QUEUE_MUTATORS` one
+    at a time per queue (this process's moto; idempotent)."""
+    from moto.sqs.models import Queue, SQSBackend
 
     current = Queue.__dict__["attributes"]
-    if isinstance(current, property) and current.fget is LazyQueueAttributes:
-        return
-    MOTO_ORIGINALS["Queue.attributes"] = current
-    Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
+    if not (isinstance(current, property) and current.fget is LazyQueueAttributes):
+        MOTO_ORIGINALS["Queue.attributes"] = current
+        Queue.attributes = property(LazyQueueAttributes)  # type: ignore[assignment,method-assign]
+    for name in QUEUE_MUTATORS:
+        method = SQSBackend.__dict__[name]
+        if not getattr(method, "apilake_one_at_a_time", False):
+            MOTO_ORIGINALS[f"SQSBackend.{name}"] = method
+            setattr(SQSBackend, name, one_at_a_time(method))
 
 
 class LocalAws:

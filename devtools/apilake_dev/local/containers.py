@@ -187,11 +187,43 @@ def _container_main(
         batch_size=spec.batch_size,
         timeout_seconds=spec.timeout_seconds,
         wait_seconds=1,
+        on_receive=report,  # the drain tells messages held by a container from those waiting out a timeout
     )
     while not stop.is_set():
         if source.poll_once():
             report()
     report()
+
+
+COUNT_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessagesNotVisible",
+)
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """A queue's approximate counts: visible, delayed (sent with a delay) and in flight."""
+
+    visible: int
+    delayed: int
+    in_flight: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.delayed + self.in_flight
+
+
+@dataclass(frozen=True)
+class InFlightWait:
+    """A source's messages in flight that no running container holds, with nothing visible: the queue
+    gives them back only when their visibility timeout runs out, by ``until`` (time.time())."""
+
+    source: str
+    count: int
+    until: float
+    visibility_timeout: int
 
 
 class LocalEventSources:
@@ -252,36 +284,57 @@ class LocalEventSources:
                 return
             self.latest[(report.source, report.container)] = report
 
-    def in_queues(self, sqs: Any) -> dict[str, int]:
-        """Per source: messages visible or in flight in its queue."""
+    def in_queues(self, sqs: Any) -> dict[str, QueueCounts]:
+        """Per source: the counts of its queue."""
         found = {}
         for source, url in self.deployment.queues.items():
-            attributes = sqs.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-            )["Attributes"]
-            found[source] = int(attributes["ApproximateNumberOfMessages"]) + int(
-                attributes["ApproximateNumberOfMessagesNotVisible"]
-            )
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(COUNT_ATTRIBUTES))["Attributes"]
+            found[source] = QueueCounts(*(int(attributes[name]) for name in COUNT_ATTRIBUTES))
         return found
+
+    def in_flight_waits(self, counts: dict[str, QueueCounts]) -> dict[str, InFlightWait]:
+        """Per source with nothing visible: its messages in flight that no running container holds.
+
+        They were received at the latest when the source's containers last received anything, so
+        the queue gives them back by then plus the visibility timeout.
+        """
+        running = {tuple(key.split("/", 1)) for key in self._processes}
+        waits = {}
+        for source, count in counts.items():
+            reports = [report for (s, _), report in self.latest.items() if s == source]
+            held = sum(r.stats.in_hand for r in reports if (r.source, r.container) in running)
+            last_receive = max((r.stats.last_receive for r in reports), default=0.0)
+            if count.visible or count.in_flight <= held or not last_receive:
+                continue
+            timeout = self.deployment.visibility_timeout[source]
+            waits[source] = InFlightWait(source, count.in_flight - held, last_receive + timeout, timeout)
+        return waits
 
     def wait_until_drained(
         self,
         sqs: Any,
         max_seconds: float,
-        on_progress: Callable[[dict[str, int]], None] | None = None,
+        on_progress: Callable[[dict[str, QueueCounts], dict[str, InFlightWait]], None] | None = None,
         every: float = 1.0,
     ) -> bool:
-        """Wait until every queue is empty twice in a row (nothing visible, nothing in flight): the
-        counts are approximate, a message turning visible while they are read can be missed once."""
+        """Wait until every queue is empty twice in a row (nothing visible, delayed or in flight): the
+        counts are approximate, a message turning visible while they are read can be missed once.
+
+        ``on_progress`` gets the counts and the in-flight waits seen at two checks in a row (a
+        container's report of a batch it just received can come after the counts that include it).
+        """
         stop_at = time.monotonic() + max_seconds
         empty_checks = 0
+        previous: dict[str, InFlightWait] = {}
         while time.monotonic() < stop_at:
             self._collect(timeout=every)
             self._respawn_crashed()
-            waiting = self.in_queues(sqs)
+            counts = self.in_queues(sqs)
+            waits = self.in_flight_waits(counts)
             if on_progress is not None:
-                on_progress(waiting)
-            empty_checks = empty_checks + 1 if not any(waiting.values()) else 0
+                on_progress(counts, {s: wait for s, wait in waits.items() if previous.get(s) == wait})
+            previous = waits
+            empty_checks = empty_checks + 1 if not any(c.total for c in counts.values()) else 0
             if empty_checks >= 2:
                 return True
         return False

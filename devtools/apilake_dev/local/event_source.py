@@ -4,12 +4,15 @@ It does what the mapping does and nothing more: receive a batch (long poll, up t
 size), build the SQS event Lambda would, invoke the handler with a Lambda-like context whose
 clock runs down, then delete only the records not named in ``batchItemFailures``. The others
 stay in the queue, come back after their visibility timeout, and reach the DLQ through the
-queue's own redrive policy.
+queue's own redrive policy. A delete that ``DeleteMessageBatch`` answers as failed is retried when
+the failure is SQS's (``SenderFault`` false) and logged either way: a message not deleted comes back
+after its visibility timeout, and the stats say how many did not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+logger = logging.getLogger(__name__)
+
+DELETE_ATTEMPTS = 3  # DeleteMessageBatch calls for an entry SQS failed on its side (SenderFault false)
+DELETE_RETRY_SECONDS = 0.2  # before the second attempt; doubled before each next one
 
 
 class LambdaContextStub:
@@ -67,7 +75,11 @@ class PollStats:
     batches: int = 0
     received: int = 0
     deleted: int = 0
-    failed: int = 0
+    failed: int = 0  # named in batchItemFailures (or the handler raised): left for the queue to retry
+    delete_retries: int = 0  # DeleteMessageBatch entries sent again after a failure on SQS's side
+    not_deleted: int = 0  # entries DeleteMessageBatch still failed: back after their visibility timeout
+    in_hand: int = 0  # messages of the batch being processed (received, neither deleted nor given back)
+    last_receive: float = 0.0  # time.time() of the last receive that got messages
     handler_errors: list[str] = field(default_factory=list)
 
 
@@ -81,7 +93,9 @@ class SqsEventSource:
         batch_size: int = 10,
         timeout_seconds: float = 60.0,
         wait_seconds: int = 0,
+        on_receive: Callable[[], None] | None = None,
     ) -> None:
+        """``on_receive``: called when a receive got messages, before the handler runs (the stats say how many)."""
         self._sqs = sqs_client
         self.queue_url = queue_url
         self.queue_arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -92,6 +106,7 @@ class SqsEventSource:
         self.batch_size = batch_size
         self.timeout_seconds = timeout_seconds
         self.wait_seconds = wait_seconds
+        self.on_receive = on_receive
         self.stats = PollStats()
 
     def poll_once(self) -> int:
@@ -107,6 +122,10 @@ class SqsEventSource:
             return 0
         self.stats.batches += 1
         self.stats.received += len(messages)
+        self.stats.in_hand = len(messages)
+        self.stats.last_receive = time.time()
+        if self.on_receive is not None:
+            self.on_receive()
         event = sqs_event(messages, self.queue_arn)
         context = LambdaContextStub(self.function_name, self.timeout_seconds)
         try:
@@ -117,14 +136,44 @@ class SqsEventSource:
             failed_ids = {message["MessageId"] for message in messages}
         done = [m for m in messages if m["MessageId"] not in failed_ids]
         for start in range(0, len(done), 10):
-            chunk = done[start : start + 10]
-            self._sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
-            )
-        self.stats.deleted += len(done)
+            self._delete(done[start : start + 10])
         self.stats.failed += len(messages) - len(done)
+        self.stats.in_hand = 0
         return len(messages)
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        """Delete up to 10 messages; retry the entries SQS failed on its side, log every failure."""
+        pending = {str(i): message for i, message in enumerate(messages)}
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            response = self._sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": key, "ReceiptHandle": message["ReceiptHandle"]} for key, message in pending.items()],
+            )
+            failures = response.get("Failed", [])
+            self.stats.deleted += len(pending) - len(failures)
+            retry = {}
+            for failure in failures:
+                message = pending[failure["Id"]]
+                again = not failure.get("SenderFault", False) and attempt < DELETE_ATTEMPTS
+                logger.warning(
+                    "DeleteMessageBatch failed for message %s of %s (attempt %d of %d): %s: %s; %s",
+                    message["MessageId"],
+                    self.queue_url,
+                    attempt,
+                    DELETE_ATTEMPTS,
+                    failure.get("Code", "?"),
+                    failure.get("Message", ""),
+                    "retrying" if again else "it comes back after its visibility timeout",
+                )
+                if again:
+                    retry[failure["Id"]] = message
+                else:
+                    self.stats.not_deleted += 1
+            if not retry:
+                return
+            self.stats.delete_retries += len(retry)
+            pending = retry
+            time.sleep(DELETE_RETRY_SECONDS * 2 ** (attempt - 1))
 
     def in_queue(self) -> int:
         """Messages visible or in flight (those waiting out a visibility timeout count too)."""

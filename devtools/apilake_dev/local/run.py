@@ -21,7 +21,13 @@ from apilake_cli.lakefolder import mirror
 from apilake_cli.redrive import peek, redrive
 from apilake_dev.local.aws import LocalAws, deploy, load_template
 from apilake_dev.local.catalog import catalog_source, ensure_database
-from apilake_dev.local.containers import ContainerFaults, LocalEventSources, invoke_planner
+from apilake_dev.local.containers import (
+    ContainerFaults,
+    InFlightWait,
+    LocalEventSources,
+    QueueCounts,
+    invoke_planner,
+)
 
 Printer = Callable[[str], None]
 
@@ -115,14 +121,26 @@ class LocalRun:
         containers = LocalEventSources(self.deployment, self.aws.env(), self.home / "logs", self.faults)
         containers.start()
         last_print = [0.0]
+        told: dict[str, InFlightWait] = {}
+        cells: list[str] = []
 
-        def progress(waiting: dict[str, int]) -> None:
+        def progress(counts: dict[str, QueueCounts], waits: dict[str, InFlightWait]) -> None:
             now = time.monotonic()
-            if now - last_print[0] < 2 and any(waiting.values()):
+            for wait in waits.values():
+                if told.get(wait.source) != wait:
+                    self.echo(f"  [{now - self.started:5.1f}s] {describe_wait(wait)}")
+            told.clear()
+            told.update(waits)
+            landed = containers.per_source()
+            cells[:] = [
+                f"{s} {int(landed.get(s, {}).get('deleted', 0))} done/{c.total} queued"
+                + (f" ({c.delayed} delayed)" if c.delayed else "")
+                + (f" ({waits[s].count} in flight until {_clock(waits[s].until)})" if s in waits else "")
+                for s, c in counts.items()
+            ]
+            if now - last_print[0] < 2 and any(c.total for c in counts.values()):
                 return
             last_print[0] = now
-            landed = containers.per_source()
-            cells = [f"{s} {int(landed.get(s, {}).get('deleted', 0))} done/{n} queued" for s, n in waiting.items()]
             self.echo(f"  [{now - self.started:5.1f}s] " + " | ".join(cells))
 
         try:
@@ -131,6 +149,8 @@ class LocalRun:
             )
         finally:
             containers.stop()
+        if not drained:
+            self.echo(f"  not drained after {max_seconds:g} s: " + " | ".join(cells))
         for source, row in containers.per_source().items():
             totals = self.per_source.setdefault(source, {})
             for key, value in row.items():
@@ -193,6 +213,19 @@ def _plan(
         return _run_id_of(event), str(value)
     echo(f"planner: run {value['run_id']}, messages " + json.dumps(value["messages"]))
     return str(value["run_id"]), None
+
+
+def describe_wait(wait: InFlightWait) -> str:
+    """What a drain waiting on messages in flight says: which source, how many, until when."""
+    return (
+        f"{wait.source}: waiting on {wait.count} message{'s' if wait.count != 1 else ''} in flight that no "
+        f"container holds; the queue gives them back when their visibility timeout ({wait.visibility_timeout} s) "
+        f"runs out, by {_clock(wait.until)}"
+    )
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 def _run_id_of(event: dict[str, Any]) -> str | None:

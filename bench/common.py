@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,38 @@ from typing import Any
 from apilake.config import load_sources
 from apilake_cli.output import format_table
 from apilake_dev import paths
+from apilake_dev.vendors.fake import FakeVendor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 # The example sources' names (the benchmarks run the examples' shapes at their own sizes).
 EXAMPLE_NAMES = tuple(s.name for s in load_sources(paths.EXAMPLE_SOURCES).sources)
+
+
+def page_number_sources(
+    vendor: FakeVendor, target: Path, names: Sequence[str], *, rps: float, page_size: int, concurrency: int
+) -> Path:
+    """A sources file of page_number fan-out sources served by ``vendor``, one per name (its dataset)."""
+    sources = [
+        {
+            "name": name,
+            "base_url": vendor.base_url,
+            "path": f"/page_number/{name}",
+            "records_path": "data",
+            "record_id_path": "id",
+            "pagination": {
+                "type": "page_number",
+                "page_param": "page",
+                "size_param": "per_page",
+                "page_size": page_size,
+                "total_path": "meta.total",
+            },
+            "budget": {"requests_per_second": rps, "max_concurrency": concurrency},
+        }
+        for name in names
+    ]
+    target.write_text(json.dumps({"version": 1, "sources": sources}))
+    return target
 
 
 def quiet(_: str) -> None:

@@ -18,6 +18,7 @@ from apilake.ledger import Ledger
 from apilake_dev.local.containers import start_fork_server
 from apilake_dev.local.run import LocalRun
 from apilake_dev.vendors.fake import Dataset, FakeVendor
+from bench.common import page_number_sources
 
 SOURCE = "bench"
 PAGES = 2000
@@ -26,23 +27,7 @@ WORKERS = 8
 
 
 def sources_file(vendor: FakeVendor, target: Path) -> Path:
-    source = {
-        "name": SOURCE,
-        "base_url": vendor.base_url,
-        "path": f"/page_number/{SOURCE}",
-        "records_path": "data",
-        "record_id_path": "id",
-        "pagination": {
-            "type": "page_number",
-            "page_param": "page",
-            "size_param": "per_page",
-            "page_size": RECORDS_PER_PAGE,
-            "total_path": "meta.total",
-        },
-        "budget": {"requests_per_second": 10_000, "max_concurrency": WORKERS},
-    }
-    target.write_text(json.dumps({"version": 1, "sources": [source]}))
-    return target
+    return page_number_sources(vendor, target, [SOURCE], rps=10_000, page_size=RECORDS_PER_PAGE, concurrency=WORKERS)
 
 
 def one_run(vendor: FakeVendor, index: int, max_seconds: float) -> dict[str, object]:

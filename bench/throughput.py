@@ -31,7 +31,7 @@ from apilake.observability import Metric
 from apilake_dev.local.containers import CONTAINER_NICENESS, start_fork_server
 from apilake_dev.local.run import LocalRun
 from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
-from bench.common import EXAMPLE_NAMES, Row, median, quiet
+from bench.common import EXAMPLE_NAMES, Row, median, page_number_sources, quiet
 
 SOURCES = EXAMPLE_NAMES  # four sources at concurrency 2 each: 8 workers at once
 PAGES = 2000
@@ -92,30 +92,8 @@ class FlowRun:
 
 
 def _sources_file(vendor: FakeVendor, target: Path, rps: float, page_size: int, concurrency: int = 2) -> Path:
-    """The template's four sources, each a page_number fan-out over its own fake vendor dataset."""
-    document = {
-        "version": 1,
-        "sources": [
-            {
-                "name": name,
-                "base_url": vendor.base_url,
-                "path": f"/page_number/{name}",
-                "records_path": "data",
-                "record_id_path": "id",
-                "pagination": {
-                    "type": "page_number",
-                    "page_param": "page",
-                    "size_param": "per_page",
-                    "page_size": page_size,
-                    "total_path": "meta.total",
-                },
-                "budget": {"requests_per_second": rps, "max_concurrency": concurrency},
-            }
-            for name in SOURCES
-        ],
-    }
-    target.write_text(json.dumps(document))
-    return target
+    """The benchmark's four sources, each a page_number fan-out over its own fake vendor dataset."""
+    return page_number_sources(vendor, target, SOURCES, rps=rps, page_size=page_size, concurrency=concurrency)
 
 
 def run_flow(sources: Path, home: Path, event: dict[str, Any], template: dict[str, Any] | None = None) -> FlowRun:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import pytest
 
 from apilake.config import SourcesFile
 from apilake.names import pascal, queue_name
+from tests.template.conftest import ROOT
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
@@ -137,3 +139,13 @@ def test_a_failed_planner_invocation_reaches_a_queue_that_alarms(resources: dict
     assert {"Fn::GetAtt": ["PlannerFailureQueue", "Arn"]} in [s["Resource"] for s in sends]
     skip = resources["Planner"]["Metadata"]["checkov"]["skip"]
     assert "PlannerFailureQueue" in next(c["comment"] for c in skip if c["id"] == "CKV_AWS_116")
+
+
+def test_every_stage_in_samconfig_says_where_alarms_go() -> None:
+    # The alarms reach nobody without AlarmEmail: each stage's deploy parameters name it, so the
+    # guided deploy and a reader of samconfig.toml both see the question.
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    stages = [name for name, env in config.items() if isinstance(env, dict) and "deploy" in env]
+    assert stages
+    for stage in stages:
+        assert "AlarmEmail=" in config[stage]["deploy"]["parameters"]["parameter_overrides"], stage

@@ -32,7 +32,7 @@ def test_a_reduced_soak_loses_nothing_duplicates_nothing_and_completes_after_red
         visibility_timeout=4,
         rates=TEST_RATES,
         container_faults=ContainerFaults(crash=0.03, put_failure=0.04, duplicate=0.05),
-        seed=3,
+        seed=2,  # a seed whose draws hit every fault kind in this small run (checked with the plan)
         echo=lambda line: None,
     )
     faults_on, cleared = result.verdicts

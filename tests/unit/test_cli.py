@@ -15,6 +15,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from apilake.config import load_sources
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import WorkItem
 from apilake_cli.lakefolder import mirror
@@ -76,11 +77,16 @@ def test_a_dev_command_without_the_dev_install_says_which_install(
 def test_sources_validate_describes_each_source(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Given the project's own sources file (whatever it holds), found from the project folder
     monkeypatch.chdir(ROOT)
+    sources = load_sources(ROOT / "layers" / "common" / "sources.yaml").sources
+    # When it is validated without naming it
     assert main(["sources", "validate"]) == 0
     out = capsys.readouterr().out
-    assert "api-b: cursor pagination, none sharding, auth bearer, 5.0 req/s over 2 workers" in out
-    assert "4 sources, valid" in out
+    # Then each source is described, and the file is counted valid
+    for source in sources:
+        assert f"{source.name}: {source.pagination.type} pagination, {source.sharding.type} sharding" in out
+    assert f"layers/common/sources.yaml: {len(sources)} sources, valid" in out
 
 
 def test_sources_validate_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

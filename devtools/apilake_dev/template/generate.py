@@ -45,17 +45,28 @@ def secret_arn(source: Source) -> str | None:
     return None
 
 
-def _alarm(ident: str, says: str, namespace: str, metric: str, dimensions: list[tuple[str, str]], **kw: Any) -> Any:
-    at_least = kw.pop("at_least", False)
+def _alarm(
+    ident: str,
+    says: str,
+    namespace: str,
+    metric: str,
+    dimensions: list[tuple[str, str]],
+    *,
+    statistic: str = "Maximum",
+    period: int = 60,
+    threshold: int | str = 0,
+    at_least: bool = False,
+) -> dict[str, Any]:
+    """One of a source's alarms, as the block writes it (``at_least``: at the threshold, not only above)."""
     return {
         "id": ident,
         "says": says,
         "namespace": namespace,
         "metric": metric,
         "dimensions": dimensions,
-        "statistic": kw.get("statistic", "Maximum"),
-        "period": kw.get("period", 60),
-        "threshold": kw.get("threshold", 0),
+        "statistic": statistic,
+        "period": period,
+        "threshold": threshold,
         "comparison": "GreaterThanOrEqualToThreshold" if at_least else "GreaterThanThreshold",
     }
 

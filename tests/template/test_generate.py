@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ import yaml
 from apilake.config import load_sources
 from apilake.exceptions import ConfigError
 from apilake.names import logical_id
+from apilake.planner import parse_planner_event
 from apilake_dev import paths
 from apilake_dev.template.generate import BEGIN, END, main, parse_template
+from tests.template.test_tools import CFN_LINT, CHECKOV, run, translated_template
 
 TWO_NEW_SOURCES: list[dict[str, Any]] = [
     {
@@ -136,3 +140,97 @@ def test_a_template_without_its_region_markers_is_a_clear_error(tmp_path: Path, 
     with pytest.raises(ConfigError, match=r"template\.yaml: expected one generated region") as raised:
         main(["--template", str(broken)])
     assert found in str(raised.value)
+
+
+HOURLY = {"expression": "rate(1 hour)"}
+WEEKLY_IN_BERLIN = {"expression": "cron(0 6 ? * MON *)", "timezone": "Europe/Berlin"}
+
+
+def scheduled_sources() -> list[dict[str, Any]]:
+    """Four sources: two hourly, one weekly in Berlin, one on the stack's default schedule."""
+    billing, tickets = TWO_NEW_SOURCES
+    return [
+        {**billing, "schedule": HOURLY},
+        {**tickets, "schedule": WEEKLY_IN_BERLIN},
+        {**tickets, "name": "tickets-archive"},
+        {**tickets, "name": "tickets-sla", "schedule": {"expression": "rate(1  hour)", "timezone": "UTC"}},
+    ]
+
+
+def test_two_schedules_in_the_sources_file_give_two_schedules_with_their_sources(
+    tmp_path: Path, edited_template: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given sources on two schedules of their own (the same hourly one written twice), and one without
+    sources = write_sources(tmp_path / "sources.yaml", scheduled_sources())
+    # When the region is regenerated
+    assert main(["--sources", str(sources), "--template", str(edited_template)]) == 0
+    resources = parse_template(edited_template.read_text())["Resources"]
+    # Then there are two schedules more than the planner's own, each invoking the planner as the Nightly does
+    schedules = {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::Scheduler::Schedule"}
+    assert len(schedules) == 2
+    nightly = resources["Planner"]["Properties"]["Events"]["Nightly"]["Properties"]
+    planned: dict[str, list[str] | None] = {}
+    for ident, schedule in schedules.items():
+        target = schedule["Target"]
+        assert target["Arn"] == {"Fn::GetAtt": ["Planner", "Arn"]}
+        assert target["RoleArn"] == nightly["RoleArn"] == {"Fn::GetAtt": ["PlannerSchedulerRole", "Arn"]}
+        assert target["RetryPolicy"] == nightly["RetryPolicy"]
+        assert target["DeadLetterConfig"] == nightly["DeadLetterConfig"]
+        assert schedule["FlexibleTimeWindow"] == nightly["FlexibleTimeWindow"]
+        # And its input is the Nightly's event plus its key and sources, which the planner turns into its run
+        event, default = json.loads(target["Input"]), json.loads(nightly["Input"])
+        assert {k: v for k, v in event.items() if k != "detail"} == {k: v for k, v in default.items() if k != "detail"}
+        key = event["detail"]["schedule"]
+        assert ident == f"PlannerSchedule{key}" and schedule["Name"] == {"Fn::Sub": f"apilake-${{Stage}}-planner-{key}"}
+        fired = {**event, "time": "2026-11-26T06:00:00Z", "id": "x", "resources": ["arn"]}
+        request = parse_planner_event(fired)
+        assert request.run_id == f"sched-20261126T060000Z-{key}" and request.sources == event["detail"]["sources"]
+        planned[schedule["ScheduleExpression"] + " " + schedule["ScheduleExpressionTimezone"]] = request.sources
+    assert planned == {
+        "rate(1 hour) UTC": ["billing-eu", "tickets-sla"],
+        "cron(0 6 ? * MON *) Europe/Berlin": ["tickets"],
+    }
+    # And the source without a schedule follows the Nightly, whose event (hand-written) names no source
+    assert json.loads(nightly["Input"])["detail"] == {}
+    assert "tickets-archive" not in str(schedules)
+    printed = capsys.readouterr().out
+    assert printed.count("+ PlannerSchedule") == 2
+
+
+def test_schedule_names_fit_the_scheduler_for_the_longest_stage(tmp_path: Path, edited_template: Path) -> None:
+    sources = write_sources(tmp_path / "sources.yaml", scheduled_sources())
+    main(["--sources", str(sources), "--template", str(edited_template)])
+    template = parse_template(edited_template.read_text())
+    longest = re.fullmatch(r"\^\[a-z\]\[a-z0-9\]\{1,(\d+)\}\$", template["Parameters"]["Stage"]["AllowedPattern"])
+    assert longest is not None
+    stage = "s" + "9" * int(longest[1])
+    names = [
+        r["Properties"]["Name"]["Fn::Sub"].replace("${Stage}", stage)
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Scheduler::Schedule"
+    ]
+    assert len(set(names)) == len(names) == 2
+    assert all(re.fullmatch(r"[0-9a-zA-Z-_.]{1,64}", name) for name in names), names
+
+
+def test_without_schedules_the_region_has_none(tmp_path: Path, edited_template: Path) -> None:
+    main(["--sources", str(write_sources(tmp_path / "s.yaml", TWO_NEW_SOURCES)), "--template", str(edited_template)])
+    resources = parse_template(edited_template.read_text())["Resources"]
+    assert not [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
+
+
+@pytest.mark.slow
+def test_the_tools_take_a_template_with_schedules(tmp_path: Path, edited_template: Path) -> None:
+    # The project's own sources may have no schedule: lint and scan a template that has two.
+    main(
+        ["--sources", str(write_sources(tmp_path / "s.yaml", scheduled_sources())), "--template", str(edited_template)]
+    )
+    translated = tmp_path / "translated.json"
+    translated.write_text(json.dumps(translated_template(edited_template)))
+    for linted in (edited_template, translated):
+        result = run(CFN_LINT, linted)
+        assert result.returncode == 0, f"{linted.name}: {result.stdout}{result.stderr}"
+    scan = run(CHECKOV, "-f", edited_template, "--framework", "cloudformation", "--skip-download", "--output", "json")
+    report = json.loads(scan.stdout)
+    assert report["summary"]["failed"] == 0, [c["check_id"] for c in report["results"]["failed_checks"]]
+    assert report["summary"]["parsing_errors"] == 0

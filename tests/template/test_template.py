@@ -194,6 +194,35 @@ def test_the_scheduler_input_matches_the_planner_event_fixture(resources: dict[s
     assert scheduled["source"] == fixture["source"]
 
 
+def test_the_sources_own_schedules_are_the_sources_files(resources: dict[str, Any], sources: SourcesFile) -> None:
+    # One schedule per distinct expression and zone; its event names its sources; the others follow the Nightly
+    expected = {
+        (s.schedule.expression, s.schedule.timezone): [o.name for o in sources.sources if o.schedule == s.schedule]
+        for s in sources.sources
+        if s.schedule is not None
+    }
+    found = {
+        (r["Properties"]["ScheduleExpression"], r["Properties"]["ScheduleExpressionTimezone"]): json.loads(
+            r["Properties"]["Target"]["Input"]
+        )["detail"]["sources"]
+        for r in by_type(resources, "AWS::Scheduler::Schedule").values()
+    }
+    assert found == expected
+
+
+def test_the_scheduler_role_may_invoke_the_planner_and_dead_letter_only(resources: dict[str, Any]) -> None:
+    # Every schedule (the Nightly and the sources' own) uses this role: it invokes the planner, or dead-letters
+    allowed = {json.dumps(s["Action"]): s["Resource"] for s in statements(resources["PlannerSchedulerRole"])}
+    assert allowed['"lambda:InvokeFunction"'] == {"Fn::GetAtt": ["Planner", "Arn"]}
+    assert allowed['"sqs:SendMessage"'] == {"Fn::GetAtt": ["PlannerScheduleDeadLetterQueue", "Arn"]}
+    targets = [r["Properties"]["Target"] for r in by_type(resources, "AWS::Scheduler::Schedule").values()]
+    nightly = resources["Planner"]["Properties"]["Events"]["Nightly"]["Properties"]
+    for target in [*targets, nightly]:
+        assert target["RoleArn"] == {"Fn::GetAtt": ["PlannerSchedulerRole", "Arn"]}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["PlannerScheduleDeadLetterQueue", "Arn"]}}
+    assert all(target["Arn"] == {"Fn::GetAtt": ["Planner", "Arn"]} for target in targets)
+
+
 def test_the_crawler_makes_one_table_per_source_after_the_batch(resources: dict[str, Any]) -> None:
     crawler = resources["RawCrawler"]["Properties"]
     assert crawler["Targets"]["S3Targets"] == [{"Path": {"Fn::Sub": "s3://${LakeBucket}/raw/"}}]

@@ -57,6 +57,13 @@ VALID = [
         doc(worker={"timeout_seconds": 900, "memory_mb": 1024, "batch_size": 1, "max_receive_count": 20}),
         id="worker settings",
     ),
+    pytest.param(doc(schedule={"expression": "rate(1 hour)"}), id="schedule: rate, UTC by default"),
+    pytest.param(doc(schedule={"expression": "rate(15 minutes)"}), id="schedule: rate in minutes"),
+    pytest.param(
+        doc(schedule={"expression": "cron(30 6 ? * MON-FRI *)", "timezone": "America/New_York"}),
+        id="schedule: cron on weekdays in a time zone",
+    ),
+    pytest.param(doc(schedule={"expression": "cron(0 0/4 1,15 * ? *)"}), id="schedule: cron, days of the month"),
 ]
 
 
@@ -146,6 +153,56 @@ INVALID = [
         "sources.yaml: source 'api-x': worker.memory: Extra inputs are not permitted",
         id="worker typo",
     ),
+    pytest.param(
+        doc(schedule={"expression": "0 1 * * *"}),
+        "sources.yaml: source 'api-x': schedule.expression: Value error, must be cron(minutes hours day-of-month",
+        id="schedule: a bare crontab line",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "cron(0 1 * * *)"}),
+        "sources.yaml: source 'api-x': schedule.expression: Value error, cron takes six fields",
+        id="schedule: five cron fields",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "cron(0 1 * * MON *)"}),
+        "schedule.expression: Value error, cron: one of day-of-month and day-of-week must be '?'",
+        id="schedule: both days",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "cron(0 1% ? * * *)"}),
+        "schedule.expression: Value error, cron: hours '1%' is not valid",
+        id="schedule: a bad cron field",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 hours)"}),
+        "sources.yaml: source 'api-x': schedule.expression: Value error, rate: a positive number, the unit singular",
+        id="schedule: plural for 1",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(0 minutes)"}),
+        "schedule.expression: Value error, rate:",
+        id="schedule: rate 0",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "at(2026-12-01T00:00:00)"}),
+        "schedule.expression: Value error, must be cron(",
+        id="schedule: one-time",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "timezone": "Europe/Atlantis"}),
+        "sources.yaml: source 'api-x': schedule.timezone: Value error, unknown IANA time zone 'Europe/Atlantis'",
+        id="schedule: unknown time zone",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "timezone": "/etc/localtime"}),
+        "schedule.timezone: Value error, not an IANA time zone name",
+        id="schedule: a path for a zone",
+    ),
+    pytest.param(
+        doc(schedule={"cron": "cron(0 1 * * ? *)"}),
+        "sources.yaml: source 'api-x': schedule.expression: Field required",
+        id="schedule: no expression",
+    ),
     pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
     pytest.param(
         ["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"
@@ -165,6 +222,16 @@ def test_the_shipped_sources_files_are_valid(path: Path) -> None:
     sources = load_sources(path)
     assert sources.sources
     assert all(s.base_url.startswith("https://") for s in sources.sources)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("cron( 0  1 * * ?  * )", "cron(0 1 * * ? *)"), ("rate(2   hours)", "rate(2 hours)")],
+)
+def test_a_schedule_expression_is_kept_with_single_spaces(written: str, expected: str) -> None:
+    # One schedule per distinct expression: spacing alone does not make another one
+    schedule = parse_sources(doc(schedule={"expression": written}), "s.yaml").get("api-x").schedule
+    assert schedule is not None and schedule.expression == expected and schedule.timezone == "UTC"
 
 
 def test_a_name_of_38_characters_is_the_longest() -> None:

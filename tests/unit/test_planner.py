@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -47,6 +47,39 @@ def test_an_empty_manual_event_runs_everything_today() -> None:
     request = parse_planner_event({}, now=NOW)
     assert request.ingestion_date == date(2026, 11, 26) and request.sources is None
     assert request.run_id.startswith("manual-20261126T093000Z-")
+
+
+def test_a_source_schedule_names_its_sources_and_its_runs() -> None:
+    # Given the event of a source schedule that fires at the same minute as the default one
+    request = parse_planner_event(load_event("planner-scheduled-sources.json"), now=NOW)
+    default = parse_planner_event(load_event("planner.json"), now=NOW)
+    # Then it plans its sources, in a run of its own, dated by the scheduled time
+    assert request == PlanRequest(
+        run_id="sched-20261126T010000Z-265802fb",
+        ingestion_date=date(2026, 11, 26),
+        trigger="schedule",
+        sources=["api-a", "api-c"],
+    )
+    assert request.run_id != default.run_id
+    # And a retried invocation (another execution id, a later delivery) plans the same run
+    retried = {**load_event("planner-scheduled-sources.json"), "id": "another-execution"}
+    assert parse_planner_event(retried, now=NOW + timedelta(hours=1)) == request
+
+
+@pytest.mark.parametrize(
+    ("detail", "message"),
+    [
+        ({"sources": ["api-a"]}, "give both schedule and sources, or neither"),
+        ({"schedule": "265802fb"}, "give both schedule and sources, or neither"),
+        ({"schedule": "265802fb", "sources": []}, "detail.sources: List should have at least 1 item"),
+        ({"schedule": "../x", "sources": ["api-a"]}, "detail.schedule: String should match pattern"),
+        ({"schedule": "265802fb", "sources": ["API A"]}, "detail.sources.0: String should match pattern"),
+        ({"sorces": ["api-a"]}, "detail.sorces: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_schedule_detail_says_what_is_wrong(detail: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_planner_event({**load_event("planner.json"), "detail": detail}, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -180,6 +213,35 @@ def test_a_failed_probe_fails_its_source_plans_the_others_and_raises(aws: Any) -
     assert len(drain_bodies(sqs, urls["chain"])) == 1
     manifest = Ledger(s3, "lake").read_manifest("r1")
     assert manifest is not None and "probe failed: 503 from x" in str(manifest.sources["fan"].shards[0].error)
+
+
+HOURLY = {
+    "name": "hourly",
+    "base_url": "https://x.example.com",
+    "records_path": "",
+    "pagination": {"type": "single"},
+    "schedule": {"expression": "rate(1 hour)"},
+}
+
+
+def test_the_default_schedule_plans_the_sources_without_a_schedule_of_their_own(aws: Any) -> None:
+    # Given a source on a schedule of its own (its queue is not even here)
+    summary = planner(aws, StubClient(5), HOURLY).plan(
+        parse_planner_event(load_event("planner.json")), Deadline.unbounded()
+    )
+    # Then the default schedule's run leaves it to its own schedule
+    assert summary.messages == {"fan": 1, "chain": 1, "daily": 3} and summary.errors == {}
+
+
+def test_a_source_schedule_plans_its_sources_only(aws: Any) -> None:
+    event = {**load_event("planner-scheduled-sources.json"), "detail": {"schedule": "265802fb", "sources": ["chain"]}}
+    summary = planner(aws, StubClient(5), HOURLY).plan(parse_planner_event(event), Deadline.unbounded())
+    assert summary.messages == {"chain": 1} and summary.run_id == "sched-20261126T010000Z-265802fb"
+
+
+def test_a_manual_run_plans_every_source_whatever_its_schedule(aws: Any) -> None:
+    request = PlanRequest("r1", date(2026, 11, 26), "manual")
+    assert [s.name for s in request.select(sources(HOURLY))] == ["fan", "chain", "daily", "hourly"]
 
 
 def test_a_subset_of_sources_is_planned_alone(aws: Any) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from apilake.config import ApiKeyAuth, BearerAuth, Source, SourcesFile, load_sources
+from apilake.config import ApiKeyAuth, BearerAuth, Schedule, Source, SourcesFile, load_sources
 from apilake.exceptions import ConfigError
 from apilake.lake import source_prefix
 from apilake.ledger import source_ledger_prefix
@@ -130,10 +132,54 @@ def source_context(source: Source) -> dict[str, Any]:
     }
 
 
+def schedule_key(schedule: Schedule) -> str:
+    """Eight hex digits for an expression and time zone: the schedule's name and its runs' ids end with them."""
+    return hashlib.sha256(f"{schedule.expression} {schedule.timezone}".encode()).hexdigest()[:8]
+
+
+def schedules_context(sources: SourcesFile) -> list[dict[str, Any]]:
+    """One schedule per distinct expression and time zone among the sources' own, with the sources it plans
+    (in the file's order); sources without one follow the planner's default schedule (template.yaml)."""
+    grouped: dict[Schedule, list[str]] = {}
+    for source in sources.sources:
+        if source.schedule is not None:
+            grouped.setdefault(source.schedule, []).append(source.name)
+    schedules: list[dict[str, Any]] = []
+    keys: dict[str, Schedule] = {}
+    for schedule, names in grouped.items():
+        key = schedule_key(schedule)
+        if keys.setdefault(key, schedule) != schedule:
+            raise ConfigError(f"schedules {keys[key]} and {schedule} share the key {key}: write one another way")
+        # The default schedule's event (template.yaml, Planner's Nightly) plus the schedule's key and sources.
+        event = {
+            "source": "aws.scheduler",
+            "detail-type": "Scheduled Event",
+            "id": "<aws.scheduler.execution-id>",
+            "time": "<aws.scheduler.scheduled-time>",
+            "resources": ["<aws.scheduler.schedule-arn>"],
+            "detail": {"schedule": key, "sources": names},
+        }
+        schedules.append(
+            {
+                "id": f"PlannerSchedule{key}",
+                "key": key,
+                "expression": schedule.expression,
+                "timezone": schedule.timezone,
+                "sources": names,
+                "input": json.dumps(event),
+            }
+        )
+    return schedules
+
+
 def render_region(sources: SourcesFile) -> str:
     """The region's lines, markers included."""
     probed = [arn for s in sources.sources if paginator_for(s).needs_probe and (arn := secret_arn(s))]
-    body = BLOCK.render(sources=[source_context(s) for s in sources.sources], probed_secrets=probed)
+    body = BLOCK.render(
+        sources=[source_context(s) for s in sources.sources],
+        probed_secrets=probed,
+        schedules=schedules_context(sources),
+    )
     return f"{BEGIN}\n{body.strip(chr(10))}\n{END}\n"
 
 

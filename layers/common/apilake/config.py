@@ -9,6 +9,8 @@ runs, and an error names the file, the source and the field::
 from __future__ import annotations
 
 import ipaddress
+import re
+import zoneinfo
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -182,6 +184,79 @@ class WorkerFunction(_Model):
     max_receive_count: int = Field(default=8, ge=2, le=1000)
 
 
+# EventBridge Scheduler's expressions (one-time ``at(...)`` aside): the shape is checked here, the values by
+# the scheduler when the stack deploys. Cron: minutes hours day-of-month month day-of-week year.
+_RATE = re.compile(r"rate\((?P<value>[0-9]+) (?P<unit>minutes?|hours?|days?)\)")
+_CRON = re.compile(r"cron\((?P<fields>[^()]*)\)")
+_CRON_FIELDS = (
+    ("minutes", r"[0-9*/,-]+"),
+    ("hours", r"[0-9*/,-]+"),
+    ("day-of-month", r"[0-9*?/,LW-]+"),
+    ("month", r"[0-9A-Za-z*/,-]+"),
+    ("day-of-week", r"[0-9A-Za-z*?/,L#-]+"),
+    ("year", r"[0-9*/,-]+"),
+)
+
+
+def _scheduler_expression(value: str) -> str:
+    """``value`` with single spaces, if it is a ``rate(...)`` or ``cron(...)`` expression; else ValueError."""
+    value = " ".join(value.split())
+    if rate := _RATE.fullmatch(value):
+        number, unit = int(rate["value"]), rate["unit"]
+        if number < 1 or (number == 1) == unit.endswith("s"):
+            raise ValueError(
+                f"rate: a positive number, the unit singular for 1 only (rate(1 hour), rate(6 hours)); got {value!r}"
+            )
+        return value
+    if cron := _CRON.fullmatch(value):
+        fields = cron["fields"].split()
+        if len(fields) != len(_CRON_FIELDS):
+            raise ValueError(
+                f"cron takes six fields (minutes hours day-of-month month day-of-week year), "
+                f"got {len(fields)} in {value!r}"
+            )
+        for field, (what, pattern) in zip(fields, _CRON_FIELDS, strict=True):
+            if not re.fullmatch(pattern, field):
+                raise ValueError(f"cron: {what} {field!r} is not valid in {value!r}")
+        if (fields[2] == "?") == (fields[4] == "?"):
+            raise ValueError(f"cron: one of day-of-month and day-of-week must be '?' (not both), in {value!r}")
+        return f"cron({' '.join(fields)})"
+    raise ValueError(
+        f"must be cron(minutes hours day-of-month month day-of-week year) or rate(value unit), got {value!r}"
+    )
+
+
+class Schedule(_Model):
+    """When the planner runs this source, if not with the stack's default schedule (``ScheduleExpression``).
+
+    Sources with the same expression and time zone share one EventBridge Scheduler schedule (``make template``).
+    """
+
+    expression: str
+    timezone: str = "UTC"
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        return _scheduler_expression(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        # Judged by the tz database where there is one (``make template``, ``apilake sources validate``); Lambda's
+        # runtime may have none (the layer ships no tzdata) and needs only the name: the scheduler applies the zone.
+        try:
+            zoneinfo.ZoneInfo(value)
+        except zoneinfo.ZoneInfoNotFoundError:
+            if zoneinfo.available_timezones():
+                raise ValueError(
+                    f"unknown IANA time zone {value!r} (e.g. UTC, Europe/Berlin, America/New_York)"
+                ) from None
+        except ValueError:
+            raise ValueError(f"not an IANA time zone name: {value!r}") from None
+        return value
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -204,6 +279,7 @@ class Source(_Model):
     auth: Auth = NoAuth(type="none")
     budget: Budget = Budget()
     worker: WorkerFunction = WorkerFunction()
+    schedule: Schedule | None = None  # None: the stack's default schedule
     retries: Retries = Retries()
     timeouts: Timeouts = Timeouts()
     max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)

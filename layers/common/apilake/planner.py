@@ -6,12 +6,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from apilake.aws import cached_sources, default_clients, default_queue_locator, default_vendor_clients
-from apilake.config import DailySharding, Source, SourcesFile
+from apilake.config import DailySharding, Source, SourceName, SourcesFile
 from apilake.exceptions import ApilakeError, ConfigError, PlanningError, describe_validation_error
 from apilake.http import Deadline, VendorClient
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
@@ -22,16 +22,35 @@ from apilake.queue import QueueLocator, QueueSender
 from apilake.settings import PlannerSettings
 
 MAX_BACKFILL_DAYS = 366
+# Names one of the sources' own schedules in template.yaml (``make template``), and the runs it starts.
+ScheduleKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-z]{1,16}$")]
+
+
+class ScheduleDetail(BaseModel):
+    """The event's ``detail``: empty from the stack's default schedule (it plans the sources without a
+    ``schedule`` of their own); from a source schedule, that schedule's key and the sources it plans."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: ScheduleKey | None = None
+    sources: list[SourceName] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _together(self) -> ScheduleDetail:
+        if (self.schedule is None) != (self.sources is None):
+            raise ValueError("give both schedule and sources, or neither (the default schedule)")
+        return self
 
 
 class ScheduledEvent(BaseModel):
-    """An EventBridge (Scheduler) event: the scheduled time fixes the run id and the ingestion date,
-    so a retried invocation plans the same run again."""
+    """An EventBridge (Scheduler) event: the scheduled time (and the schedule's key) fix the run id and
+    the ingestion date, so a retried invocation plans the same run again."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     source: Literal["aws.events", "aws.scheduler"]
     time: datetime
+    detail: ScheduleDetail = ScheduleDetail()
 
 
 class ManualRun(BaseModel):
@@ -65,6 +84,13 @@ class PlanRequest:
     sources: list[str] | None = None
     shard_window: tuple[date, date] | None = None
 
+    def select(self, sources: SourcesFile) -> list[Source]:
+        """The sources this run plans: those named; else, from the default schedule, those without a
+        ``schedule`` of their own (the others have theirs); else (a manual run) all of them."""
+        if self.sources is None and self.trigger == "schedule":
+            return [source for source in sources.sources if source.schedule is None]
+        return sources.select(self.sources)
+
 
 def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
     """Turn the invocation payload into a plan request, with an error that says what is wrong."""
@@ -74,8 +100,14 @@ def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
     try:
         if event.get("source") in ("aws.events", "aws.scheduler"):
             scheduled = ScheduledEvent.model_validate(event)
-            when = scheduled.time.astimezone(UTC)
-            return PlanRequest(run_id=f"sched-{when:%Y%m%dT%H%M%SZ}", ingestion_date=when.date(), trigger="schedule")
+            when, key = scheduled.time.astimezone(UTC), scheduled.detail.schedule
+            # Two schedules may fire at the same minute: each one's runs carry its key.
+            return PlanRequest(
+                run_id=f"sched-{when:%Y%m%dT%H%M%SZ}" + (f"-{key}" if key else ""),
+                ingestion_date=when.date(),
+                trigger="schedule",
+                sources=scheduled.detail.sources,
+            )
         manual = ManualRun.model_validate(event)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error("planner event", exc, whole="(event)")) from exc
@@ -137,7 +169,7 @@ class Planner:
         self.clock = clock
 
     def plan(self, request: PlanRequest, deadline: Deadline) -> PlanSummary:
-        selected = self.sources.select(request.sources)
+        selected = request.select(self.sources)
         work: dict[str, list[WorkItem]] = {}
         plans: dict[str, SourcePlan] = {}
         for source in selected:

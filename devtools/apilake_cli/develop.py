@@ -10,11 +10,18 @@ import argparse
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apilake.exceptions import ApilakeError
+from apilake.ledger import Ledger
+from apilake.marks import MarkReport, MarkStore, mark_reports
+from apilake_cli.lakefolder import FolderStore
 from apilake_cli.output import format_table, print_status, print_summary
+
+if TYPE_CHECKING:
+    from apilake_dev.demo import DemoResult
 
 DEV_INSTALL = "pip install -e '.[dev]'"
 
@@ -50,15 +57,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "apilake demo: the scheduled planner -> queues -> workers flow on this machine "
         "(moto for AWS, fake vendors on 127.0.0.1, DuckDB for SQL)\n"
     )
-    result, sets = demo.run_demo(home, scale=args.scale)
+    demo_run = demo.run_demo(home, scale=args.scale)
+    result, sets = demo_run.first, demo_run.datasets
     print()
     print_summary(result, expected={d.name: d.total for d in sets})
     print()
-    print_status(result.status, home)
+    print_status(result.status, home, demo_run.marks[0] if demo_run.marks else None)
+    if demo_run.second is not None:
+        print_second_run(demo_run)
     print(f"\nlake folder: {home / 'lake'}  (gzip NDJSON, keys as in S3)")
     print(
         "catalog (Glue, emulated): "
-        + ", ".join(f"{c['table']} ({c['partitions']} partitions)" for c in result.catalog.values())
+        + ", ".join(f"{c['table']} ({c['partitions']} partitions)" for c in demo_run.last.catalog.values())
     )
     for title, statement in demo.example_queries():
         print(f"\n{title}:\n  {statement}\n")
@@ -67,7 +77,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         '\nNext: apilake query "select source, count(*) from raw group by 1"   ·   apilake status'
         f"   ·   logs in {home / 'logs'}"
     )
-    return 0 if result.ok else 1
+    return 0 if demo_run.ok else 1
+
+
+def print_second_run(demo_run: DemoResult) -> None:
+    """The incremental sources' second run: only what changed landed; requests and pages against the first."""
+    second = demo_run.second
+    assert second is not None
+    print()
+    ran = {name: row for name, row in second.sources.items() if name in demo_run.requests}
+    print_summary(replace(second, sources=ran), expected={name: len(ids) for name, ids in demo_run.changed.items()})
+    rows = [
+        (name, first, again, demo_run.first.sources[name].pages, second.sources[name].pages)
+        for name, (first, again) in demo_run.requests.items()
+    ]
+    print("\nvendor requests and pages, full first run vs incremental second run:")
+    print(format_table(["source", "requests 1st", "requests 2nd", "pages 1st", "pages 2nd"], rows))
+    print()
+    print_status(second.status, None, demo_run.marks[1] if len(demo_run.marks) > 1 else None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -87,8 +114,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print_summary(result)
     print()
-    print_status(result.status, args.home)
+    print_status(result.status, args.home, folder_marks(args.home / "lake", result.run_id))
     return 0 if result.ok else 1
+
+
+def folder_marks(lake: Path, run_id: str) -> dict[str, MarkReport] | None:
+    """The incremental sources' marks and windows of a run, from the mirrored lake folder."""
+    store = FolderStore(lake)
+    manifest = Ledger(store, "local").read_manifest(run_id) if run_id and (lake / "ledger").exists() else None
+    return mark_reports(MarkStore(store, "local"), manifest) if manifest else None
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest
+from apilake.marks import MarkStore, mark_reports
 from apilake.names import logical_id
 from apilake_cli.lakefolder import FolderStore
 from apilake_cli.output import print_status
@@ -75,8 +76,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     manifests = [m for run in ledger.run_ids() if (m := ledger.read_manifest(run)) is not None]
     if not manifests:
         raise FileNotFoundError(f"no run has been planned yet in {ledger.bucket}")
-    status = ledger.status(_choose(manifests, args.run))
-    print_status(status, home)
+    manifest = _choose(manifests, args.run)
+    status = ledger.status(manifest)
+    print_status(status, home, mark_reports(MarkStore(ledger.client, ledger.bucket), manifest))
     return 0 if status.complete else 1
 
 

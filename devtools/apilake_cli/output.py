@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apilake.ledger import RunStatus
+from apilake.marks import MarkReport
 
 if TYPE_CHECKING:
     from apilake_dev.local.run import LocalRunResult
@@ -45,9 +46,10 @@ def print_summary(result: LocalRunResult, expected: dict[str, int] | None = None
     print(format_table(headers, rows))
 
 
-def print_status(status: RunStatus | None, home: Path | None) -> None:
+def print_status(status: RunStatus | None, home: Path | None, marks: dict[str, MarkReport] | None = None) -> None:
     """Complete or not, per source and shard, with every missing page and why; ``home``: the local
-    state folder, whose DLQ dumps are shown too (None for a deployed lake)."""
+    state folder, whose DLQ dumps are shown too (None for a deployed lake); ``marks``: the incremental
+    sources' windows and marks."""
     if status is None:
         print("status: no run manifest (the planner did not run)")
         return
@@ -66,8 +68,34 @@ def print_status(status: RunStatus | None, home: Path | None) -> None:
                 print(f"      {shard.note}")
             for page in sorted(set(shard.missing) | set(shard.failures)):
                 print(f"      missing page {page}: {shard.failures.get(page, 'no delivery recorded')}")
+        if marks and source.source in marks:
+            for line in describe_mark(marks[source.source], source.complete, status.run_id):
+                print(f"    {line}")
         dumped = home / "dlq" / f"{source.source}.jsonl" if home else None
         if dumped and dumped.exists():
             for line in dumped.read_text().splitlines():
                 message = json.loads(line)
                 print(f"      in DLQ: {message['body']}")
+
+
+def describe_mark(report: MarkReport, complete: bool, run_id: str) -> list[str]:
+    """An incremental source in a run: what it asked for, what it landed, where its mark is."""
+    window = f"{report.param} after {report.since}" + (f" up to {report.until}" if report.until is not None else "")
+    landed = "nothing" if report.landed_highest is None else f"up to {report.landed_highest}"
+    lines = [f"incremental: asked for {window}{' (explicit window)' if report.explicit else ''}; landed {landed}"]
+    mark = report.mark
+    if mark is None:
+        lines.append("mark: none yet (the next run asks from the initial value)")
+    else:
+        before = "none" if mark.previous is None else mark.previous
+        lines.append(
+            f"mark: {mark.value} (moved {mark.moved_at.isoformat(timespec='seconds')} by run {mark.run_id}; "
+            f"before: {before})"
+        )
+    if report.explicit:
+        lines.append("an explicit window never moves the mark")
+    elif not complete:
+        lines.append("this run is not complete: the mark stays, the next run asks for the same window again")
+    elif report.landed_highest is not None and (mark is None or mark.run_id != run_id):
+        lines.append(f"this run is complete: the next run's planning moves the mark to {report.landed_highest}")
+    return lines

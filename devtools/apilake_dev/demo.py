@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from apilake.config import Source, load_sources
+from apilake.marks import MarkReport, MarkStore, mark_reports
 from apilake_dev import paths
-from apilake_dev.local.run import LocalRunResult, Printer, run_local
+from apilake_dev.local.run import LocalRun, LocalRunResult, Printer
+from apilake_dev.vendors.changing import ChangingDataset
 from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
 
 EXAMPLE_SOURCES = paths.EXAMPLE_SOURCES
@@ -44,6 +50,7 @@ class ExampleVendor(BaseModel):
     model_config = ConfigDict(extra="forbid")
     records: int = Field(ge=1)
     weather: list[Weather] = Field(default_factory=list)
+    changes: int = Field(default=0, ge=0)  # incremental sources: records updated between the demo's two runs
 
 
 def example_vendors() -> dict[str, ExampleVendor]:
@@ -58,7 +65,22 @@ def endpoint(source: Source) -> str:
 
 
 def datasets(scale: float = 1.0) -> list[Dataset]:
-    return [Dataset(name, total=max(1, int(v.records * scale))) for name, v in example_vendors().items()]
+    """The example vendors' datasets; an incremental source's serves the records updated after a value."""
+    sources = load_sources(EXAMPLE_SOURCES)
+    found: list[Dataset] = []
+    for name, vendor in example_vendors().items():
+        total = max(1, int(vendor.records * scale))
+        incremental = sources.get(name).incremental
+        if incremental is not None:
+            found.append(ChangingDataset(name, total, after_param=incremental.param))
+        else:
+            found.append(Dataset(name, total))
+    return found
+
+
+def changes(scale: float = 1.0) -> dict[str, int]:
+    """Incremental example -> how many of its records change between the demo's two runs."""
+    return {name: max(1, int(v.changes * scale)) for name, v in example_vendors().items() if v.changes}
 
 
 def inject_weather(vendor: FakeVendor) -> None:
@@ -102,6 +124,38 @@ def example_queries() -> list[tuple[str, str]]:
     return queries
 
 
+@dataclass
+class DemoResult:
+    """The demo's two runs: the nightly one, then (when an example is incremental) the next one, after the
+    vendor changed some records: only those land. ``requests``: vendor requests per incremental source and run."""
+
+    first: LocalRunResult
+    datasets: list[Dataset]
+    second: LocalRunResult | None = None
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    requests: dict[str, tuple[int, int]] = field(default_factory=dict)
+    marks: list[dict[str, MarkReport]] = field(default_factory=list)  # after each run
+
+    @property
+    def ok(self) -> bool:
+        return self.first.ok and (self.second is None or self.second.ok)
+
+    @property
+    def last(self) -> LocalRunResult:
+        return self.second or self.first
+
+
+def second_run_event(first: dict[str, Any], sources: list[str]) -> dict[str, Any]:
+    """The next run, a day after the first (a run by hand of the incremental sources, on a date of its own)."""
+    when = datetime.fromisoformat(first["time"]) + timedelta(days=1)
+    return {"sources": sources, "run_id": f"demo-{when:%Y%m%dT%H%M%SZ}", "ingestion_date": when.date().isoformat()}
+
+
+def _requests(vendor: FakeVendor, name: str) -> int:
+    with vendor.state.lock:
+        return sum(1 for url in vendor.state.seen_urls if urlsplit(url).path.endswith(f"/{name}"))
+
+
 def run_demo(
     home: Path,
     scale: float = 1.0,
@@ -109,22 +163,46 @@ def run_demo(
     source_overrides: dict[str, Any] | None = None,
     visibility_timeout: int = DEMO_VISIBILITY_SECONDS,
     echo: Printer = print,
-) -> tuple[LocalRunResult, list[Dataset]]:
-    """Fake vendors up, the example sources pointed at them, the local flow run; a fresh lake folder."""
+    second_run: bool = True,
+) -> DemoResult:
+    """Fake vendors up, the example sources pointed at them, the local flow run; a fresh lake folder. Then,
+    with ``second_run``, the incremental examples' records change at the vendor and they run again."""
     for folder in ("lake", "logs", "dlq"):
         shutil.rmtree(home / folder, ignore_errors=True)
     sets = datasets(scale)
     protected = authenticated(EXAMPLE_SOURCES)
+    changing = {d.name: d for d in sets if isinstance(d, ChangingDataset)}
     with FakeVendor(sets, api_key=DEMO_KEY, protected=set(protected)) as vendor:
         weather(vendor)
         echo(f"fake vendors at {vendor.base_url}: " + ", ".join(f"{d.name} {d.total} records" for d in sets))
         sources = demo_sources(vendor, home / "demo-sources.yaml", source_overrides)
-        result = run_local(
-            sources,
-            home,
-            planner_event(),
-            secrets=dict.fromkeys(protected.values(), DEMO_KEY),
-            visibility_timeout=visibility_timeout,
-            echo=echo,
-        )
-    return result, sets
+        secrets = dict.fromkeys(protected.values(), DEMO_KEY)
+        event = planner_event()
+        with LocalRun(sources, home, secrets, visibility_timeout, echo=echo) as run:
+            marks = MarkStore(run.s3, run.deployment.bucket)
+            run_id, planner_error = run.plan(event)
+            result = DemoResult(run.finish(run_id, run.drain(), planner_error), sets)
+            result.marks.append(_reports(marks, run_id))
+            if not second_run or not changing:
+                return result
+            first_requests = {name: _requests(vendor, name) for name in changing}
+            at = datetime.fromisoformat(event["time"]) + timedelta(hours=12)
+            result.changed = {name: changing[name].touch(n, at) for name, n in changes(scale).items()}
+            echo(
+                "\nthe vendor changed records: "
+                + ", ".join(f"{name} {len(ids)}" for name, ids in result.changed.items())
+                + "; the incremental sources run again, a day later"
+            )
+            run.per_source, run.started = {}, time.monotonic()
+            run_id, planner_error = run.plan(second_run_event(event, sorted(changing)))
+            result.second = run.finish(run_id, run.drain(), planner_error)
+            result.marks.append(_reports(marks, run_id))
+            result.requests = {
+                name: (first_requests[name], _requests(vendor, name) - first_requests[name]) for name in changing
+            }
+    return result
+
+
+def _reports(marks: MarkStore, run_id: str | None) -> dict[str, MarkReport]:
+    manifest = marks.ledger.read_manifest(run_id) if run_id else None
+    return mark_reports(marks, manifest) if manifest else {}

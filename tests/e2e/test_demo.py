@@ -31,8 +31,11 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     # Then it exits 0, and DuckDB over the lake folder counts exactly the vendors' records, none twice
     assert code == 0, printed
     totals = {d.name: d.total for d in demo.datasets(0.1)}
+    changes = demo.changes(0.1)
     _, rows = query.run(tmp_path / "lake", "SELECT source, count(*), count(DISTINCT id) FROM raw GROUP BY 1 ORDER BY 1")
-    assert {source: (count, distinct) for source, count, distinct in rows} == {s: (n, n) for s, n in totals.items()}
+    # (an incremental example's changed records land once more, in its second run)
+    expected = {s: (n + changes.get(s, 0), n) for s, n in totals.items()}
+    assert {source: (count, distinct) for source, count, distinct in rows} == expected
     # And no message is left in any DLQ, and status says every source is complete
     assert all((tmp_path / "dlq" / f"{s}.jsonl").read_text() == "" for s in totals)
     assert main(["--home", str(tmp_path), "status"]) == 0
@@ -40,12 +43,15 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     assert "complete: yes" in status and "INCOMPLETE" not in status
     # And the summary and the example queries were printed
     assert "run sched-20261126T010000Z: drained" in printed
+    # And the incremental example ran twice, the second time asking after the mark, which was printed
+    assert changes and "run demo-20261127T010000Z: drained" in printed and "requests 2nd" in printed
+    assert "mark: none yet" in printed and "(moved " in printed
     assert all(title in printed for title, _ in demo.example_queries())
     # And `apilake query` works on the kept lake folder after the run
     last = EXAMPLES.sources[-1].name
     assert main(["--home", str(tmp_path), "query", f"select count(*) from raw where source = '{last}'"]) == 0
     printed_rows = capsys.readouterr().out.splitlines()
-    assert printed_rows[2].strip() == str(totals[last]) and printed_rows[3] == "(1 row)"
+    assert printed_rows[2].strip() == str(expected[last][0]) and printed_rows[3] == "(1 row)"
 
 
 def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: Path) -> None:
@@ -55,14 +61,16 @@ def test_a_page_that_always_fails_ends_in_the_dlq_and_status_names_it(tmp_path: 
     def broken_page(vendor: FakeVendor) -> None:
         vendor.inject(FAN_OUT.pagination.type, name, 2, Fault("status", status=500), forever=True)
 
-    result, sets = demo.run_demo(
+    demo_run = demo.run_demo(
         tmp_path,
         scale=0.1,
         weather=broken_page,
         source_overrides={"retries": {"max_attempts": 2, "base_delay_seconds": 0.01}, "budget": {"max_concurrency": 2}},
         visibility_timeout=2,
         echo=lambda line: None,
+        second_run=False,
     )
+    result, sets = demo_run.first, demo_run.datasets
     # Then the other sources, and all of its pages but page 2, landed
     assert result.drained
     _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")

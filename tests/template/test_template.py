@@ -127,9 +127,16 @@ def test_the_planner_may_only_send_to_the_queues_and_write_manifests(
         "sqs:SendMessage",  # to its own on-failure destination
         "kms:Decrypt",
         "kms:GenerateDataKey",
+        "s3:GetObject",  # the ledger, to settle incremental marks
+        "s3:ListBucket",
+        "s3:DeleteObject",
     }
-    put = next(s for s in statements(resources["PlannerRole"]) if "s3:PutObject" in _actions(s))
-    assert put["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/runs/*"}
+    by_sid = {s["Sid"]: s for s in statements(resources["PlannerRole"]) if "Sid" in s}
+    assert by_sid["WriteRunManifests"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/runs/*"}
+    # And its marks' writes are kept to ledger/source=*/state/, its reads and listings to ledger/
+    assert by_sid["KeepIncrementalMarks"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/source=*/state/*"}
+    assert by_sid["ReadLedger"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/*"}
+    assert by_sid["ListLedger"]["Condition"] == {"StringLike": {"s3:prefix": ["ledger/*"]}}
     # And the region's policy gives it each source's queue, and the secrets of the sources it probes only
     policy = resources["PlannerSourcesPolicy"]["Properties"]
     assert policy["Roles"] == [{"Ref": "PlannerRole"}]

@@ -103,6 +103,10 @@ class Dataset:
             self._windows[key] = found
         return self._windows[key]
 
+    def serve(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The records a request's parameters select (vendors/changing.py: records after a value)."""
+        return self.records(query.get("since"), query.get("until"))
+
     def _all(self) -> list[dict[str, Any]]:
         if (None, None) not in self._windows:
             self._windows[(None, None)] = [self.record(i) for i in range(self.total)]
@@ -289,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and self._fault(fault):
             return
         dataset = state.datasets[name]
-        records = dataset.records(query.get("since"), query.get("until"))
+        records = dataset.serve(query)
         chunk = records[(page - 1) * size : page * size]
         trailing = state.plan is not None and state.plan.empty_last_page and style in CHAIN_STYLES
         has_next = page * size <= len(records) if trailing else page * size < len(records)

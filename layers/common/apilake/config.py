@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
+from apilake.incremental import parse_value
 
 # At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
@@ -171,6 +172,30 @@ class Timeouts(_Model):
     read_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
+class Incremental(_Model):
+    """Fetch only what changed since the last complete run: the vendor is asked for the records whose
+    ``cursor_path`` is after a value (``param``). The high-water mark (the largest value landed) is kept per
+    source in the ledger and moves only when a run of the source is complete (apilake.marks)."""
+
+    cursor_path: Annotated[JsonPath, StringConstraints(min_length=1)]  # the field that moves forward
+    param: ParamName  # the request parameter that asks for records after a value
+    initial_value: str | int | float  # what the first run asks for (a timestamp text, or a number)
+    format: Literal["timestamp", "number"] = "timestamp"
+    # Asked for this much before the mark (seconds for timestamps, units for numbers): catches late writes.
+    overlap: float = Field(default=0, ge=0, le=366 * 86_400)
+    # How a timestamp is sent (strftime, UTC); numbers are sent as they are.
+    param_format: Annotated[str, StringConstraints(min_length=2)] = "%Y-%m-%dT%H:%M:%SZ"
+    end_param: ParamName | None = None  # the upper bound's parameter, for a manual run's explicit window
+
+    @model_validator(mode="after")
+    def _initial_value(self) -> Incremental:
+        try:
+            parse_value(self, self.initial_value)
+        except ValueError as exc:
+            raise ValueError(f"initial_value: {exc}") from None
+        return self
+
+
 class WorkerFunction(_Model):
     """The source's worker Lambda and queue in template.yaml (``make template`` writes them).
 
@@ -274,6 +299,7 @@ class Source(_Model):
     headers: dict[ParamName, str] = Field(default_factory=dict)
     records_path: JsonPath
     record_id_path: JsonPath | None = None
+    incremental: Incremental | None = None  # None: every run fetches everything
     pagination: Pagination
     sharding: Sharding = NoSharding(type="none")
     auth: Auth = NoAuth(type="none")
@@ -304,6 +330,12 @@ class Source(_Model):
         if "?" in value or "#" in value:
             raise ValueError("must not carry a query or fragment: use params")
         return value
+
+    @model_validator(mode="after")
+    def _incremental_unsharded(self) -> Source:
+        if self.incremental is not None and not isinstance(self.sharding, NoSharding):
+            raise ValueError("incremental: a source fetched by date shards cannot also be incremental (sharding: none)")
+        return self
 
     @property
     def url(self) -> str:

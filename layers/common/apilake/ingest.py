@@ -27,6 +27,7 @@ from apilake.exceptions import (
     RetryableError,
 )
 from apilake.http import Deadline
+from apilake.incremental import HighWater, to_json
 from apilake.lake import LakeWriter, WriteResult, page_key
 from apilake.ledger import Claim, ClaimState, Ledger
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
@@ -216,9 +217,11 @@ class PageIngester:
         records = extract_records(page.document, source.records_path)
         following = paginator.next_page(item, page, records)
         next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
+        # Incremental sources: the cursor's highest value on this page is noted as the page is encoded.
+        observed = HighWater(records, source.incremental) if source.incremental else None
         result = self.writer.write_page(
             page_key(item.source, item.ingestion_date, item.shard, item.page),
-            records,
+            records if observed is None else observed,
             {
                 "fetched-at": self._clock().isoformat(timespec="seconds"),
                 "request-fingerprint": request_fingerprint(request),
@@ -238,6 +241,8 @@ class PageIngester:
             "has_next": following is not None,
             "fetched_at": self._clock().isoformat(timespec="seconds"),
         }
+        if observed is not None and observed.highest is not None:
+            details["cursor_max"] = to_json(observed.highest)
         count(item.source, Metric.PAGES_INGESTED if result.written else Metric.PAGES_UNCHANGED)
         count(item.source, Metric.RECORDS_INGESTED, result.records)
         count(item.source, Metric.BYTES_WRITTEN, result.bytes_written)

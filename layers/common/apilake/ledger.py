@@ -64,10 +64,24 @@ class ShardPlan(BaseModel):
     error: str | None = None
 
 
+class IncrementalWindow(BaseModel):
+    """What an incremental source's run asked for: records after ``since`` (the mark less the overlap, the
+    initial value, or a manual run's explicit window, which never moves the mark)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    param: str
+    since: str | int | float
+    until: str | int | float | None = None
+    mark: str | int | float | None = None  # the mark when the run was planned (None: no mark yet)
+    explicit: bool = False
+
+
 class SourcePlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     shards: list[ShardPlan]
+    window: IncrementalWindow | None = None  # incremental sources only
 
 
 class RunManifest(BaseModel):
@@ -116,6 +130,8 @@ class SourceStatus:
 
     @property
     def complete(self) -> bool:
+        """Every planned page landed and every chain ended. An incremental source's mark moves only when
+        this is true of its run (apilake.marks): checks added later (reconciliation) belong here."""
         return all(shard.complete for shard in self.shards)
 
 
@@ -134,6 +150,11 @@ class Ledger:
     def __init__(self, s3_client: Any, bucket: str) -> None:
         self._s3 = s3_client
         self.bucket = bucket
+
+    @property
+    def client(self) -> Any:
+        """The S3 client (apilake.marks keeps the incremental marks in the same ledger)."""
+        return self._s3
 
     # -- planner -------------------------------------------------------------------------------
     def write_manifest(self, manifest: RunManifest) -> None:
@@ -206,11 +227,20 @@ class Ledger:
 
     # -- status --------------------------------------------------------------------------------
     def status(self, manifest: RunManifest) -> RunStatus:
-        sources = []
-        for name, plan in manifest.sources.items():
-            shards = [self._shard_status(name, manifest.run_id, shard) for shard in plan.shards]
-            sources.append(SourceStatus(source=name, shards=shards))
+        sources = [self.source_status(manifest, name) for name in manifest.sources]
         return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
+
+    def source_status(self, manifest: RunManifest, source: str) -> SourceStatus:
+        plan = manifest.sources[source]
+        return SourceStatus(source, [self._shard_status(source, manifest.run_id, shard) for shard in plan.shards])
+
+    def landed_details(self, source: str, run_id: str, shard: str) -> dict[int, dict[str, Any]]:
+        """page -> what the worker recorded when it landed (key, hash, counts, the cursor's highest value)."""
+        details: dict[int, dict[str, Any]] = {}
+        for key in self._keys(f"{shard_prefix(source, run_id, shard)}landed="):
+            if _LANDED_MARKER.search(key):
+                details.update({int(page): body for page, body in (self._get_json(key) or {}).items()})
+        return details
 
     def _shard_status(self, source: str, run_id: str, plan: ShardPlan) -> ShardStatus:
         status, landed = self._landed_and_ended(source, run_id, plan)

@@ -14,7 +14,11 @@ MAX_PAGES_PER_SHARD = 99_999  # keys carry the page as five digits
 
 # Every field that reaches an S3 key is constrained to characters that cannot form a path.
 RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-ShardName = Annotated[str, StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2})$")]
+# "all", a day, or an incremental run's window (apilake.incremental: since-<value>[_until-<value>]).
+ShardName = Annotated[
+    str,
+    StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2}|since-[0-9A-Za-z.+-]{1,40}(_until-[0-9A-Za-z.+-]{1,40})?)$"),
+]
 
 
 MAX_CURSOR_CHARS = 4096  # the longest cursor (or next URL) a work item carries

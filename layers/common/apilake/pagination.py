@@ -30,6 +30,7 @@ from apilake.config import (
     Source,
 )
 from apilake.exceptions import BadResponseError
+from apilake.incremental import is_window_shard, window_params
 from apilake.messages import MAX_CURSOR_CHARS, MAX_PAGES_PER_SHARD, WorkItem
 from apilake.records import find, find_optional
 
@@ -242,7 +243,9 @@ def paginator_for(source: Source) -> Paginator:
 
 
 def shard_params(source: Source, shard: str) -> dict[str, str]:
-    """The query parameters of a date shard: the window [day, day + 1)."""
+    """The query parameters of a shard: a date shard's window [day, day + 1), an incremental run's window."""
+    if source.incremental is not None and is_window_shard(shard):
+        return window_params(source.incremental, shard)
     sharding = source.sharding
     if not isinstance(sharding, DailySharding) or shard == "all":
         return {}

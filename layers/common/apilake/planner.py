@@ -8,13 +8,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from apilake.aws import cached_sources, default_clients, default_queue_locator, default_vendor_clients
 from apilake.config import DailySharding, Source, SourceName, SourcesFile
 from apilake.exceptions import ApilakeError, ConfigError, PlanningError, describe_validation_error
 from apilake.http import Deadline, VendorClient
-from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.incremental import minus_overlap, parse_value, to_json, window_shard
+from apilake.ledger import IncrementalWindow, Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.marks import MarkLostRaceError, MarkStore
 from apilake.messages import RunId, WorkItem
 from apilake.observability import Metric, count, logger
 from apilake.pagination import paginator_for
@@ -63,9 +66,14 @@ class ManualRun(BaseModel):
     shard_to: date | None = None
     ingestion_date: date | None = None
     run_id: RunId | None = None
+    # Incremental sources: an explicit window instead of the mark (the mark does not move for it).
+    since: str | int | float | None = None
+    until: str | int | float | None = None
 
     @model_validator(mode="after")
     def _window(self) -> ManualRun:
+        if self.until is not None and self.since is None:
+            raise ValueError("until needs since")
         if (self.shard_from is None) != (self.shard_to is None):
             raise ValueError("give both shard_from and shard_to, or neither")
         if self.shard_from and self.shard_to:
@@ -83,6 +91,8 @@ class PlanRequest:
     trigger: Literal["schedule", "manual"]
     sources: list[str] | None = None
     shard_window: tuple[date, date] | None = None
+    # Incremental sources: (since, until or None) of a manual run's explicit window.
+    incremental_window: tuple[str | int | float, str | int | float | None] | None = None
 
     def select(self, sources: SourcesFile) -> list[Source]:
         """The sources this run plans: those named; else, from the default schedule, those without a
@@ -118,6 +128,7 @@ def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
         trigger="manual",
         sources=manual.sources,
         shard_window=window,
+        incremental_window=(manual.since, manual.until) if manual.since is not None else None,
     )
 
 
@@ -167,13 +178,16 @@ class Planner:
         self.sender = sender
         self.client_for = client_for
         self.clock = clock
+        self.marks = MarkStore(ledger.client, ledger.bucket)
 
     def plan(self, request: PlanRequest, deadline: Deadline) -> PlanSummary:
         selected = request.select(self.sources)
         work: dict[str, list[WorkItem]] = {}
         plans: dict[str, SourcePlan] = {}
+        # A retried invocation of this run asks the incremental sources for the windows it asked for.
+        previous = self.ledger.read_manifest(request.run_id) if any(s.incremental for s in selected) else None
         for source in selected:
-            plans[source.name], work[source.name] = self._plan_source(source, request, deadline)
+            plans[source.name], work[source.name] = self._plan_source(source, request, deadline, previous)
         manifest = RunManifest(
             run_id=request.run_id,
             ingestion_date=request.ingestion_date,
@@ -184,6 +198,7 @@ class Planner:
         # The manifest is written before anything is sent: whatever happens next, the ledger knows
         # what was expected and can say what is missing.
         self.ledger.write_manifest(manifest)
+        self._open_windows(manifest)
         summary = PlanSummary(run_id=request.run_id, ingestion_date=request.ingestion_date)
         for source in selected:
             summary.messages[source.name] = self._send(source, work[source.name], plans[source.name], summary)
@@ -196,20 +211,22 @@ class Planner:
         return summary
 
     def _plan_source(
-        self, source: Source, request: PlanRequest, deadline: Deadline
+        self, source: Source, request: PlanRequest, deadline: Deadline, previous: RunManifest | None = None
     ) -> tuple[SourcePlan, list[WorkItem]]:
         paginator = paginator_for(source)
         mode: Literal["fanout", "chain"] = "fanout" if paginator.fans_out else "chain"
         try:
             # Before any probe: a source with nowhere to send its pages costs no vendor request.
             self.queues.url(source.name)
-        except ConfigError as exc:
-            logger.error("no queue", extra={"source": source.name, "reason": str(exc)})
-            unplanned = [ShardPlan(shard=shard, mode=mode, error=str(exc)) for shard in shards_for(source, request)]
+            window, shard_names = self._window(source, request, previous)
+        except (ApilakeError, ClientError, BotoCoreError, ValueError, MarkLostRaceError) as exc:
+            logger.error("not planned", extra={"source": source.name, "reason": str(exc)})
+            reason = str(exc) if isinstance(exc, ConfigError) else f"incremental mark: {exc}"
+            unplanned = [ShardPlan(shard=shard, mode=mode, error=reason) for shard in shards_for(source, request)]
             return SourcePlan(shards=unplanned), []
         shards: list[ShardPlan] = []
         items: list[WorkItem] = []
-        for shard in shards_for(source, request):
+        for shard in shard_names:
             first = WorkItem(
                 run_id=request.run_id, source=source.name, ingestion_date=request.ingestion_date, shard=shard, page=1
             )
@@ -228,7 +245,62 @@ class Planner:
                 continue
             shards.append(ShardPlan(shard=shard, mode="fanout", expected_pages=pages, messages=pages))
             items.extend(first.model_copy(update={"page": page}) for page in range(1, pages + 1))
-        return SourcePlan(shards=shards), items
+        return SourcePlan(shards=shards, window=window), items
+
+    def _window(
+        self, source: Source, request: PlanRequest, previous: RunManifest | None
+    ) -> tuple[IncrementalWindow | None, list[str]]:
+        """An incremental source's window (and its one shard): the window this run asked for already (a
+        retried invocation), a manual run's explicit one, or after the mark, settled first (apilake.marks)."""
+        config = source.incremental
+        if config is None:
+            return None, shards_for(source, request)
+        earlier = previous.sources.get(source.name) if previous else None
+        if earlier is not None and earlier.window is not None:
+            window = earlier.window
+        elif request.incremental_window is not None:
+            since, until = request.incremental_window
+            if until is not None and config.end_param is None:
+                raise ConfigError(f"source '{source.name}': an explicit window's until needs incremental.end_param")
+            window = IncrementalWindow(
+                param=config.param,
+                since=to_json(parse_value(config, since)),
+                until=None if until is None else to_json(parse_value(config, until)),
+                explicit=True,
+            )
+        else:
+            settled = self.marks.settle(source.name, config, self.clock(), current_run=request.run_id)
+            start = parse_value(config, config.initial_value)
+            if settled.mark is not None:
+                start = max(start, minus_overlap(config, parse_value(config, settled.mark.value)))
+            window = IncrementalWindow(
+                param=config.param, since=to_json(start), mark=settled.mark.value if settled.mark else None
+            )
+            logger.info(
+                "incremental mark settled",
+                extra={
+                    "source": source.name,
+                    "mark": window.mark,
+                    "moved": settled.moved,
+                    "closed_runs": settled.closed,
+                    "open_runs": settled.waiting,
+                    "since": window.since,
+                },
+            )
+        until_value = None if window.until is None else parse_value(config, window.until)
+        return window, [window_shard(parse_value(config, window.since), until_value)]
+
+    def _open_windows(self, manifest: RunManifest) -> None:
+        """Note each incremental source's run as open (its completion moves the mark when settled);
+        explicit windows never move it."""
+        for name, plan in manifest.sources.items():
+            if plan.window is None or plan.window.explicit or any(shard.error for shard in plan.shards):
+                continue
+            try:
+                self.marks.open_run(name, manifest.run_id, manifest.created_at)
+            except (ClientError, BotoCoreError) as exc:
+                for shard in plan.shards:
+                    shard.error = f"could not note the run for the incremental mark: {exc}"
 
     def _send(self, source: Source, items: list[WorkItem], plan: SourcePlan, summary: PlanSummary) -> int:
         if all(shard.error for shard in plan.shards):

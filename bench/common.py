@@ -13,15 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from apilake.config import load_sources
 from apilake_cli.output import format_table
-from apilake_dev import paths
 from apilake_dev.vendors.fake import FakeVendor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-# The example sources' names (the benchmarks run the examples' shapes at their own sizes).
-EXAMPLE_NAMES = tuple(s.name for s in load_sources(paths.EXAMPLE_SOURCES).sources)
+# The benchmarks' own sources (their shapes and sizes are the benchmarks', not the examples').
+BENCH_SOURCES = ("bench-a", "bench-b", "bench-c", "bench-d")
 
 
 def page_number_sources(

@@ -24,13 +24,13 @@ from apilake.queue import encode
 from apilake_dev.local.containers import start_fork_server
 from apilake_dev.local.run import LocalRun
 from apilake_dev.vendors.fake import Dataset, FakeVendor
-from bench.common import EXAMPLE_NAMES, Row, median, quiet
+from bench.common import BENCH_SOURCES, Row, median, quiet
 
 ITEMS = 100_000
 DAYS = 10
 THREADS = 8  # QueueSender's default
 TRIALS = 3
-SOURCES = EXAMPLE_NAMES  # only the first is planned
+SOURCES = BENCH_SOURCES  # only the first is planned
 INGESTION = date(2026, 11, 26)
 RUN_ID = "bench-fanout"
 

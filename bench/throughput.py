@@ -31,9 +31,9 @@ from apilake.observability import Metric
 from apilake_dev.local.containers import CONTAINER_NICENESS, start_fork_server
 from apilake_dev.local.run import LocalRun
 from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
-from bench.common import EXAMPLE_NAMES, Row, median, page_number_sources, quiet
+from bench.common import BENCH_SOURCES, Row, median, page_number_sources, quiet
 
-SOURCES = EXAMPLE_NAMES  # four sources at concurrency 2 each: 8 workers at once
+SOURCES = BENCH_SOURCES  # four sources at concurrency 2 each: 8 workers at once
 PAGES = 2000
 RECORDS_PER_PAGE = 100
 THREADS = 8

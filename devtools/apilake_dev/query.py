@@ -1,4 +1,6 @@
-"""SQL over the lake folder with DuckDB: one view per source (``source_api_b``, as the Glue table), and ``raw``.
+"""SQL over the lake folder with DuckDB: one view per source (``source_api_b``, as the Glue table), and ``raw``;
+and for each source with a ``record_id_path``, ``source_api_b_current``: the latest version of each record
+(the statement of ``apilake_dev.sql``, as Athena's named query holds it, transpiled).
 
 The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
 ``source=``, ``ingestion_date=`` and ``shard=`` folders as columns (Hive partitioning).
@@ -6,12 +8,20 @@ The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with t
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from apilake.config import Source, load_sources
+from apilake.exceptions import ConfigError
 from apilake.names import table_name
+from apilake_dev import paths
+from apilake_dev.sql import current_view_name, local_current_view
+
+READER = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true{extra})"
 
 
 def sources_in(lake: Path) -> list[str]:
@@ -20,23 +30,45 @@ def sources_in(lake: Path) -> list[str]:
     return found
 
 
-def connect(lake: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per source that has data, and ``raw`` over every source."""
+def known_sources() -> list[Source]:
+    """The sources whose record ids name the ``_current`` views: the user's sources file (``apilake run
+    --local``), then the examples' (``apilake demo``) for names the user's file does not have."""
+    known: dict[str, Source] = {}
+    for sources_file in (paths.SOURCES, paths.EXAMPLE_SOURCES):
+        try:
+            for source in load_sources(sources_file).sources:
+                known.setdefault(source.name, source)
+        except (ConfigError, OSError):
+            continue  # `apilake sources validate` reports a broken file; the plain views need none
+    return list(known.values())
+
+
+def connect(lake: Path, sources: Sequence[Source] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per source that has data, and ``raw`` over every source; and
+    ``source_<name>_current`` for each of ``sources`` (default :func:`known_sources`) that has data and a record id."""
     connection = duckdb.connect()
-    sources = sources_in(lake)
-    if not sources:
+    landed = sources_in(lake)
+    if not landed:
         raise FileNotFoundError(f"no pages in {lake / 'raw'}: run `apilake demo` or `apilake run --local` first")
-    reader = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true)"
-    for source in sources:
+    for source in landed:
         glob = (lake / "raw" / f"source={source}" / "*" / "*" / "*.json.gz").as_posix()
-        connection.execute(f'CREATE VIEW "{table_name(source)}" AS SELECT * FROM {reader.format(glob=glob)}')
+        connection.execute(f'CREATE VIEW "{table_name(source)}" AS SELECT * FROM {READER.format(glob=glob, extra="")}')
+    for config in known_sources() if sources is None else sources:
+        if config.name in landed:
+            glob = (lake / "raw" / f"source={config.name}" / "*" / "*" / "*.json.gz").as_posix()
+            statement = local_current_view(config, READER.format(glob=glob, extra=", filename=true"))
+            try:
+                if statement is not None:
+                    connection.execute(statement)
+            except duckdb.BinderException as exc:  # e.g. no record has the id's column yet: the other views still work
+                print(f"no view {current_view_name(config.name)}: {exc}", file=sys.stderr)
     everything = (lake / "raw" / "*" / "*" / "*" / "*.json.gz").as_posix()
-    connection.execute(f"CREATE VIEW raw AS SELECT * FROM {reader.format(glob=everything)}")
+    connection.execute(f"CREATE VIEW raw AS SELECT * FROM {READER.format(glob=everything, extra='')}")
     return connection
 
 
-def run(lake: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    connection = connect(lake)
+def run(lake: Path, sql: str, sources: Sequence[Source] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    connection = connect(lake, sources)
     try:
         result = connection.execute(sql)
         columns = [d[0] for d in result.description or []]

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from apilake.config import SourcesFile
-from apilake.names import pascal, queue_name
+from apilake.names import pascal, queue_name, table_name
 from apilake.pagination import paginator_for
+from apilake_dev.sql import create_current_view, current_view_name
 from apilake_dev.template.generate import main, secret_arn
 from tests.template.conftest import ROOT
 
@@ -286,3 +287,24 @@ def test_every_checkov_skip_carries_a_reason(resources: dict[str, Any]) -> None:
     for name, resource in resources.items():
         for check in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert check["id"].startswith("CKV_") and len(check["comment"]) > 20, name
+
+
+def test_every_source_with_a_record_id_has_its_current_view_query_in_athena_sql(
+    resources: dict[str, Any], sources: SourcesFile, source: str
+) -> None:
+    import sqlglot  # here: the other template tests need no SQL parser
+    from sqlglot import exp
+
+    config = next(s for s in sources.sources if s.name == source)
+    named = resources.get(f"{pascal(source)}CurrentViewQuery")
+    if config.record_id_path is None:
+        assert named is None, "no record id, no latest version: no view"
+        return
+    assert named is not None and named["Type"] == "AWS::Athena::NamedQuery"
+    query = named["Properties"]
+    assert query["Name"] == {"Fn::Sub": f"apilake-${{Stage}}-{source}-current"}
+    assert query["Database"] == {"Ref": "GlueDatabase"} and query["WorkGroup"] == {"Ref": "AthenaWorkGroup"}
+    assert query["QueryString"] == create_current_view(config)  # the one definition, as it is
+    statement = sqlglot.parse_one(query["QueryString"], read="trino")  # Athena's engine: Trino
+    assert isinstance(statement, exp.Create) and statement.this.name == current_view_name(source)
+    assert {t.name for t in statement.expression.find_all(exp.Table)} == {table_name(source)}

@@ -27,6 +27,7 @@ from apilake.ledger import source_ledger_prefix
 from apilake.names import pascal
 from apilake.pagination import paginator_for
 from apilake_dev import paths
+from apilake_dev.sql import create_current_view, current_view_name
 
 BEGIN = "  # >>> apilake sources: generated from the sources file by `make template`; edit that file, not this region"
 END = "  # <<< apilake sources"
@@ -88,6 +89,8 @@ def source_context(source: Source) -> dict[str, Any]:
         "batch_size": worker.batch_size or "!Ref WorkerBatchSize",
         "max_receive_count": worker.max_receive_count,
         "concurrency": source.budget.max_concurrency,
+        "current_view": current_view_name(source.name),
+        "current_view_sql": create_current_view(source),  # None without record_id_path: no named query
         "alarms": [
             _alarm(
                 "DlqDepthAlarm",

@@ -63,9 +63,16 @@ def print_status(status: RunStatus | None, home: Path | None, marks: dict[str, M
             line = f"    shard {shard.shard} ({shard.mode}): {shard.landed_pages}/{expected} pages"
             if shard.mode == "chain":
                 line += ", chain ended" if shard.ended else ", chain NOT ended"
+            if shard.landed_records is not None:
+                stated = "?" if shard.expected_records is None else shard.expected_records
+                line += f", {shard.landed_records}/{stated} records"
             print(line)
             if shard.note:
                 print(f"      {shard.note}")
+            if shard.capped:
+                print(f"      the vendor caps the page size: planned with pages of {shard.page_size}")
+            if shard.unreconciled:
+                print(f"      records do not reconcile: {shard.unreconciled}")
             for page in sorted(set(shard.missing) | set(shard.failures)):
                 print(f"      missing page {page}: {shard.failures.get(page, 'no delivery recorded')}")
         if marks and source.source in marks:

@@ -63,3 +63,63 @@ def test_a_continuation_is_claimed_once_and_a_cursor_is_recorded_once() -> None:
     # A cursor leads to the page it led to first, however often (and from wherever) it comes back
     assert ledger.first_page_of_cursor(page_2) == 2
     assert ledger.first_page_of_cursor(page_2.model_copy(update={"page": 7})) == 2
+
+
+@mock_aws
+def test_a_shard_whose_pages_all_landed_is_complete_only_when_its_records_reconcile() -> None:
+    # Given a run whose shards the vendor said hold 25 records, in pages of 10
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger = Ledger(s3, "lake")
+    days = ("2026-11-23", "2026-11-24", "2026-11-25")
+    plan = SourcePlan(
+        shards=[
+            ShardPlan(shard=day, mode="fanout", expected_pages=3, expected_records=25, page_size=10, capped=True)
+            for day in days
+        ]
+    )
+    manifest = RunManifest(
+        run_id=RUN,
+        ingestion_date=date(2026, 11, 26),
+        created_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+        trigger="schedule",
+        sources={"api-a": plan},
+    )
+    # When the first shard lands 10 + 10 + 5, the second 10 + 6 + 5, the third pages 1 and 2 short
+    held = {days[0]: (10, 10, 5), days[1]: (10, 6, 5), days[2]: (4, 10)}
+    ledger.mark_landed(
+        [(item(day, page), {"records": n}) for day, counts in held.items() for page, n in enumerate(counts, 1)]
+    )
+    whole, short, partial = ledger.status(manifest).sources[0].shards
+    # Then the first reconciles and is complete
+    assert whole.complete and (whole.expected_records, whole.landed_records, whole.unreconciled) == (25, 25, None)
+    # And the second, every page landed, is not: its short page is flagged and the records differ
+    assert not short.complete and short.missing == [] and short.short_pages == {2: 6}
+    assert short.unreconciled == (
+        "page 2 holds 6 records, fewer than the page size 10, and is not the last; "
+        "the vendor stated 25 records, 21 landed"
+    )
+    # And the third flags its short page while page 3 is missing (the total waits for every page)
+    assert partial.missing == [3] and partial.short_pages == {1: 4}
+    assert partial.unreconciled == "page 1 holds 4 records, fewer than the page size 10, and is not the last"
+    # And the source (the hook of the incremental mark) and the run are not complete
+    assert not ledger.source_status(manifest, "api-a").complete and not ledger.status(manifest).complete
+
+
+@mock_aws
+def test_a_manifest_without_what_to_reconcile_reads_the_pages_only() -> None:
+    # A manifest written before reconciliation (or a single page, or no probe): pages decide, as they did.
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger = Ledger(s3, "lake")
+    document = {
+        "run_id": RUN,
+        "ingestion_date": "2026-11-26",
+        "created_at": "2026-11-26T01:00:00Z",
+        "trigger": "schedule",
+        "sources": {"api-a": {"shards": [{"shard": "all", "mode": "fanout", "expected_pages": 2, "messages": 2}]}},
+    }
+    manifest = RunManifest.model_validate(document)
+    ledger.mark_landed([(item("all", 1), {"records": 3}), (item("all", 2), {"records": 1})])
+    shard = ledger.status(manifest).sources[0].shards[0]
+    assert shard.complete and shard.expected_records is None and shard.landed_records is None

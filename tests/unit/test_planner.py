@@ -14,8 +14,9 @@ from apilake.config import SourcesFile, parse_sources
 from apilake.exceptions import ConfigError, PlanningError, TransientHttpError
 from apilake.http import Deadline
 from apilake.ledger import Ledger
+from apilake.messages import WorkItem
 from apilake.names import queue_name
-from apilake.pagination import PageRequest, VendorPage
+from apilake.pagination import FanOut, PageRequest, VendorPage, paginator_for
 from apilake.planner import Planner, PlanRequest, parse_planner_event, shards_for
 from apilake.queue import QueueLocator, QueueSender
 from tests.conftest import load_event
@@ -314,3 +315,72 @@ def test_sends_are_batched_by_ten(aws: Any) -> None:
         PlanRequest("r1", date(2026, 11, 26), "manual", sources=["fan"]), Deadline.unbounded()
     )
     assert sorted(calls) == [5, 10, 10]
+
+
+class CappedClient(StubClient):
+    """A vendor that states ``total`` records and holds at most ``cap`` a page, whatever the size asked."""
+
+    def __init__(self, total: int, cap: int) -> None:
+        super().__init__(total)
+        self.stated, self.cap = total, cap
+
+    def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage:
+        self.requests.append(request)
+        held = min(self.cap, int(request.params.get("per_page", self.cap)), self.stated)
+        return VendorPage({"total": self.stated, "data": [{"n": n} for n in range(held)]}, {}, request.url, 0, 0.0)
+
+
+def test_a_vendor_that_caps_the_page_size_is_planned_with_the_size_it_really_uses(aws: Any) -> None:
+    # Given a vendor that states 95 records and holds 4 a page, where 10 are configured
+    s3, sqs, urls = aws
+    client = CappedClient(total=95, cap=4)
+    # When the source is planned
+    summary = planner(aws, client).plan(
+        PlanRequest("r1", date(2026, 11, 26), "manual", sources=["fan"]), Deadline.unbounded()
+    )
+    # Then it is planned as 24 pages of 4, each work item carrying the size the vendor uses
+    assert summary.messages == {"fan": 24}
+    bodies = drain_bodies(sqs, urls["fan"])
+    assert sorted(b["page"] for b in bodies) == list(range(1, 25)) and {b["page_size"] for b in bodies} == {4}
+    # And its requests ask for that size
+    page_2 = WorkItem.model_validate(next(b for b in bodies if b["page"] == 2))
+    assert paginator_for(sources().get("fan")).request(page_2).params == {"page": "2", "per_page": "4"}
+    # And the manifest holds what to reconcile with: the records stated, the size used, the cap
+    manifest = Ledger(s3, "lake").read_manifest("r1")
+    assert manifest is not None
+    shard = manifest.sources["fan"].shards[0]
+    assert (shard.expected_pages, shard.expected_records, shard.page_size, shard.capped) == (24, 95, 4, True)
+
+
+@pytest.mark.parametrize(("total", "cap", "pages"), [(3, 4, 1), (95, 10, 10), (95, 50, 10)])
+def test_a_vendor_that_holds_the_size_asked_or_the_whole_total_is_not_capped(
+    aws: Any, total: int, cap: int, pages: int
+) -> None:
+    s3, sqs, urls = aws
+    planner(aws, CappedClient(total=total, cap=cap)).plan(
+        PlanRequest("r1", date(2026, 11, 26), "manual", sources=["fan"]), Deadline.unbounded()
+    )
+    bodies = drain_bodies(sqs, urls["fan"])
+    assert len(bodies) == pages and all("page_size" not in b for b in bodies)
+    manifest = Ledger(s3, "lake").read_manifest("r1")
+    assert manifest is not None
+    shard = manifest.sources["fan"].shards[0]
+    assert (shard.expected_records, shard.page_size, shard.capped) == (total, 10, False)
+
+
+def test_an_offset_vendor_that_caps_its_limit_is_asked_with_offsets_of_the_size_it_uses() -> None:
+    source = sources(
+        {
+            "name": "offs",
+            "base_url": "https://x.example.com",
+            "records_path": "items",
+            "pagination": {"type": "offset", "limit": 100, "total_path": "total"},
+        }
+    ).get("offs")
+    paginator = paginator_for(source)
+    probed = VendorPage({"total": 250, "items": [{}] * 25}, {}, "https://x.example.com", 0, 0.0)
+    assert paginator.fan_out(probed) == FanOut(pages=10, records=250, page_size=25, capped=True)
+    page_3 = WorkItem(run_id="r", source="offs", ingestion_date=date(2026, 11, 26), shard="all", page=3, page_size=25)
+    assert paginator.request(page_3).params == {"offset": "50", "limit": "25"}
+    # A work item written before the cap was known (no page_size) asks with the configured limit
+    assert paginator.request(page_3.model_copy(update={"page_size": None})).params == {"offset": "200", "limit": "100"}

@@ -10,8 +10,7 @@ One server serves several datasets; the URL says the style and the dataset::
     /single/<ds>                               {"records": [...]}
 
 ``since`` / ``until`` (YYYY-MM-DD) keep the records whose ``updated_at`` falls in [since, until).
-Faults are injected per (style, dataset, page index) and consumed in order, or kept forever.
-A dataset can have a rate limit: at most N requests answered in any one second, 429 beyond it.
+Faults (per style, dataset and page index) are consumed in order or kept forever; rate limits answer 429 past N/s.
 """
 
 from __future__ import annotations
@@ -106,6 +105,9 @@ class Dataset:
     def serve(self, query: dict[str, str]) -> list[dict[str, Any]]:
         """The records a request's parameters select (vendors/changing.py: records after a value)."""
         return self.records(query.get("since"), query.get("until"))
+
+    def chunk(self, records: list[dict[str, Any]], style: str, page: int, size: int) -> list[dict[str, Any]]:
+        return records[(page - 1) * size : page * size]  # vendors/uneven.py: a capped size, a short page
 
     def _all(self) -> list[dict[str, Any]]:
         if (None, None) not in self._windows:
@@ -294,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         dataset = state.datasets[name]
         records = dataset.serve(query)
-        chunk = records[(page - 1) * size : page * size]
+        chunk = dataset.chunk(records, style, page, size)
         trailing = state.plan is not None and state.plan.empty_last_page and style in CHAIN_STYLES
         has_next = page * size <= len(records) if trailing else page * size < len(records)
         next_page = page + 1

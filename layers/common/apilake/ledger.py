@@ -62,6 +62,11 @@ class ShardPlan(BaseModel):
     expected_pages: int | None = None  # fan-out only
     messages: int = 0
     error: str | None = None
+    # Fan-out only, from the probe (decision 28): the records the vendor stated, the page size every page
+    # but the last holds, and whether that is the vendor's cap below the configured size.
+    expected_records: int | None = None
+    page_size: int | None = None
+    capped: bool = False
 
 
 class IncrementalWindow(BaseModel):
@@ -117,10 +122,18 @@ class ShardStatus:
     note: str | None = None
     # missing page -> the reason of its last failure
     failures: dict[int, str] = field(default_factory=dict)
+    # Reconciliation (fan-out shards with a probe): records stated and landed, pages short before the last
+    # (page -> its records), and why the records do not reconcile (None when they do, or nothing to check).
+    expected_records: int | None = None
+    landed_records: int | None = None
+    page_size: int | None = None
+    capped: bool = False
+    short_pages: dict[int, int] = field(default_factory=dict)
+    unreconciled: str | None = None
 
     @property
     def complete(self) -> bool:
-        return self.ended and not self.missing and self.note is None
+        return self.ended and not self.missing and self.note is None and self.unreconciled is None
 
 
 @dataclass
@@ -130,8 +143,8 @@ class SourceStatus:
 
     @property
     def complete(self) -> bool:
-        """Every planned page landed and every chain ended. An incremental source's mark moves only when
-        this is true of its run (apilake.marks): checks added later (reconciliation) belong here."""
+        """Every planned page landed, every chain ended, and the records reconcile (decision 28). An
+        incremental source's mark moves only when this is true of its run (apilake.marks)."""
         return all(shard.complete for shard in self.shards)
 
 
@@ -265,7 +278,10 @@ class Ledger:
         if plan.mode == "fanout":
             expected = plan.expected_pages or 0
             missing = sorted(set(range(1, expected + 1)) - landed)
-            return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing), landed
+            status = ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
+            if plan.expected_records is not None or plan.page_size is not None:
+                self._reconcile(source, run_id, plan, status)
+            return status, landed
         end = self._get_json(f"{prefix}end.json")
         if end is None:
             last = max(landed, default=0)
@@ -275,6 +291,25 @@ class Ledger:
         last_page = int(end["last_page"])
         missing = sorted(set(range(1, last_page + 1)) - landed)
         return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing), landed
+
+    def _reconcile(self, source: str, run_id: str, plan: ShardPlan, status: ShardStatus) -> None:
+        """The records that landed against what the vendor stated: its total, once every page landed, and
+        its page size, on every page but the last (decision 28)."""
+        held = {
+            page: int(body.get("records", 0)) for page, body in self.landed_details(source, run_id, plan.shard).items()
+        }
+        status.expected_records, status.landed_records = plan.expected_records, sum(held.values())
+        status.page_size, status.capped = plan.page_size, plan.capped
+        last = plan.expected_pages or 0
+        if plan.page_size is not None:
+            status.short_pages = {p: n for p, n in sorted(held.items()) if p < last and n < plan.page_size}
+        reasons = [
+            f"page {page} holds {records} records, fewer than the page size {plan.page_size}, and is not the last"
+            for page, records in status.short_pages.items()
+        ]
+        if plan.expected_records is not None and not status.missing and status.landed_records != plan.expected_records:
+            reasons.append(f"the vendor stated {plan.expected_records} records, {status.landed_records} landed")
+        status.unreconciled = "; ".join(reasons) or None
 
     # -- S3 helpers ----------------------------------------------------------------------------
     def _create_json(self, key: str, document: Any) -> bool:

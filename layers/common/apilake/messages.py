@@ -51,6 +51,9 @@ class WorkItem(BaseModel):
     page: int = Field(ge=1, le=MAX_PAGES_PER_SHARD)
     # Chain styles only: the cursor (cursor style) or the absolute URL (next_url, link_header) of this page.
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=MAX_CURSOR_CHARS)] | None = None
+    # Fan-out styles only: the page size the vendor really uses, when it caps the configured one (the planner
+    # learns it from its probe, apilake.pagination.FanOut); unset, the configured size.
+    page_size: int | None = Field(default=None, ge=1, exclude_if=lambda size: size is None)
     # Set while the page waits out a vendor's Retry-After in the queue (see PageIngester).
     park: Parking | None = Field(default=None, exclude_if=lambda park: park is None)
 

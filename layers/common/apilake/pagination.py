@@ -32,7 +32,7 @@ from apilake.config import (
 from apilake.exceptions import BadResponseError
 from apilake.incremental import is_window_shard, window_params
 from apilake.messages import MAX_CURSOR_CHARS, MAX_PAGES_PER_SHARD, WorkItem
-from apilake.records import find, find_optional
+from apilake.records import extract_records, find, find_optional
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,17 @@ class VendorPage:
     url: str
     size_bytes: int
     latency_ms: float
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """What the planner learns of a fan-out shard: its pages and, where the vendor states them, its records
+    and the page size it really uses (``capped``: less than configured, and the pages are planned with it)."""
+
+    pages: int
+    records: int | None = None
+    page_size: int | None = None
+    capped: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,10 @@ class Paginator(ABC):
         """For fan-out styles: how many pages there are, from the probed first page."""
         raise NotImplementedError(f"{type(self).__name__} does not fan out")
 
+    def fan_out(self, page: VendorPage | None) -> FanOut:
+        """For fan-out styles: the pages to plan and what to reconcile them with (decision 28)."""
+        return FanOut(pages=self.page_count(page))
+
     @abstractmethod
     def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         """For chain styles: the next page, or None when ``item`` was the last one."""
@@ -100,7 +115,7 @@ class PageNumberPaginator(Paginator):
     def page_params(self, item: WorkItem) -> dict[str, str]:
         params = {self.config.page_param: str(self.config.first_page + item.page - 1)}
         if self.config.size_param:
-            params[self.config.size_param] = str(self.config.page_size)
+            params[self.config.size_param] = str(item.page_size or self.config.page_size)
         return params
 
     def page_count(self, page: VendorPage | None) -> int:
@@ -110,6 +125,16 @@ class PageNumberPaginator(Paginator):
         assert self.config.total_path is not None
         total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
         return _checked_count(math.ceil(total / self.config.page_size), "page count")
+
+    def fan_out(self, page: VendorPage | None) -> FanOut:
+        assert page is not None
+        if self.config.total_path is not None:
+            total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
+            return _sized(self.source, page, total, self.config.page_size)
+        # The vendor states its pages: they are what they are; page 1 tells the size of all but the last.
+        pages, held = self.page_count(page), len(extract_records(page.document, self.source.records_path))
+        size = held if pages > 1 and 0 < held < self.config.page_size else self.config.page_size
+        return FanOut(pages=pages, page_size=size, capped=size != self.config.page_size)
 
     def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         if self.fans_out or not records:
@@ -128,15 +153,18 @@ class OffsetPaginator(Paginator):
         self.config = config
 
     def page_params(self, item: WorkItem) -> dict[str, str]:
-        return {
-            self.config.offset_param: str((item.page - 1) * self.config.limit),
-            self.config.limit_param: str(self.config.limit),
-        }
+        limit = item.page_size or self.config.limit
+        return {self.config.offset_param: str((item.page - 1) * limit), self.config.limit_param: str(limit)}
 
     def page_count(self, page: VendorPage | None) -> int:
         assert page is not None
         total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
         return _checked_count(math.ceil(total / self.config.limit), "page count")
+
+    def fan_out(self, page: VendorPage | None) -> FanOut:
+        assert page is not None
+        total = _checked_count(find(page.document, self.config.total_path, "total"), "total")
+        return _sized(self.source, page, total, self.config.limit)
 
     def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         return None
@@ -254,6 +282,16 @@ def shard_params(source: Source, shard: str) -> dict[str, str]:
         sharding.start_param: day.strftime(sharding.date_format),
         sharding.end_param: (day + timedelta(days=1)).strftime(sharding.date_format),
     }
+
+
+def _sized(source: Source, page: VendorPage, total: int, configured: int) -> FanOut:
+    """A shard whose vendor states its records: a first page that holds fewer than the configured size
+    (and than the total) shows the size the vendor really uses, and the pages are planned with it, so
+    that every record lands (decision 28). An empty first page says nothing of the size."""
+    held = len(extract_records(page.document, source.records_path))
+    size = held if 0 < held < min(configured, total) else configured
+    pages = _checked_count(math.ceil(total / size), "page count")
+    return FanOut(pages=pages, records=total, page_size=size, capped=size != configured)
 
 
 def _carried(cursor: str, what: str) -> str:

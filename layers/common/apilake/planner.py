@@ -238,13 +238,29 @@ class Planner:
                 probed = (
                     self.client_for(source).fetch(paginator.request(first), deadline) if paginator.needs_probe else None
                 )
-                pages = paginator.page_count(probed)
+                fan = paginator.fan_out(probed)
             except ApilakeError as exc:
                 logger.error("probe failed", extra={"source": source.name, "shard": shard, "reason": str(exc)})
                 shards.append(ShardPlan(shard=shard, mode="fanout", error=f"probe failed: {exc}"))
                 continue
-            shards.append(ShardPlan(shard=shard, mode="fanout", expected_pages=pages, messages=pages))
-            items.extend(first.model_copy(update={"page": page}) for page in range(1, pages + 1))
+            if fan.capped:
+                logger.warning(
+                    "the vendor caps the page size",
+                    extra={"source": source.name, "shard": shard, "page_size": fan.page_size},
+                )
+            shards.append(
+                ShardPlan(
+                    shard=shard,
+                    mode="fanout",
+                    expected_pages=fan.pages,
+                    messages=fan.pages,
+                    expected_records=fan.records,
+                    page_size=fan.page_size,
+                    capped=fan.capped,
+                )
+            )
+            sized = {"page_size": fan.page_size} if fan.capped else {}
+            items.extend(first.model_copy(update={"page": page, **sized}) for page in range(1, fan.pages + 1))
         return SourcePlan(shards=shards, window=window), items
 
     def _window(

@@ -234,6 +234,24 @@ def test_the_default_schedule_plans_the_sources_without_a_schedule_of_their_own(
     assert summary.messages == {"fan": 1, "chain": 1, "daily": 3} and summary.errors == {}
 
 
+def test_the_default_schedule_with_nothing_left_to_plan_writes_no_run(aws: Any) -> None:
+    # Given sources that all run on schedules of their own
+    s3, sqs, _urls = aws
+    only_hourly = Planner(
+        SourcesFile.model_validate({"version": 1, "sources": [HOURLY]}),
+        QueueLocator(sqs, STAGE),
+        Ledger(s3, "lake"),
+        QueueSender(sqs),
+        lambda source: StubClient(5),  # type: ignore[arg-type,return-value]
+        clock=lambda: NOW,
+    )
+    # When the stack's default schedule fires
+    summary = only_hourly.plan(parse_planner_event(load_event("planner.json")), Deadline.unbounded())
+    # Then nothing is planned and no manifest is written (status must not show an empty run as complete)
+    assert summary.messages == {} and summary.errors == {}
+    assert Ledger(s3, "lake").run_ids() == []
+
+
 def test_a_source_schedule_plans_its_sources_only(aws: Any) -> None:
     event = {**load_event("planner-scheduled-sources.json"), "detail": {"schedule": "265802fb", "sources": ["chain"]}}
     summary = planner(aws, StubClient(5), HOURLY).plan(parse_planner_event(event), Deadline.unbounded())

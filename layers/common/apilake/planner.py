@@ -182,6 +182,11 @@ class Planner:
 
     def plan(self, request: PlanRequest, deadline: Deadline) -> PlanSummary:
         selected = request.select(self.sources)
+        if not selected:
+            # The stack's default schedule when every source has a schedule of its own: no run, no
+            # manifest (an empty one would be the newest run, and complete, for `apilake status`).
+            logger.info("no source to plan", extra={"run_id": request.run_id})
+            return PlanSummary(run_id=request.run_id, ingestion_date=request.ingestion_date)
         work: dict[str, list[WorkItem]] = {}
         plans: dict[str, SourcePlan] = {}
         # A retried invocation of this run asks the incremental sources for the windows it asked for.

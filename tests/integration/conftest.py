@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -198,10 +199,14 @@ def vendor() -> Iterator[FakeVendor]:
         yield fake
 
 
-@pytest.fixture
-def harness(vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+@contextmanager
+def emulated_harness(
+    vendor: FakeVendor, sources: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """moto with the lake bucket, the vendor's secret and, per source, its queue and DLQ (named as the
+    planner finds them), around ``sources`` written as the sources file."""
     sources_path = tmp_path / "sources.yaml"
-    sources_path.write_text(yaml.safe_dump({"version": 1, "sources": source_configs(vendor.base_url)}, sort_keys=False))
+    sources_path.write_text(yaml.safe_dump({"version": 1, "sources": sources}, sort_keys=False))
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         sqs = boto3.client("sqs", region_name="us-east-1")
@@ -210,19 +215,13 @@ def harness(vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         )
         s3.create_bucket(Bucket=BUCKET)
         queues, dlqs = {}, {}
-        for name in DATASETS:
+        for name in (source["name"] for source in sources):
             dlqs[name] = sqs.create_queue(QueueName=dlq_name(STAGE, name))["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlqs[name], AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
-            ]
+            arn = sqs.get_queue_attributes(QueueUrl=dlqs[name], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            redrive_policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
             queues[name] = sqs.create_queue(
                 QueueName=queue_name(STAGE, name),
-                Attributes={
-                    "VisibilityTimeout": "1",
-                    "RedrivePolicy": json.dumps(
-                        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
-                    ),
-                },
+                Attributes={"VisibilityTimeout": "1", "RedrivePolicy": redrive_policy},
             )["QueueUrl"]
         yield Harness(
             s3=s3,
@@ -235,3 +234,9 @@ def harness(vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             planner=load_handler_module("planner"),
             worker=load_handler_module("worker"),
         )
+
+
+@pytest.fixture
+def harness(vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    with emulated_harness(vendor, source_configs(vendor.base_url), tmp_path, monkeypatch) as built:
+        yield built

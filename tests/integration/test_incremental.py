@@ -3,24 +3,18 @@ workers note each page's highest cursor value, the vendor's records change betwe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
-import yaml
-from moto import mock_aws
 
 from apilake.marks import MarkStore
-from apilake.names import dlq_name, queue_name
 from apilake_cli.redrive import redrive
 from apilake_dev.vendors.changing import ChangingDataset
 from apilake_dev.vendors.fake import FakeVendor, Fault
-from tests.conftest import load_handler_module
-from tests.integration.conftest import API_KEY, BUCKET, MAX_RECEIVE_COUNT, STAGE, Harness, source_configs
+from tests.integration.conftest import API_KEY, BUCKET, Harness, emulated_harness, source_configs
 
 SOURCE = "inc"
 LIMIT = 10
@@ -35,7 +29,7 @@ def changing() -> ChangingDataset:
 
 @pytest.fixture
 def inc(changing: ChangingDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    with FakeVendor([changing], api_key=API_KEY) as vendor, mock_aws():
+    with FakeVendor([changing], api_key=API_KEY) as vendor:
         offsets = next(c for c in source_configs(vendor.base_url) if c["name"] == "offsets")
         config = {
             **offsets,
@@ -44,32 +38,8 @@ def inc(changing: ChangingDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "pagination": {"type": "offset", "limit": LIMIT, "total_path": "total"},
             "incremental": {"cursor_path": "updated_at", "param": "updated_since", "initial_value": INITIAL},
         }
-        sources_path = tmp_path / "sources.yaml"
-        sources_path.write_text(yaml.safe_dump({"version": 1, "sources": [config]}))
-        s3 = boto3.client("s3", region_name="us-east-1")
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
-            Name="apilake/vendor", SecretString=API_KEY
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        dlq = sqs.create_queue(QueueName=dlq_name(STAGE, SOURCE))["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        redrive_policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
-        queue = sqs.create_queue(
-            QueueName=queue_name(STAGE, SOURCE),
-            Attributes={"VisibilityTimeout": "1", "RedrivePolicy": redrive_policy},
-        )["QueueUrl"]
-        yield Harness(
-            s3=s3,
-            sqs=sqs,
-            vendor=vendor,
-            sources_path=sources_path,
-            queues={SOURCE: queue},
-            dlqs={SOURCE: dlq},
-            monkeypatch=monkeypatch,
-            planner=load_handler_module("planner"),
-            worker=load_handler_module("worker"),
-        )
+        with emulated_harness(vendor, [config], tmp_path, monkeypatch) as built:
+            yield built
 
 
 def run(h: Harness, run_id: str, day: str = "2026-11-26") -> None:

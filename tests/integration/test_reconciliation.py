@@ -4,23 +4,17 @@ complete, and an incremental source's mark stays where it was."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
-from moto import mock_aws
 
 from apilake.marks import MarkStore
-from apilake.names import dlq_name, queue_name
 from apilake_cli.output import print_status
 from apilake_dev.vendors.fake import FakeVendor
 from apilake_dev.vendors.uneven import UnevenDataset
-from tests.conftest import load_handler_module
-from tests.integration.conftest import API_KEY, BUCKET, MAX_RECEIVE_COUNT, STAGE, Harness, source_configs
+from tests.integration.conftest import API_KEY, BUCKET, Harness, emulated_harness, source_configs
 
 DAY = "2026-11-26"
 DATASET_OF = {"capped-offsets": "ds-co", "capped-pages": "ds-cp", "short-page": "ds-sp", "inc": "ds-inc"}
@@ -78,35 +72,11 @@ def configs(base_url: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    with FakeVendor(list(datasets()), api_key=API_KEY) as vendor, mock_aws():
-        sources_path = tmp_path / "sources.yaml"
-        sources_path.write_text(yaml.safe_dump({"version": 1, "sources": configs(vendor.base_url)}))
-        s3 = boto3.client("s3", region_name="us-east-1")
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
-            Name="apilake/vendor", SecretString=API_KEY
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        queues, dlqs = {}, {}
-        for name in DATASET_OF:
-            dlqs[name] = sqs.create_queue(QueueName=dlq_name(STAGE, name))["QueueUrl"]
-            arn = sqs.get_queue_attributes(QueueUrl=dlqs[name], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            redrive_policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)})
-            queues[name] = sqs.create_queue(
-                QueueName=queue_name(STAGE, name),
-                Attributes={"VisibilityTimeout": "1", "RedrivePolicy": redrive_policy},
-            )["QueueUrl"]
-        yield Harness(
-            s3=s3,
-            sqs=sqs,
-            vendor=vendor,
-            sources_path=sources_path,
-            queues=queues,
-            dlqs=dlqs,
-            monkeypatch=monkeypatch,
-            planner=load_handler_module("planner"),
-            worker=load_handler_module("worker"),
-        )
+    with (
+        FakeVendor(list(datasets()), api_key=API_KEY) as vendor,
+        emulated_harness(vendor, configs(vendor.base_url), tmp_path, monkeypatch) as built,
+    ):
+        yield built
 
 
 def run(h: Harness, run_id: str, *sources: str) -> None:

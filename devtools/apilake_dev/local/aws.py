@@ -222,10 +222,10 @@ class _Resolver:
         return self.physical[name]
 
 
-def load_template(sources_file: Path, template_file: Path | None = None) -> dict[str, Any]:
+def load_template(sources_file: Path) -> dict[str, Any]:
     """The template as it would be for ``sources_file``: the hand-written part of template.yaml and the
     region generated from that file, in memory (any valid sources file runs locally, template or not)."""
-    return parse_template(template_text_for(sources_file, template_file))
+    return parse_template(template_text_for(sources_file))
 
 
 def deploy(

@@ -64,6 +64,13 @@ VALID = [
         id="schedule: cron on weekdays in a time zone",
     ),
     pytest.param(doc(schedule={"expression": "cron(0 0/4 1,15 * ? *)"}), id="schedule: cron, days of the month"),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "complete_within_minutes": 5}), id="schedule: complete within 5 min"
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(2 days)", "complete_within_minutes": 2880}),
+        id="schedule: complete within two days",
+    ),
 ]
 
 
@@ -203,6 +210,21 @@ INVALID = [
         "sources.yaml: source 'api-x': schedule.expression: Field required",
         id="schedule: no expression",
     ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "complete_within_minutes": 4}),
+        "sources.yaml: source 'api-x': schedule.complete_within_minutes: Input should be greater than or equal to 5",
+        id="schedule: complete within too soon",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "complete_within_minutes": 2881}),
+        "sources.yaml: source 'api-x': schedule.complete_within_minutes: Input should be less than or equal to 2880",
+        id="schedule: complete within more than two days",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 day)", "complete_within_minutes": "six hours"}),
+        "sources.yaml: source 'api-x': schedule.complete_within_minutes: Input should be a valid integer",
+        id="schedule: complete within as words",
+    ),
     pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
     pytest.param(
         ["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"
@@ -232,6 +254,16 @@ def test_a_schedule_expression_is_kept_with_single_spaces(written: str, expected
     # One schedule per distinct expression: spacing alone does not make another one
     schedule = parse_sources(doc(schedule={"expression": written}), "s.yaml").get("api-x").schedule
     assert schedule is not None and schedule.expression == expected and schedule.timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [({"expression": "rate(1 day)"}, None), ({"expression": "rate(1 day)", "complete_within_minutes": 90}, 90)],
+    ids=["unset: the stack's setting", "set"],
+)
+def test_a_schedule_says_when_its_runs_are_expected_complete(schedule: dict[str, Any], expected: int | None) -> None:
+    parsed = parse_sources(doc(schedule=schedule), "s.yaml").get("api-x").schedule
+    assert parsed is not None and parsed.complete_within_minutes == expected
 
 
 def test_a_name_of_38_characters_is_the_longest() -> None:

@@ -254,11 +254,15 @@ def _scheduler_expression(value: str) -> str:
 class Schedule(_Model):
     """When the planner runs this source, if not with the stack's default schedule (``ScheduleExpression``).
 
-    Sources with the same expression and time zone share one EventBridge Scheduler schedule (``make template``).
+    Sources with the same expression and time zone share one EventBridge Scheduler schedule (``make template``),
+    each keeping its own ``complete_within_minutes``.
     """
 
     expression: str
     timezone: str = "UTC"
+    # When a scheduled run of the source is expected to be over: the completeness check (apilake.completeness)
+    # judges the run this long after the planner wrote it; unset, the stack's RunCompleteWithinMinutes.
+    complete_within_minutes: int | None = Field(default=None, ge=5, le=2880)
 
     @field_validator("expression")
     @classmethod

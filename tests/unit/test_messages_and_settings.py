@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from apilake.aws import AwsClients, default_clients, default_queue_locator
 from apilake.exceptions import ConfigError, describe_validation_error
 from apilake.messages import Parking, WorkItem
 from apilake.queue import encode
-from apilake.settings import PlannerSettings, WorkerSettings
+from apilake.settings import CompletenessSettings, PlannerSettings, WorkerSettings
 
 GOOD: dict[str, Any] = {
     "schema_version": 1,
@@ -103,6 +104,7 @@ def test_bad_parks_are_refused_naming_the_field(park: dict[str, Any]) -> None:
 
 WORKER_ENV = {"APILAKE_SOURCE": "api-a", "APILAKE_LAKE_BUCKET": "lake", "APILAKE_QUEUE_URL": "https://q"}
 PLANNER_ENV = {"APILAKE_STAGE": "dev", "APILAKE_LAKE_BUCKET": "lake"}
+COMPLETENESS_ENV = {"APILAKE_STAGE": "dev", "APILAKE_LAKE_BUCKET": "lake"}
 
 
 @pytest.fixture
@@ -180,6 +182,94 @@ def test_planner_settings_errors_name_the_variable(
     with pytest.raises(ConfigError) as raised:
         PlannerSettings.from_env()
     assert message in str(raised.value)
+
+
+def test_completeness_settings_from_env(environ: Callable[[dict[str, str]], None]) -> None:
+    environ({**COMPLETENESS_ENV, "APILAKE_COMPLETE_WITHIN_MINUTES": "90", "APILAKE_SEND_THREADS": "4"})
+    settings = CompletenessSettings.from_env()
+    assert (settings.stage, settings.lake_bucket, settings.complete_within_minutes) == ("dev", "lake", 90)
+
+
+def test_a_run_is_judged_six_hours_after_it_was_planned_unless_told(environ: Callable[[dict[str, str]], None]) -> None:
+    environ(COMPLETENESS_ENV)
+    assert CompletenessSettings.from_env().complete_within_minutes == 360
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"APILAKE_LAKE_BUCKET": "lake"}, "environment: APILAKE_STAGE: Field required"),
+        ({"APILAKE_STAGE": "dev"}, "environment: APILAKE_LAKE_BUCKET: Field required"),
+        (
+            {**COMPLETENESS_ENV, "APILAKE_COMPLETE_WITHIN_MINUTES": "4"},
+            "environment: APILAKE_COMPLETE_WITHIN_MINUTES: Input should be greater than or equal to 5",
+        ),
+        (
+            {**COMPLETENESS_ENV, "APILAKE_COMPLETE_WITHIN_MINUTES": "2881"},
+            "environment: APILAKE_COMPLETE_WITHIN_MINUTES: Input should be less than or equal to 2880",
+        ),
+        (
+            {**COMPLETENESS_ENV, "APILAKE_COMPLETE_WITHIN_MINUTES": "6h"},
+            "environment: APILAKE_COMPLETE_WITHIN_MINUTES: Input should be a valid integer",
+        ),
+    ],
+)
+def test_completeness_settings_errors_name_the_variable(
+    environ: Callable[[dict[str, str]], None], env: dict[str, str], message: str
+) -> None:
+    environ(env)
+    with pytest.raises(ConfigError) as raised:
+        CompletenessSettings.from_env()
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("  ", None),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://host.docker.internal:5000 ", "http://host.docker.internal:5000"),
+        ("https://s3.eu-west-1.amazonaws.com", "https://s3.eu-west-1.amazonaws.com"),
+    ],
+    ids=["unset", "empty (the template's value)", "blank", "moto's server", "the host from a container", "https"],
+)
+@pytest.mark.parametrize("settings", [PlannerSettings, WorkerSettings, CompletenessSettings])
+def test_every_function_reads_the_aws_endpoint_empty_meaning_aws(
+    environ: Callable[[dict[str, str]], None],
+    settings: type[PlannerSettings | WorkerSettings | CompletenessSettings],
+    value: str | None,
+    expected: str | None,
+) -> None:
+    environ({**WORKER_ENV, **PLANNER_ENV} | ({} if value is None else {"APILAKE_AWS_ENDPOINT_URL": value}))
+    assert settings.from_env().aws_endpoint_url == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["127.0.0.1:5000", "ftp://127.0.0.1", "http://", "localhost"], ids=["no scheme", "ftp", "no host", "bare"]
+)
+def test_an_aws_endpoint_that_is_no_http_url_is_refused_naming_the_variable(
+    environ: Callable[[dict[str, str]], None], value: str
+) -> None:
+    environ({**PLANNER_ENV, "APILAKE_AWS_ENDPOINT_URL": value})
+    with pytest.raises(ConfigError) as raised:
+        PlannerSettings.from_env()
+    assert "environment: APILAKE_AWS_ENDPOINT_URL: Value error, must be an http(s) URL" in str(raised.value)
+
+
+def test_the_clients_go_to_the_endpoint_given_and_are_built_once_per_endpoint() -> None:
+    # Given no endpoint (AWS) and a local one
+    aws, local = default_clients(), default_clients("http://127.0.0.1:5000")
+    # Then each client of the local set goes there, the AWS set to AWS, and each set is made once per container
+    assert {c.meta.endpoint_url for c in (local.s3, local.sqs, local.secrets)} == {"http://127.0.0.1:5000"}
+    assert "amazonaws.com" in aws.s3.meta.endpoint_url and "amazonaws.com" in aws.secrets.meta.endpoint_url
+    assert default_clients("http://127.0.0.1:5000") is local and default_clients() is aws
+    assert default_clients(None) is aws and default_clients(endpoint_url=None) is aws
+    # And the queue locator asks the endpoint's SQS (the planner's and the worker's clients: integration tests)
+    assert default_queue_locator("dev", "http://127.0.0.1:5000")._sqs is local.sqs
+    assert default_queue_locator("dev")._sqs is aws.sqs
+    assert AwsClients.create(endpoint_url="http://localhost:4566").sqs.meta.endpoint_url == "http://localhost:4566"
 
 
 def test_every_wrong_variable_is_named_at_once(environ: Callable[[dict[str, str]], None]) -> None:

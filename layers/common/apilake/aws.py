@@ -6,8 +6,10 @@ for the life of the container.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, update_wrapper
 from typing import Any
 
 import boto3
@@ -26,6 +28,24 @@ _CLIENT_CONFIG = Config(
 )
 
 
+class per_container[**P, R]:  # noqa: N801 (a decorator, named like functools.cache)
+    """:func:`functools.cache` keyed by the arguments with their defaults filled in, so that ``f()``,
+    ``f(None)`` and ``f(endpoint_url=None)`` are one entry (one set of clients per container, not three)."""
+
+    def __init__(self, build: Callable[P, R]) -> None:
+        self._signature = inspect.signature(build)
+        self._cached = cache(build)
+        update_wrapper(self, build)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return self._cached(*bound.args, **bound.kwargs)
+
+    def cache_clear(self) -> None:
+        self._cached.cache_clear()
+
+
 @dataclass(frozen=True)
 class AwsClients:
     s3: Any
@@ -33,18 +53,21 @@ class AwsClients:
     secrets: Any
 
     @classmethod
-    def create(cls, session: boto3.session.Session | None = None) -> AwsClients:
+    def create(cls, session: boto3.session.Session | None = None, endpoint_url: str | None = None) -> AwsClients:
+        """The clients of one session; ``endpoint_url`` sends every request there instead of AWS (the local
+        stand-in under ``sam local invoke``: settings' ``aws_endpoint_url``)."""
         session = session or boto3.session.Session()
         return cls(
-            s3=session.client("s3", config=_CLIENT_CONFIG),
-            sqs=session.client("sqs", config=_CLIENT_CONFIG),
-            secrets=session.client("secretsmanager", config=_CLIENT_CONFIG),
+            s3=session.client("s3", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
+            sqs=session.client("sqs", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
+            secrets=session.client("secretsmanager", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
         )
 
 
-@cache
-def default_clients() -> AwsClients:
-    return AwsClients.create()
+@per_container
+def default_clients(endpoint_url: str | None = None) -> AwsClients:
+    """The container's clients, one set per endpoint (None: AWS's own)."""
+    return AwsClients.create(endpoint_url=endpoint_url)
 
 
 @cache
@@ -52,12 +75,13 @@ def cached_sources(path: str) -> SourcesFile:
     return load_sources(path)
 
 
-@cache
-def default_vendor_clients() -> VendorClients:
-    return VendorClients(new_session(), CredentialStore(default_clients().secrets))
+@per_container
+def default_vendor_clients(endpoint_url: str | None = None) -> VendorClients:
+    """The vendors' HTTP clients, their secrets read through :func:`default_clients` of ``endpoint_url``."""
+    return VendorClients(new_session(), CredentialStore(default_clients(endpoint_url).secrets))
 
 
-@cache
-def default_queue_locator(stage: str) -> QueueLocator:
+@per_container
+def default_queue_locator(stage: str, endpoint_url: str | None = None) -> QueueLocator:
     """The queues of the stage's sources, each looked up once per container."""
-    return QueueLocator(default_clients().sqs, stage)
+    return QueueLocator(default_clients(endpoint_url).sqs, stage)

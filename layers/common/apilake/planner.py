@@ -339,11 +339,11 @@ class Planner:
 
     @classmethod
     def for_settings(cls, settings: PlannerSettings) -> Planner:
-        clients = default_clients()
-        vendors = default_vendor_clients()
+        clients = default_clients(settings.aws_endpoint_url)
+        vendors = default_vendor_clients(settings.aws_endpoint_url)
         return cls(
             sources=cached_sources(settings.sources_file),
-            queues=default_queue_locator(settings.stage),
+            queues=default_queue_locator(settings.stage, settings.aws_endpoint_url),
             ledger=Ledger(clients.s3, settings.lake_bucket),
             sender=QueueSender(clients.sqs, threads=settings.send_threads),
             client_for=vendors.for_source,

@@ -9,8 +9,9 @@ Every variable is ``APILAKE_`` followed by the field's name in capitals (``lake_
 from __future__ import annotations
 
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import Field, StringConstraints, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from apilake.config import SourceName
@@ -31,6 +32,20 @@ class _Settings(BaseSettings):
     lake_bucket: NonEmpty
     sources_file: NonEmpty = "/opt/python/sources.yaml"
     log_level: LogLevel = "INFO"
+    # Where the AWS clients send their requests instead of AWS's own endpoints: the local stand-in (moto's
+    # server) under `sam local invoke --env-vars`. Empty (the template's value) or unset: AWS.
+    aws_endpoint_url: str | None = None
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:5000, or empty; got {value!r}")
+        return value
 
     @classmethod
     def from_env(cls) -> Self:
@@ -60,3 +75,11 @@ class PlannerSettings(_Settings):
     # The planner finds each source's queue by name: apilake.names.queue_name(stage, source).
     stage: Stage
     send_threads: int = Field(default=8, ge=1, le=64)
+
+
+class CompletenessSettings(_Settings):
+    # The check finds each source's dead-letter queue by name: apilake.names.dlq_name(stage, source).
+    stage: Stage
+    # A scheduled run is judged this long after the planner wrote it, for sources whose schedule does not say
+    # otherwise (schedule.complete_within_minutes); the template's RunCompleteWithinMinutes.
+    complete_within_minutes: int = Field(default=360, ge=5, le=2880)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -17,7 +17,7 @@ from apilake.ledger import Ledger
 from apilake.messages import WorkItem
 from apilake.names import queue_name
 from apilake.pagination import FanOut, PageRequest, VendorPage, paginator_for
-from apilake.planner import Planner, PlanRequest, parse_planner_event, shards_for
+from apilake.planner import Planner, PlanRequest, parse_planner_event, scheduled_run_id, shards_for
 from apilake.queue import QueueLocator, QueueSender
 from tests.conftest import load_event
 
@@ -35,6 +35,20 @@ def test_the_scheduled_event_fixes_run_id_and_date() -> None:
 def test_a_classic_eventbridge_scheduled_event_works_too() -> None:
     event = {**load_event("planner.json"), "source": "aws.events", "time": "2026-11-25T23:00:00-02:00"}
     assert parse_planner_event(event).run_id == "sched-20261126T010000Z"
+
+
+def test_scheduled_run_ids_sort_by_their_scheduled_time_in_utc() -> None:
+    # Given runs scheduled in several zones, with and without a source schedule's key
+    berlin = timezone(timedelta(hours=1))
+    runs = [
+        (datetime(2026, 11, 26, 0, 30, tzinfo=berlin), "265802fb"),  # 23:30 UTC the day before
+        (datetime(2026, 11, 26, 0, 0, tzinfo=UTC), None),
+        (datetime(2026, 11, 25, 19, 1, tzinfo=timezone(timedelta(hours=-5))), "0a"),  # 00:01 UTC
+    ]
+    ids = [scheduled_run_id(when, key) for when, key in runs]
+    # Then each id says the UTC time, and sorting the ids sorts the runs by time (the completeness check lists them so)
+    assert ids == ["sched-20261125T233000Z-265802fb", "sched-20261126T000000Z", "sched-20261126T000100Z-0a"]
+    assert ids == sorted(ids)
 
 
 def test_the_backfill_event_gives_sources_window_and_ids() -> None:

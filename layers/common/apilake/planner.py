@@ -102,6 +102,15 @@ class PlanRequest:
         return sources.select(self.sources)
 
 
+SCHEDULED_RUN_PREFIX = "sched-"
+
+
+def scheduled_run_id(when: datetime, key: str | None = None) -> str:
+    """A scheduled run's id: its scheduled time (UTC), then the key of the source schedule that started it (if
+    not the default one). Ids sort by time, so the newest runs are found without reading every manifest."""
+    return f"{SCHEDULED_RUN_PREFIX}{when.astimezone(UTC):%Y%m%dT%H%M%SZ}" + (f"-{key}" if key else "")
+
+
 def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
     """Turn the invocation payload into a plan request, with an error that says what is wrong."""
     now = now or datetime.now(UTC)
@@ -110,10 +119,10 @@ def parse_planner_event(event: Any, now: datetime | None = None) -> PlanRequest:
     try:
         if event.get("source") in ("aws.events", "aws.scheduler"):
             scheduled = ScheduledEvent.model_validate(event)
-            when, key = scheduled.time.astimezone(UTC), scheduled.detail.schedule
+            when = scheduled.time.astimezone(UTC)
             # Two schedules may fire at the same minute: each one's runs carry its key.
             return PlanRequest(
-                run_id=f"sched-{when:%Y%m%dT%H%M%SZ}" + (f"-{key}" if key else ""),
+                run_id=scheduled_run_id(when, scheduled.detail.schedule),
                 ingestion_date=when.date(),
                 trigger="schedule",
                 sources=scheduled.detail.sources,

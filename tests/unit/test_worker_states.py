@@ -63,6 +63,10 @@ def test_a_fan_out_page_lands_and_is_recorded_with_nothing_to_continue() -> None
                     "written": True,
                     "has_next": False,
                     "fetched_at": "2026-11-26T01:00:00+00:00",
+                    "attempts": 1,
+                    "throttled": 0,
+                    "latency_ms": 0.0,
+                    "parks": 0,
                 },
             )
         ]

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -235,7 +236,7 @@ class VendorClient:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._attempt, request, deadline)
+        return retrying(self._attempt, request, deadline, _Tally())
 
     def _wait(self, state: RetryCallState) -> float:
         retries = self.source.retries
@@ -257,11 +258,12 @@ class VendorClient:
             },
         )
 
-    def _attempt(self, request: PageRequest, deadline: Deadline) -> VendorPage:
+    def _attempt(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
         if deadline.remaining() <= 0:
             raise TransientHttpError("no time left in this invocation to call the vendor")
         if self.pacer is not None:
             self.pacer.wait()
+        tally.attempts += 1
         url, params = request.url, {**request.params, **self.credentials.params}
         headers = {**self.source.headers, **self.credentials.headers}
         started = time.monotonic()
@@ -276,7 +278,7 @@ class VendorClient:
                 raise PermanentHttpError(f"more than {MAX_REDIRECTS} redirects from {self.credentials.redact(url)}")
             with response:
                 count(self.source.name, Metric.API_LATENCY, (time.monotonic() - started) * 1000.0)
-                self._raise_for_status(response, deadline)
+                self._raise_for_status(response, deadline, tally)
                 body = self._read_capped(response, cutoff)
         try:
             document: Any = parse_document(body, self.source.records_path)
@@ -297,6 +299,8 @@ class VendorClient:
             url=self.credentials.strip(response.url),
             size_bytes=len(body),
             latency_ms=(time.monotonic() - started) * 1000.0,
+            attempts=tally.attempts,
+            throttled=tally.throttled,
         )
 
     def _send(
@@ -359,7 +363,7 @@ class VendorClient:
             )
         return self.credentials.strip(target)
 
-    def _raise_for_status(self, response: requests.Response, deadline: Deadline) -> None:
+    def _raise_for_status(self, response: requests.Response, deadline: Deadline, tally: _Tally) -> None:
         status = response.status_code
         if status < 400:
             return
@@ -368,6 +372,7 @@ class VendorClient:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429:
                 count(self.source.name, Metric.THROTTLED)
+                tally.throttled += 1
             inline_limit = min(self.source.retries.max_inline_wait_seconds, deadline.remaining())
             if retry_after is not None and retry_after > inline_limit:
                 raise ParkMessageError(
@@ -399,6 +404,15 @@ class VendorClient:
 
     def _shown(self, response: requests.Response) -> str:
         return self.credentials.redact(response.url)
+
+
+@dataclass
+class _Tally:
+    """What fetching one page took: the requests sent (retries included) and the 429s among the answers,
+    recorded with the page in the ledger (the run report's retries and 429s)."""
+
+    attempts: int = 0
+    throttled: int = 0
 
 
 class _StopAtDeadline(stop_base):

@@ -240,6 +240,11 @@ class PageIngester:
             "written": result.written,
             "has_next": following is not None,
             "fetched_at": self._clock().isoformat(timespec="seconds"),
+            # What landing it took (the run report's retries, 429s, latency and parks)
+            "attempts": page.attempts,
+            "throttled": page.throttled,
+            "latency_ms": round(page.latency_ms, 1),
+            "parks": item.park.count if item.park else 0,
         }
         if observed is not None and observed.highest is not None:
             details["cursor_max"] = to_json(observed.highest)

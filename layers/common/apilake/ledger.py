@@ -5,7 +5,8 @@ Layout (under ``ledger/``):
   the expected page count, or a chain);
 - ``source=<S>/run=<R>/shard=<D>/landed=<NNNNN>_<NNNNN>_....json``: the pages of one worker batch
   that landed (their numbers in the key, so that a listing answers the question; their keys,
-  hashes and counts in the body): one PUT per batch, not per page;
+  hashes and counts in the body, and what landing each took: requests, 429s, latency, parks): one
+  PUT per batch, not per page;
 - ``source=<S>/run=<R>/shard=<D>/next=<NNNNN>.json``: the claim to enqueue page NNNNN of a chain
   (created with a conditional write, so a chain is continued once however often a message is
   delivered);
@@ -97,6 +98,25 @@ class RunManifest(BaseModel):
     created_at: datetime
     trigger: Literal["schedule", "manual"]
     sources: dict[str, SourcePlan]
+
+
+class LandedPage(BaseModel):
+    """What the worker recorded of a page that landed (an entry of a landed marker). The request stats came
+    later (issue 13): a marker written before them reads with them unknown (None)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str | None = None
+    sha256: str | None = None
+    records: int = 0
+    bytes: int = 0
+    written: bool = True
+    has_next: bool | None = None
+    fetched_at: datetime | None = None
+    attempts: int | None = None  # HTTP requests the page took, retries included
+    throttled: int | None = None  # 429 answers among them
+    latency_ms: float | None = None  # of the successful response
+    parks: int | None = None  # times the page waited in its queue because the vendor asked
 
 
 class Claim(StrEnum):
@@ -254,6 +274,12 @@ class Ledger:
             if _LANDED_MARKER.search(key):
                 details.update({int(page): body for page, body in (self._get_json(key) or {}).items()})
         return details
+
+    def landed_pages(self, source: str, run_id: str, shard: str) -> dict[int, LandedPage]:
+        """:meth:`landed_details` read as :class:`LandedPage` (the run report's figures)."""
+        return {
+            page: LandedPage.model_validate(body) for page, body in self.landed_details(source, run_id, shard).items()
+        }
 
     def _shard_status(self, source: str, run_id: str, plan: ShardPlan) -> ShardStatus:
         status, landed = self._landed_and_ended(source, run_id, plan)

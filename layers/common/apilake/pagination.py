@@ -45,13 +45,16 @@ class PageRequest:
 
 @dataclass(frozen=True)
 class VendorPage:
-    """A successful response, parsed."""
+    """A successful response, parsed; ``attempts``: the requests it took (retries included), ``throttled``:
+    the 429s among their answers, ``latency_ms``: of the successful response."""
 
     document: Any
     headers: Mapping[str, str]
     url: str
     size_bytes: int
     latency_ms: float
+    attempts: int = 1
+    throttled: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The one place where logs and metrics are set up.
 
 Logs are JSON (Powertools Logger); metrics are CloudWatch EMF (Powertools Metrics) in the
-``apilake`` namespace with the dimension ``source``. The same counts are also kept in process
-(:data:`totals`), so that a local run can print them without parsing its own logs.
+``apilake`` namespace with the dimension ``source``, or, for the few that speak of the whole stack
+(the completeness check's counts), the dimension ``service`` alone. The same counts are also kept in
+process (:data:`totals`, the stack's under :data:`STACK`), so that a local run can print them without
+parsing its own logs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ class Metric(StrEnum):
     PARKED = "parked_total"
     MESSAGES_ENQUEUED = "messages_enqueued_total"
     API_LATENCY = "api_latency_ms"
+    # The completeness check's (apilake.completeness): per source, of its latest due scheduled run...
+    RUN_COMPLETE = "run_complete"
+    PAGES_MISSING = "pages_missing"
+    RECORDS_LANDED = "records_landed"
+    # ... and for the stack, what the alarms watch.
+    SOURCES_INCOMPLETE = "sources_incomplete"
+    SOURCES_LANDED_NOTHING = "sources_landed_nothing"
 
 
 _UNITS = {Metric.BYTES_WRITTEN: MetricUnit.Bytes, Metric.API_LATENCY: MetricUnit.Milliseconds}
@@ -76,6 +85,23 @@ def count(source: str, metric: Metric, value: float = 1) -> None:
     # Another source (the planner works on several): a document of its own, with that dimension.
     with single_metric(
         name=metric.value, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"source": source}
+    ):
+        pass
+
+
+STACK = ""  # the source under which :data:`totals` keeps a stack-wide metric
+
+
+def count_stack(metric: Metric, value: float) -> None:
+    """Emit ``value`` of a stack-wide ``metric``: a document of its own, with the ``service`` dimension only
+    (never the ``source`` of this invoke's aggregated metrics), which an alarm can name."""
+    totals.add(STACK, metric, value)
+    with single_metric(
+        name=metric.value,
+        unit=_UNITS.get(metric, MetricUnit.Count),
+        value=value,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE},
     ):
         pass
 

@@ -7,9 +7,10 @@ DuckDB, jinja2, ...), so their modules are imported here, inside each command, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 DEV_INSTALL = "pip install -e '.[dev]'"
 
 
-@contextmanager
+@contextlib.contextmanager
 def dev_install(command: str) -> Iterator[None]:
     """Around a dev command's imports: without the dev install, say which install the command needs."""
     try:
@@ -101,21 +102,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     with dev_install("run --local"):
         from apilake_dev import paths
         from apilake_dev.local.run import run_local
-    secrets = {}
-    for pair in args.secret:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ApilakeError(f"--secret {pair.split('=')[0]!r}: expected NAME=VALUE")
-        secrets[name] = value
     event = json.loads((args.event or paths.PLANNER_EVENT).read_text())
     result = run_local(
-        args.sources or paths.SOURCES, args.home, event, secrets=secrets, visibility_timeout=args.visibility_timeout
+        args.sources or paths.SOURCES,
+        args.home,
+        event,
+        secrets=parse_secrets(args.secret),
+        visibility_timeout=args.visibility_timeout,
     )
     print()
     print_summary(result)
     print()
     print_status(result.status, args.home, folder_marks(args.home / "lake", result.run_id))
     return 0 if result.ok else 1
+
+
+def parse_secrets(pairs: list[str]) -> dict[str, str]:
+    """``--secret NAME=VALUE`` options: secret name -> value."""
+    secrets = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ApilakeError(f"--secret {pair.split('=')[0]!r}: expected NAME=VALUE")
+        secrets[name] = value
+    return secrets
 
 
 def folder_marks(lake: Path, run_id: str) -> dict[str, MarkReport] | None:
@@ -150,3 +160,61 @@ def cmd_template(args: argparse.Namespace) -> int:
     with dev_install("template"):
         from apilake_dev.template import generate
     return generate.main(["--check"] if args.check else [])
+
+
+def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`apilake local up`: the local AWS stand-in that `sam local invoke --env-vars` reaches."""
+    local = commands.add_parser("local", help="the local AWS stand-in for `sam local invoke` (dev)")
+    actions = local.add_subparsers(required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up",
+        help="moto's server with the template's bucket, queues and secrets, and an env-vars file for "
+        "`sam local invoke`; runs until Ctrl-C",
+    )
+    up.add_argument(
+        "--port", type=int, default=5100, help="port of the stand-in (default %(default)s; 0: any free one)"
+    )
+    up.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        help="address it listens on (default %(default)s; on Linux, 0.0.0.0 or the Docker bridge's address, "
+        "for containers to reach it)",
+    )
+    up.add_argument(
+        "--endpoint-host",
+        default="host.docker.internal",
+        help="the name the functions' containers reach this machine by (default %(default)s)",
+    )
+    up.add_argument(
+        "--sources",
+        type=Path,
+        help="sources file the functions read, at a path they can open (default: the built layer's "
+        "/opt/python/sources.yaml, from layers/common/sources.yaml); its sources must be template.yaml's",
+    )
+    up.add_argument("--env-vars", type=Path, help="the env-vars file to write (default: <home>/sam-env-vars.json)")
+    up.add_argument("--secret", action="append", default=[], metavar="NAME=VALUE", help="a secret the sources use")
+    up.set_defaults(func=cmd_local_up)
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C."""
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    with dev_install("local up"):
+        from apilake_dev.local.sam_local import DEFAULT_ENV_VARS_FILE, LocalUp
+    env_vars = args.env_vars or args.home / DEFAULT_ENV_VARS_FILE
+    with LocalUp(
+        env_vars,
+        sources_file=args.sources,
+        port=args.port,
+        bind=args.bind,
+        endpoint_host=args.endpoint_host,
+        secrets=parse_secrets(args.secret),
+    ) as up:
+        print("apilake local up: " + "\n".join(up.describe()), flush=True)
+        wait_for_interrupt()
+    print("\nstopped")
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial, wraps
@@ -25,6 +26,7 @@ from apilake_dev.template.generate import parse_template, template_text_for
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+PLANNER = "Planner"  # the planner's logical id (other functions run on a schedule too)
 PSEUDO = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::StackName": "apilake-local"}
 
 
@@ -112,19 +114,30 @@ def patch_moto_sqs() -> None:
             setattr(SQSBackend, name, one_at_a_time(method))
 
 
-class LocalAws:
-    """moto's server on a free port of 127.0.0.1; use as a context manager."""
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = ("0.0.0.0", "::")
 
-    def __init__(self) -> None:
+
+class LocalAws:
+    """moto's server, on a free port of 127.0.0.1 unless told otherwise; use as a context manager.
+
+    ``bind``: the address it listens on (``0.0.0.0``: every interface, for containers that reach this
+    machine through a Docker bridge); ``endpoint`` is always an address this machine can connect to.
+    """
+
+    def __init__(self, bind: str = LOOPBACK, port: int = 0) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         patch_moto_sqs()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.bind, self.port = bind, port
+        self._server = ThreadedMotoServer(ip_address=bind, port=port, verbose=False)
         self.endpoint = ""
 
     def __enter__(self) -> LocalAws:
+        if self.port:
+            _check_free(self.bind, self.port)  # moto's server thread would die, and its start wait forever
         self._server.start()
         host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint = f"http://{LOOPBACK if host in ANY_ADDRESS else host}:{port}"
         # moto keeps its state per process, not per server: start from nothing, as a new account would.
         requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         return self
@@ -153,6 +166,17 @@ class LocalAws:
         )
 
 
+def _check_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` naming ``host:port`` unless a server can listen there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     source: str
@@ -175,6 +199,9 @@ class LocalDeployment:
     planner_environment: dict[str, str] = field(default_factory=dict)
     visibility_timeout: dict[str, int] = field(default_factory=dict)
     max_receive_count: dict[str, int] = field(default_factory=dict)
+    stage: str = ""
+    # Every function's logical id -> its environment as this deployment gives it (local additions included).
+    environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class _Resolver:
@@ -260,7 +287,7 @@ def deploy(
     database = resolve(resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"])
     resolve.physical["GlueDatabase"] = database
 
-    deployment = LocalDeployment(bucket=bucket, database=database)
+    deployment = LocalDeployment(bucket=bucket, database=database, stage=stage)
     queues = {name: r for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
     # Dead-letter queues first: the others' redrive policies point at them.
     ordered = sorted(queues, key=lambda name: "RedrivePolicy" in queues[name].get("Properties", {}))
@@ -292,6 +319,7 @@ def deploy(
             for k, v in resolve({**globals_env, **properties.get("Environment", {}).get("Variables", {})}).items()
         }
         environment.update(local_env)
+        deployment.environments[name] = environment
         for event in properties.get("Events", {}).values():
             if event["Type"] != "SQS":
                 continue
@@ -326,6 +354,6 @@ def deploy(
                     environment=environment,
                 )
             )
-        if any(event["Type"] == "ScheduleV2" for event in properties.get("Events", {}).values()):
+        if name == PLANNER:
             deployment.planner_environment = environment
     return deployment

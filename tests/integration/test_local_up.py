@@ -212,7 +212,8 @@ def test_local_up_prints_what_to_run_and_stops_on_ctrl_c(
     assert written["Planner"][ENDPOINT_VARIABLE].startswith("http://host.docker.internal:")
     # And printed the sam local invoke commands with that file, then stopped cleanly
     out = capsys.readouterr().out
-    assert f"sam local invoke Planner -e events/planner.json --env-vars {tmp_path / 'sam-env-vars.json'}" in out
+    for function, event in [("Planner", "planner"), ("ApiAWorker", "worker"), ("Completeness", "completeness")]:
+        assert f"sam local invoke {function} -e events/{event}.json --env-vars {tmp_path / 'sam-env-vars.json'}" in out
     assert code == 0 and out.rstrip().endswith("stopped")
 
 

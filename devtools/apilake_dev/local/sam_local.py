@@ -35,6 +35,7 @@ DEFAULT_PORT = 5100  # moto's own default, 5000, is taken by AirPlay on macOS
 DEFAULT_ENDPOINT_HOST = "host.docker.internal"
 DEFAULT_ENV_VARS_FILE = "sam-env-vars.json"  # under the home folder (.apilake)
 FUNCTION_TYPE = "AWS::Serverless::Function"
+WORKER_EVENT_SOURCE = "api-a"  # the source of events/worker.json's message
 
 
 def declared_variables(template: Mapping[str, Any]) -> dict[str, set[str]]:
@@ -173,12 +174,17 @@ class LocalUp:
                 f"  Linux: containers reach this machine at the Docker bridge's address, not {LOOPBACK}: "
                 "start with --bind 0.0.0.0 (or the bridge's address, e.g. 172.17.0.1)"
             )
+        elif self.aws.bind != LOOPBACK:
+            lines.append(
+                f"  moto has no authentication: whoever reaches {self.aws.bind} on that port reaches the stand-in"
+            )
+        fixtures = {"Planner": "planner.json", "Completeness": "completeness.json"}
+        fixtures.update({w.function: "worker.json" for w in deployment.workers if w.source == WORKER_EVENT_SOURCE})
         lines += ["", "In another terminal (`sam build` first, and after changing the code or the sources):"]
-        lines.append(f"  sam local invoke Planner -e events/planner.json {env}{add_host}")
         lines += [
-            f"  sam local invoke {worker.function} -e events/worker.json {env}{add_host}"
-            for worker in deployment.workers
-            if worker.source == "api-a"  # the source of events/worker.json's message
+            f"  sam local invoke {function} -e events/{event} {env}{add_host}"
+            for function, event in fixtures.items()
+            if function in self.env_vars
         ]
         lines += [
             "Read what they did:",

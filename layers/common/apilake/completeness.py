@@ -21,7 +21,7 @@ until every source has its run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,7 +34,7 @@ from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, ShardStatus, Sour
 from apilake.names import dlq_name
 from apilake.observability import Metric, count, count_stack, logger
 from apilake.planner import SCHEDULED_RUN_PREFIX, scheduled_run_id
-from apilake.report import RunReport, write_report
+from apilake.report import write_report
 from apilake.settings import CompletenessSettings
 
 # How far back the check looks for a source's latest scheduled run: beyond the longest complete_within_minutes
@@ -42,8 +42,6 @@ from apilake.settings import CompletenessSettings
 LOOKBACK = timedelta(days=14)
 _RUNS_PREFIX = f"{LEDGER_PREFIX}/runs/run="
 _MANIFEST = "/manifest.json"
-
-ReportWriter = Callable[[Ledger, RunManifest, Mapping[str, int] | None, datetime], RunReport]
 
 
 class CheckEvent(BaseModel):
@@ -116,14 +114,12 @@ class CompletenessCheck:
         sqs_client: Any,
         stage: str,
         complete_within: timedelta,
-        report: ReportWriter = write_report,
     ) -> None:
         self.ledger = ledger
         self.sources = sources
         self._sqs = sqs_client
         self.stage = stage
         self.complete_within = complete_within
-        self._report = report
 
     @classmethod
     def for_settings(cls, settings: CompletenessSettings) -> CompletenessCheck:
@@ -168,7 +164,7 @@ class CompletenessCheck:
             log = logger.info if verdict.complete and not verdict.landed_nothing else logger.warning
             log("run judged", extra=verdict.model_dump(mode="json"))
         for manifest, _ in due:
-            self._report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now)
+            write_report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now)
         return summary
 
     def due_runs(self, now: datetime) -> list[tuple[RunManifest, list[str]]]:

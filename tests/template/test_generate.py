@@ -234,3 +234,9 @@ def test_the_tools_take_a_template_with_schedules(tmp_path: Path, edited_templat
     report = json.loads(scan.stdout)
     assert report["summary"]["failed"] == 0, [c["check_id"] for c in report["results"]["failed_checks"]]
     assert report["summary"]["parsing_errors"] == 0
+
+
+def test_a_missing_template_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere" / "template.yaml"
+    assert main(["--template", str(missing)]) == 2
+    assert f"no template at {missing}" in capsys.readouterr().err

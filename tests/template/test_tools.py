@@ -22,8 +22,10 @@ from tests.template.conftest import ROOT
 BIN = Path(sys.executable).parent
 CHECKOV = BIN.parent.parent / ".checkov" / "bin" / "checkov"  # beside the dev venv (make checkov-env)
 CFN_LINT = BIN.parent.parent / ".cfn-lint" / "bin" / "cfn-lint"  # its latest release (make cfn-lint-env)
-# The optional parts switched on: the VPC (with a network to satisfy its Rules) and the data-events trail.
+# The optional parts switched on: the VPC (with a network to satisfy its Rules) and the data-events trail; and
+# reserved concurrency off.
 OPTIONS_ON = {
+    "ReservedConcurrency": "'false'",
     "EnableVpcEndpoints": "'true'",
     "EnableDataEventsTrail": "'true'",
     "VpcId": "vpc-0123456789abcdef0",
@@ -143,7 +145,7 @@ def test_sam_build_makes_an_arm64_layer_with_the_package_and_the_sources(
         cached = layer / Path(importlib.util.cache_from_source(module))
         assert int.from_bytes(cached.read_bytes()[4:8], "little") == 0b01, f"{cached}: not an unchecked-hash .pyc"
     assert not (layer / "bin").exists() and not (layer / "Makefile").exists()
-    for function in ("Planner", *(logical_id(s.name, "Worker") for s in sources.sources)):
+    for function in ("Planner", "Completeness", *(logical_id(s.name, "Worker") for s in sources.sources)):
         assert (arm64_build / function / "app.py").exists()
 
 
@@ -153,7 +155,7 @@ def test_the_built_layer_imports_with_only_its_own_requirements(tmp_path: Path, 
     # And a runtime holding only what Lambda's python3.12 provides (boto3 and its dependencies)
     runtime = runtime_packages(tmp_path / "runtime")
     # When each handler is imported in an isolated interpreter (no site-packages) with the layer's paths
-    for function in ("planner", "worker"):
+    for function in ("planner", "worker", "completeness"):
         code = (
             "import sys; sys.path[:0] = sys.argv[1:]\n"
             "import app, apilake.config\n"

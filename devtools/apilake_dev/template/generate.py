@@ -1,7 +1,8 @@
 """template.yaml's per-source region, generated from the sources file; the rest of the file is yours.
 
 template.yaml is written and edited by hand, except one region between two marker lines: every
-source's queue, DLQ, worker, role, log group and alarms, and the planner's access to the queues.
+source's queue, DLQ, worker, role, log group and alarms, the alarm over every source's (the dashboard
+shows it), and the planner's access to the queues.
 ``make template`` renders that region from the sources file through ``sources.yaml.j2`` (beside
 this module) and leaves every other line as it was. ``--check`` only says whether it is current.
 """
@@ -32,6 +33,7 @@ from apilake_dev.sql import create_current_view, current_view_name
 BEGIN = "  # >>> apilake sources: generated from the sources file by `make template`; edit that file, not this region"
 END = "  # <<< apilake sources"
 VISIBILITY_PER_TIMEOUT = 6  # AWS's advice for SQS event sources: visibility timeout >= 6 x the function's timeout
+ALARM_RULE_MAX_CHARS = 10240  # CloudWatch's limit on a composite alarm's rule
 BLOCK = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent),
     undefined=jinja2.StrictUndefined,
@@ -135,6 +137,17 @@ def source_context(source: Source) -> dict[str, Any]:
     }
 
 
+def check_sources_alarm_rule(names: Sequence[str], stage: str = "x" * 10) -> None:
+    """``SourcesAlarm`` is in alarm when a source's composite alarm (``apilake-<stage>-source-<name>``) is: refuse
+    sources whose rule would be longer than CloudWatch allows with the longest stage name."""
+    rule = " OR ".join(f'ALARM("apilake-{stage}-source-{name}")' for name in names)
+    if len(rule) > ALARM_RULE_MAX_CHARS:
+        raise ConfigError(
+            f"{len(names)} sources make the SourcesAlarm rule up to {len(rule)} characters long, over "
+            f"CloudWatch's {ALARM_RULE_MAX_CHARS} for a composite alarm: split the sources between two stacks"
+        )
+
+
 def schedule_key(schedule: Schedule) -> str:
     """Eight hex digits for an expression and time zone: the schedule's name and its runs' ids end with them."""
     return hashlib.sha256(f"{schedule.expression} {schedule.timezone}".encode()).hexdigest()[:8]
@@ -177,6 +190,7 @@ def schedules_context(sources: SourcesFile) -> list[dict[str, Any]]:
 
 def render_region(sources: SourcesFile) -> str:
     """The region's lines, markers included."""
+    check_sources_alarm_rule([s.name for s in sources.sources])
     probed = [arn for s in sources.sources if paginator_for(s).needs_probe and (arn := secret_arn(s))]
     body = BLOCK.render(
         sources=[source_context(s) for s in sources.sources],
@@ -251,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only say whether the region is current (exit 1 if not)")
     parser.add_argument("--diff", action="store_true", help="print the region's changes line by line")
     args = parser.parse_args(argv)
+    if not args.template.is_file():  # the operator install has the generator but no checkout to generate into
+        where = "pip install -e '.[dev]' from a checkout" if args.template == paths.TEMPLATE else "--template"
+        print(f"apilake template needs the dev install: {where} (no template at {args.template})", file=sys.stderr)
+        return 2
     old = args.template.read_text(encoding="utf-8")
     new = template_text_for(args.sources, args.template)
     changed = resource_changes(old, new)

@@ -1,8 +1,11 @@
 """`apilake`: the command line for people.
 
-Operator commands, for a deployed stack or the local lake folder (`pip install .` is enough):
-status, redrive, sources validate. Dev commands, on this machine (`pip install -e '.[dev]'` from a
-checkout): demo, run --local, query, soak, template. Never shipped in the Lambda layer.
+Operator commands, for a deployed stack (`--stack-name`, `--region`, `--profile`; `--json` for scripts)
+or the local lake folder, with the runtime package and boto3 only (`pip install .`): run, backfill,
+status, dlq peek, redrive, query --athena, report, sources validate. Dev commands, on this machine
+(`pip install -e '.[dev]'` from a checkout): demo, run --local, query (DuckDB), soak, template.
+Never shipped in the Lambda layer. Exit codes: 0 done, 1 not done, 2 bad input or AWS error, 3 timed
+out (each command's --help says what they mean for it; docs/operating.md).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from apilake.exceptions import ApilakeError
-from apilake_cli import develop, operate
+from apilake_cli import develop, operate, runs
+from apilake_cli.exits import Exit, epilog
 
 DEFAULT_HOME = Path(".apilake")
+type Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except (ApilakeError, FileNotFoundError) as exc:
         print(f"apilake: {exc}", file=sys.stderr)
-        return 2
+        return Exit.ERROR
     except (BotoCoreError, ClientError) as exc:
         print(f"apilake: AWS: {exc}", file=sys.stderr)
-        return 2
+        return Exit.ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,37 +44,138 @@ def build_parser() -> argparse.ArgumentParser:
         prog="apilake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('apilake')}")
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="local state: lake folder, logs, DLQ dumps")
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="local state: lake folder, logs, reports")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     add_operator_commands(commands)
     add_dev_commands(commands)
     return parser
 
 
-def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    aws = argparse.ArgumentParser(add_help=False)
-    aws.add_argument("--region", help="AWS region (default: from the environment or profile)")
-    aws.add_argument("--profile", help="AWS profile (default: from the environment)")
+def stack_options(required: bool) -> argparse.ArgumentParser:
+    """The options every operator command shares: the stack, its region and profile, and --json."""
+    shared = argparse.ArgumentParser(add_help=False)
+    where = shared.add_argument_group("deployed stack")
+    where.add_argument("--stack-name", required=required, help="the deployed apilake stack (its outputs name the rest)")
+    where.add_argument("--region", help="AWS region (default: from the environment or profile)")
+    where.add_argument("--profile", help="AWS profile (default: from the environment)")
+    shared.add_argument("--json", action="store_true", help="print one JSON document (stable keys) for scripts")
+    return shared
 
-    status = commands.add_parser(
+
+def run_options() -> argparse.ArgumentParser:
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--follow", action="store_true", help="watch the run (pages landed, queues) until it is done")
+    shared.add_argument(
+        "--timeout", type=float, default=3600, help="stop following after SECONDS (default %(default)s)"
+    )
+    shared.add_argument("--interval", type=float, default=15, help="seconds between looks (default %(default)s)")
+    shared.add_argument("--run-id", help="the run's id (default: the planner's manual-<time>-<random>)")
+    shared.add_argument("--ingestion-date", type=runs.iso_date, help="the run's ingestion date (default: today)")
+    return shared
+
+
+def command(
+    commands: Commands, name: str, summary: str, codes: str, parents: list[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """A command whose --help ends with its exit codes."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=codes,
+        parents=parents,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_operator_commands(commands: Commands) -> None:
+    stack, optional_stack = stack_options(required=True), stack_options(required=False)
+
+    run = command(
+        commands,
+        "run",
+        "start a run: the planner of --stack-name (or, --local, the whole flow on this machine)",
+        epilog(
+            "planned (with --follow: complete; --local: complete)",
+            "--follow: settled incomplete (--local: incomplete)",
+            "--follow: not complete in time",
+        ),
+        parents=[optional_stack, run_options()],
+    )
+    run.add_argument("--local", action="store_true", help="on this machine instead (moto for AWS; dev install)")
+    run.add_argument("--sources", help="the sources to plan, a,b (--local: the sources FILE, default the checkout's)")
+    run.add_argument("--since", help="incremental sources: an explicit window from this value (the mark stays)")
+    run.add_argument("--until", help="and up to this value")
+    local = run.add_argument_group("--local only")
+    local.add_argument("--event", type=Path, help="planner event, JSON (default: the checkout's events/planner.json)")
+    local.add_argument("--secret", action="append", default=[], metavar="NAME=VALUE", help="a secret the sources use")
+    local.add_argument("--visibility-timeout", type=int, help="seconds; shortens the template's to see retries sooner")
+    run.set_defaults(func=cmd_run)
+
+    backfill = command(
+        commands,
+        "backfill",
+        "plan the date shards --from .. --to of some sources on the deployed stack",
+        epilog("planned (with --follow: complete)", "--follow: settled incomplete", "--follow: not complete in time"),
+        parents=[stack, run_options()],
+    )
+    backfill.add_argument("--sources", required=True, help="the sources to backfill, a,b")
+    backfill.add_argument("--from", type=runs.iso_date, required=True, help="first shard, YYYY-MM-DD")
+    backfill.add_argument("--to", type=runs.iso_date, required=True, help="last shard, YYYY-MM-DD (included)")
+    backfill.set_defaults(func=runs.cmd_backfill)
+
+    status = command(
+        commands,
         "status",
-        parents=[aws],
-        help="did the run finish? pages expected vs landed, what is missing; exit 0 = complete",
+        "did the run finish? pages expected vs landed, what is missing and why, DLQ depths",
+        epilog("the run is complete", "it is not"),
+        parents=[optional_stack],
     )
     status.add_argument("--run", help="run id (default: the latest)")
-    deployed = status.add_mutually_exclusive_group()
-    deployed.add_argument("--bucket", help="read the ledger of a deployed lake bucket instead of the local folder")
-    deployed.add_argument("--stack-name", help="or of the lake bucket of this deployed stack")
+    status.add_argument("--bucket", help="or read the ledger of this lake bucket (no DLQ depths)")
     status.set_defaults(func=operate.cmd_status)
 
-    redrive = commands.add_parser(
-        "redrive", parents=[aws], help="move a source's dead-letter queue back to its queue (deployed stack)"
+    dlq = commands.add_parser("dlq", help="a source's dead-letter queue")
+    dlq_actions = dlq.add_subparsers(required=True, metavar="ACTION")
+    dlq_peek = command(
+        dlq_actions,
+        "peek",
+        "the messages in a source's DLQ, left in place: run, shard, page, receives, the page's last failure",
+        epilog("the DLQ is empty", "messages are in it"),
+        parents=[stack],
     )
-    redrive.add_argument("--stack-name", help="the deployed stack that has the source's queues")
-    redrive.add_argument("--source", help="the source whose DLQ to move back (with --stack-name)")
-    redrive.add_argument("--queue-url", help="or give the URLs: the source's queue")
-    redrive.add_argument("--dlq-url", help="and its dead-letter queue")
+    dlq_peek.add_argument("--source", required=True, help="the source whose DLQ to look at")
+    dlq_peek.set_defaults(func=operate.cmd_dlq_peek)
+
+    redrive = command(
+        commands,
+        "redrive",
+        "move a source's DLQ back to its queue (SQS's message move task) and wait for it",
+        epilog(
+            "the messages moved (--no-wait: the move started)",
+            "the move task FAILED or was CANCELLED",
+            "the move task still running at --timeout",
+        ),
+        parents=[stack],
+    )
+    redrive.add_argument("--source", required=True, help="the source whose DLQ to move back")
+    redrive.add_argument("--no-wait", action="store_true", help="start the move task and return")
+    redrive.add_argument("--per-second", type=int, help="SQS's MaxNumberOfMessagesPerSecond (default: SQS's pace)")
+    redrive.add_argument("--timeout", type=float, default=900, help="stop waiting after SECONDS (default %(default)s)")
+    redrive.add_argument("--interval", type=float, default=5, help="seconds between looks (default %(default)s)")
     redrive.set_defaults(func=operate.cmd_redrive)
+
+    report = command(
+        commands,
+        "report",
+        "where a run's report is: the local lake's, or the deployed bucket's downloaded to <home>/reports/<run>/",
+        epilog("the report is there", "it is not written yet"),
+        parents=[optional_stack],
+    )
+    report.add_argument("--run", help="run id (default: the latest)")
+    report.add_argument("--bucket", help="or the report in this lake bucket")
+    report.add_argument("--open", action="store_true", help="open report.html in the web browser")
+    report.set_defaults(func=operate.cmd_report)
 
     sources = commands.add_parser("sources", help="the sources file")
     actions = sources.add_subparsers(required=True, metavar="ACTION")
@@ -80,7 +186,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     validate.set_defaults(func=operate.cmd_sources_validate)
 
 
-def add_dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_dev_commands(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="the scheduled planner -> queues -> workers flow end to end on this machine, against fake vendors",
@@ -88,17 +194,22 @@ def add_dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     demo.add_argument("--scale", type=float, default=1.0, help="fraction of the demo's data set (default 1)")
     demo.set_defaults(func=develop.cmd_demo)
 
-    run = commands.add_parser("run", help="the same flow on this machine against the configured (real) vendors")
-    run.add_argument("--local", action="store_true", required=True, help="on this machine (moto for AWS)")
-    run.add_argument("--sources", type=Path, help="sources file (default: the checkout's layers/common/sources.yaml)")
-    run.add_argument("--event", type=Path, help="planner event, JSON (default: the checkout's events/planner.json)")
-    run.add_argument("--secret", action="append", default=[], metavar="NAME=VALUE", help="a secret the sources use")
-    run.add_argument("--visibility-timeout", type=int, help="seconds; shortens the template's to see retries sooner")
-    run.set_defaults(func=develop.cmd_run)
-
-    query = commands.add_parser("query", help="SQL over the local lake with DuckDB (views: raw, one per source)")
+    query = command(
+        commands,
+        "query",
+        "SQL over the local lake with DuckDB (views: raw, one per source), or --athena on the deployed stack",
+        epilog("the query succeeded", timed_out="--athena: still running at --timeout (cancelled)"),
+        parents=[stack_options(required=False)],
+    )
     query.add_argument("sql")
-    query.set_defaults(func=develop.cmd_query)
+    query.add_argument("--athena", action="store_true", help="run it on Athena, in the stack's workgroup and database")
+    query.add_argument(
+        "--timeout", type=float, default=300, help="--athena: give up after SECONDS (default %(default)s)"
+    )
+    query.add_argument(
+        "--interval", type=float, default=1, help="--athena: seconds between looks (default %(default)s)"
+    )
+    query.set_defaults(func=cmd_query)
 
     soak = commands.add_parser("soak", help="the local flow under every fault kind, then a verdict; exit 1 on loss")
     soak.add_argument("--pages", type=int, default=2000, help="about this many pages over the four sources")
@@ -109,6 +220,36 @@ def add_dev_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
     template = commands.add_parser("template", help="regenerate template.yaml from the sources file")
     template.add_argument("--check", action="store_true", help="only check that it is up to date")
     template.set_defaults(func=develop.cmd_template)
+
+
+STACK_RUN_OPTIONS = ("follow", "run_id", "ingestion_date", "since", "until", "json")
+LOCAL_RUN_OPTIONS = ("event", "secret", "visibility_timeout")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`run --local` (develop.cmd_run) or `run --stack-name` (runs.cmd_run): one of them, with its own options."""
+    if args.local == bool(args.stack_name):
+        raise ApilakeError("give --local (the flow on this machine) or --stack-name (a deployed stack), not both")
+    mode, others = ("--local", STACK_RUN_OPTIONS) if args.local else ("--stack-name", LOCAL_RUN_OPTIONS)
+    given = [f"--{name.replace('_', '-')}" for name in others if getattr(args, name)]
+    if given:
+        raise ApilakeError(f"run {mode}: {', '.join(given)} {'is' if len(given) == 1 else 'are'} not for {mode}")
+    if args.local:
+        args.sources = Path(args.sources) if args.sources else None
+        return develop.cmd_run(args)
+    return runs.cmd_run(args)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """`query --athena` on the deployed stack (operate), else DuckDB over the local lake (develop)."""
+    if args.athena:
+        if not args.stack_name:
+            raise ApilakeError("query --athena needs --stack-name: the stack whose workgroup and database to use")
+        return operate.cmd_query_athena(args)
+    given = [option for option, value in (("--stack-name", args.stack_name), ("--json", args.json)) if value]
+    if given:
+        raise ApilakeError(f"query: {', '.join(given)} only with --athena (without it, DuckDB over the local lake)")
+    return develop.cmd_query(args)
 
 
 if __name__ == "__main__":

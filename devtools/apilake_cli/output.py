@@ -1,13 +1,14 @@
 """What the commands print: one table printer for every table (SQL results, run summaries, benchmarks),
-and a run's status as people read it."""
+a run's status as people read it, and the JSON documents of ``--json`` (one per command, stable keys)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from apilake.ledger import RunStatus
+from apilake.ledger import RunStatus, SourceStatus
 from apilake.marks import MarkReport
 
 if TYPE_CHECKING:
@@ -46,10 +47,69 @@ def print_summary(result: LocalRunResult, expected: dict[str, int] | None = None
     print(format_table(headers, rows))
 
 
-def print_status(status: RunStatus | None, home: Path | None, marks: dict[str, MarkReport] | None = None) -> None:
+def print_json(document: Any) -> None:
+    """A command's one JSON document on stdout (``--json``)."""
+    print(json.dumps(document, indent=2, default=str))
+
+
+def source_pages(source: SourceStatus) -> tuple[int, int | None]:
+    """Pages landed and expected of a source (expected None while a chain has not ended)."""
+    landed = sum(shard.landed_pages for shard in source.shards)
+    expected = [shard.expected_pages for shard in source.shards]
+    return landed, None if any(e is None for e in expected) else sum(e or 0 for e in expected)
+
+
+def status_document(status: RunStatus, dlq_depths: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A run's status as ``--json`` gives it; ``dlq_messages`` is None where the DLQs were not read."""
+    sources = []
+    for source in status.sources:
+        landed, expected = source_pages(source)
+        shards = [
+            {
+                "shard": shard.shard,
+                "mode": shard.mode,
+                "complete": shard.complete,
+                "pages_landed": shard.landed_pages,
+                "pages_expected": shard.expected_pages,
+                "chain_ended": shard.ended if shard.mode == "chain" else None,
+                "records_landed": shard.landed_records,
+                "records_expected": shard.expected_records,
+                "missing": [
+                    {"page": page, "reason": shard.failures.get(page)}
+                    for page in sorted(set(shard.missing) | set(shard.failures))
+                ],
+                "note": shard.note,
+                "unreconciled": shard.unreconciled,
+            }
+            for shard in source.shards
+        ]
+        sources.append(
+            {
+                "source": source.source,
+                "complete": source.complete,
+                "pages_landed": landed,
+                "pages_expected": expected,
+                "dlq_messages": None if dlq_depths is None else dlq_depths.get(source.source),
+                "shards": shards,
+            }
+        )
+    return {
+        "run_id": status.run_id,
+        "ingestion_date": status.ingestion_date.isoformat(),
+        "complete": status.complete,
+        "sources": sources,
+    }
+
+
+def print_status(
+    status: RunStatus | None,
+    home: Path | None,
+    marks: dict[str, MarkReport] | None = None,
+    dlq_depths: Mapping[str, int] | None = None,
+) -> None:
     """Complete or not, per source and shard, with every missing page and why; ``home``: the local
     state folder, whose DLQ dumps are shown too (None for a deployed lake); ``marks``: the incremental
-    sources' windows and marks."""
+    sources' windows and marks; ``dlq_depths``: the messages in each source's DLQ (a deployed stack's)."""
     if status is None:
         print("status: no run manifest (the planner did not run)")
         return
@@ -57,7 +117,8 @@ def print_status(status: RunStatus | None, home: Path | None, marks: dict[str, M
         f"run {status.run_id} (ingestion date {status.ingestion_date}): complete: {'yes' if status.complete else 'NO'}"
     )
     for source in status.sources:
-        print(f"  {source.source}: {'complete' if source.complete else 'INCOMPLETE'}")
+        dlq = f", DLQ: {dlq_depths[source.source]} message(s)" if dlq_depths and source.source in dlq_depths else ""
+        print(f"  {source.source}: {'complete' if source.complete else 'INCOMPLETE'}{dlq}")
         for shard in source.shards:
             expected = "?" if shard.expected_pages is None else shard.expected_pages
             line = f"    shard {shard.shard} ({shard.mode}): {shard.landed_pages}/{expected} pages"

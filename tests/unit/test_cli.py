@@ -1,5 +1,7 @@
-"""The CLI: --version, sources validate, template --check, status (local folder, bucket, stack), and the
-split between operator commands (runtime package and boto3) and dev commands (imported when run)."""
+"""The CLI: --version, sources validate, template --check, status (local folder, bucket), report (local
+folder), query --athena's waiting and errors (botocore's Stubber), each command's exit codes in its help,
+and the split between operator commands (runtime package and boto3) and dev commands (imported when run).
+The commands against a deployed stack: tests/integration/test_operate.py."""
 
 from __future__ import annotations
 
@@ -13,17 +15,22 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from apilake.config import load_sources
+from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import WorkItem
+from apilake.report import report_keys
+from apilake_cli.athena import AthenaQuery, QueryTimedOutError
 from apilake_cli.lakefolder import mirror
 from apilake_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "sched-20261126T010000Z"
-DEV_MODULES = ("duckdb", "moto", "jinja2", "samcli", "apilake_dev")
+# jinja2 is a runtime dependency (the run report is rendered in the layer), not one of these.
+DEV_MODULES = ("duckdb", "moto", "samcli", "apilake_dev")
 
 
 def write_run(s3: Any, bucket: str, landed_pages: int) -> None:
@@ -109,22 +116,17 @@ def test_status_without_a_lake_says_what_to_run(tmp_path: Path, capsys: pytest.C
 
 @mock_aws
 @pytest.mark.parametrize(("landed", "code", "line"), [(2, 0, "2/2 pages"), (1, 1, "missing page 2")])
-def test_status_reads_a_deployed_lake_by_bucket_or_stack_and_the_local_folder(
+def test_status_reads_a_deployed_lake_by_bucket_and_the_local_folder(
     landed: int, code: int, line: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given a deployed stack whose lake bucket holds a run with `landed` of its 2 pages
-    template = {
-        "Resources": {"Lake": {"Type": "AWS::S3::Bucket"}},
-        "Outputs": {"LakeBucketName": {"Value": {"Ref": "Lake"}}},
-    }
-    cloudformation = boto3.client("cloudformation", region_name="eu-west-1")
-    cloudformation.create_stack(StackName="apilake-dev", TemplateBody=json.dumps(template))
-    bucket = cloudformation.describe_stacks(StackName="apilake-dev")["Stacks"][0]["Outputs"][0]["OutputValue"]
+    # Given a deployed lake bucket (in another region than the default) holding a run with `landed` of its 2 pages
+    bucket = "apilake-dev-lake"
     s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     write_run(s3, bucket, landed)
     # And the same lake mirrored to a local folder
     mirror(s3, bucket, tmp_path / "lake")
-    for where in (["--bucket", bucket], ["--stack-name", "apilake-dev"], []):
+    for where in (["--bucket", bucket], []):
         # When status reads it
         region = ["--region", "eu-west-1"] if where else []
         # Then it exits 0 if every page landed, 1 if not, and says which page is missing
@@ -139,6 +141,158 @@ def test_status_names_a_stack_without_a_lake_and_an_unknown_profile(capsys: pyte
     template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
     boto3.client("cloudformation").create_stack(StackName="other", TemplateBody=json.dumps(template))
     assert main(["status", "--stack-name", "other"]) == 2
-    assert "stack other has no output LakeBucketName" in capsys.readouterr().err
+    assert "stack other has no output LakeBucketName: is it an apilake stack" in capsys.readouterr().err
     assert main(["status", "--bucket", "b", "--profile", "no-such-profile"]) == 2
     assert "apilake: AWS: The config profile (no-such-profile) could not be found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_report_of_the_local_lake_prints_where_it_is_and_opens_it(
+    as_json: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a local lake folder whose latest run has its report
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        write_run(s3, "lake", 2)
+        mirror(s3, "lake", tmp_path / "lake")
+    json_key, html_key = report_keys(RUN)
+    for key in (json_key, html_key):
+        (tmp_path / "lake" / key).write_text("{}")
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    # When the report is asked for and opened
+    assert main(["--home", str(tmp_path), "report", "--open", *(["--json"] if as_json else [])]) == 0
+    # Then its paths in the lake folder are printed and the HTML opened in the browser
+    html, data = tmp_path / "lake" / html_key, tmp_path / "lake" / json_key
+    printed = capsys.readouterr().out
+    if as_json:
+        assert json.loads(printed) == {"run_id": RUN, "from": "local", "json": str(data), "html": str(html)}
+    else:
+        assert f"run {RUN}: report {html}\n  data {data}" in printed
+    assert opened == [html.resolve().as_uri()]
+    # And without the HTML (not written yet), exit 1 naming the file
+    html.unlink()
+    assert main(["--home", str(tmp_path), "report", "--run", RUN]) == 1
+    assert f"no report of run {RUN} yet ({html})" in capsys.readouterr().err
+
+
+# -- query --athena: waiting, pages of results, errors (botocore's Stubber) -----------------------------
+EXECUTION = "b7d1c5e2-0000-4000-8000-000000000001"
+
+
+def athena_execution(state: str, scanned: int = 0, reason: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"State": state}
+    if reason:
+        status["StateChangeReason"] = reason
+    return {
+        "QueryExecution": {
+            "QueryExecutionId": EXECUTION,
+            "Status": status,
+            "Statistics": {"DataScannedInBytes": scanned},
+        }
+    }
+
+
+def rows(*values: tuple[str, ...]) -> dict[str, Any]:
+    return {"ResultSet": {"Rows": [{"Data": [{"VarCharValue": v} for v in row]} for row in values]}}
+
+
+def stubbed_athena(stubber: Stubber, *states: dict[str, Any]) -> None:
+    start = {
+        "QueryString": "select 1",
+        "QueryExecutionContext": {"Database": "apilake_dev"},
+        "WorkGroup": "apilake-dev",
+    }
+    stubber.add_response("start_query_execution", {"QueryExecutionId": EXECUTION}, start)
+    for state in states:
+        stubber.add_response("get_query_execution", state, {"QueryExecutionId": EXECUTION})
+
+
+def test_athena_query_waits_reads_every_page_and_prices_the_scan() -> None:
+    # Given Athena: queued, running, then succeeded after scanning 2 GB, its result in two pages
+    athena = boto3.client("athena", region_name="us-east-1")
+    slept: list[float] = []
+    with Stubber(athena) as stubber:
+        stubbed_athena(
+            stubber, athena_execution("QUEUED"), athena_execution("RUNNING"), athena_execution("SUCCEEDED", 2 * 10**9)
+        )
+        stubber.add_response(
+            "get_query_results",
+            {**rows(("source", "n"), ("api-a", "1")), "NextToken": "t2"},
+            {"QueryExecutionId": EXECUTION},
+        )
+        stubber.add_response(
+            "get_query_results", rows(("api-b", "2")), {"QueryExecutionId": EXECUTION, "NextToken": "t2"}
+        )
+        # When the query runs
+        result = AthenaQuery(athena, "apilake-dev", "apilake_dev", sleep=slept.append).run("select 1", timeout=60)
+    # Then it waited a look at a time, the first row of the first page is the header, every row is there
+    assert slept == [1.0, 1.0]
+    assert result.columns == ["source", "n"] and result.rows == [("api-a", "1"), ("api-b", "2")]
+    # And the scan is priced at $5/TB
+    assert result.bytes_scanned == 2 * 10**9 and result.cost_dollars == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "error"),
+    [
+        (
+            "FAILED",
+            "COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved",
+            f"Athena query {EXECUTION} FAILED (workgroup apilake-dev): COLUMN_NOT_FOUND: line 1:8: Column 'x'",
+        ),
+        ("CANCELLED", None, f"Athena query {EXECUTION} CANCELLED (workgroup apilake-dev): no reason given"),
+    ],
+)
+def test_athena_query_failed_or_cancelled_is_an_error_with_athenas_reason(
+    state: str, reason: str | None, error: str
+) -> None:
+    athena = boto3.client("athena", region_name="us-east-1")
+    with Stubber(athena) as stubber:
+        stubbed_athena(stubber, athena_execution(state, reason=reason))
+        with pytest.raises(ApilakeError) as raised:
+            AthenaQuery(athena, "apilake-dev", "apilake_dev").run("select 1", timeout=60)
+    assert error in str(raised.value)
+
+
+def test_athena_query_still_running_at_the_timeout_is_cancelled() -> None:
+    athena = boto3.client("athena", region_name="us-east-1")
+    ticks = iter([0.0, 5.0, 11.0])
+    with Stubber(athena) as stubber:
+        stubbed_athena(stubber, athena_execution("RUNNING"), athena_execution("RUNNING"))
+        stubber.add_response("stop_query_execution", {}, {"QueryExecutionId": EXECUTION})
+        query = AthenaQuery(athena, "apilake-dev", "apilake_dev", clock=lambda: next(ticks), sleep=lambda _: None)
+        with pytest.raises(QueryTimedOutError, match=f"query {EXECUTION} still RUNNING after 10s: cancelled"):
+            query.run("select 1", timeout=10)
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [
+        (
+            ["run"],
+            [
+                "0  planned (with --follow: complete; --local: complete)",
+                "1  --follow: settled incomplete",
+                "3  --follow",
+            ],
+        ),
+        (["backfill"], ["0  planned", "3  --follow: not complete in time"]),
+        (["status"], ["0  the run is complete", "1  it is not"]),
+        (["dlq", "peek"], ["0  the DLQ is empty", "1  messages are in it"]),
+        (["redrive"], ["1  the move task FAILED or was CANCELLED", "3  the move task still running at --timeout"]),
+        (["query"], ["0  the query succeeded", "3  --athena: still running at --timeout (cancelled)"]),
+        (["report"], ["0  the report is there", "1  it is not written yet"]),
+    ],
+)
+def test_each_operator_commands_help_ends_with_its_exit_codes(
+    command: list[str], codes: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    printed = capsys.readouterr().out
+    assert "exit codes:" in printed and "2  bad input, or an AWS error" in printed
+    for code in codes:
+        assert code in printed

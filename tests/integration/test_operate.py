@@ -1,0 +1,545 @@
+"""The operator commands against a deployed stack, played by moto's server on 127.0.0.1: a CloudFormation
+stack (created in moto) holds the lake bucket and each source's queue and DLQ, and the outputs the commands
+read. The planner function cannot run in moto (no Docker): the command's Lambda client is a stand-in that
+calls functions/planner/app.py's handler in this process, against the same moto server; the workers are
+driven in-process by the local SQS event source, in the background, as Lambda would."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import yaml
+from botocore.config import Config
+
+import apilake_cli.stack
+from apilake.ledger import Ledger
+from apilake.messages import WorkItem
+from apilake.names import dlq_name, pascal, queue_name
+from apilake.report import report_keys
+from apilake_cli.main import main
+from apilake_cli.redrive import peek
+from apilake_dev.local.aws import LocalAws
+from apilake_dev.local.event_source import LambdaContextStub, SqsEventSource
+from apilake_dev.vendors.fake import Dataset, FakeVendor, Fault
+from tests.conftest import load_handler_module
+
+STACK, STAGE, REGION = "apilake-test", "test", "us-east-1"
+PLANNER = "apilake-test-planner"
+WORKGROUP, DATABASE = "apilake-test", "apilake_test"
+SOURCES = ("api-a", "api-b")
+WHERE = ["--stack-name", STACK, "--region", REGION]
+RUN = ["run", *WHERE, "--ingestion-date", "2026-11-26"]
+# api-a: 7 records a day on 2026-11-23..25, pages of 5 (2 a day); api-b: 25 records, a cursor chain of 3 pages.
+DATASETS = [Dataset("ds-a", total=21, days=3), Dataset("ds-b", total=25)]
+
+
+def sources_file(base_url: str, folder: Path) -> Path:
+    common = {
+        "base_url": base_url,
+        "retries": {"max_attempts": 1, "base_delay_seconds": 0.01, "max_delay_seconds": 1},
+        "timeouts": {"connect_seconds": 2, "read_seconds": 2},
+    }
+    sources = [
+        {
+            **common,
+            "name": "api-a",
+            "path": "/page_number/ds-a",
+            "records_path": "data",
+            "pagination": {"type": "page_number", "page_size": 5, "total_path": "meta.total"},
+            "sharding": {"type": "daily", "start_param": "since", "end_param": "until", "lookback_days": 1},
+        },
+        {
+            **common,
+            "name": "api-b",
+            "path": "/cursor/ds-b",
+            "params": {"limit": "10"},
+            "records_path": "results",
+            "pagination": {"type": "cursor", "cursor_path": "next_cursor", "has_more_path": "has_more"},
+        },
+    ]
+    path = folder / "sources.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "sources": sources}, sort_keys=False))
+    return path
+
+
+def stack_template() -> dict[str, Any]:
+    """The deployed stack's shape as far as the commands see it: the lake bucket, each source's queue with
+    its DLQ (named as template.yaml names them), and the outputs (the functions, workgroup and database by name)."""
+    resources: dict[str, Any] = {"LakeBucket": {"Type": "AWS::S3::Bucket"}}
+    for source in SOURCES:
+        dlq = f"{pascal(source)}DeadLetterQueue"
+        resources[dlq] = {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": dlq_name(STAGE, source)}}
+        resources[f"{pascal(source)}Queue"] = {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": queue_name(STAGE, source),
+                "VisibilityTimeout": 1,
+                "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": 1},
+            },
+        }
+    outputs = {
+        "LakeBucketName": {"Ref": "LakeBucket"},
+        "StageName": {"Ref": "Stage"},
+        "PlannerFunctionName": PLANNER,
+        "AthenaWorkGroupName": WORKGROUP,
+        "GlueDatabaseName": DATABASE,
+    }
+    return {
+        "Parameters": {"Stage": {"Type": "String", "Default": STAGE}},
+        "Resources": resources,
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+
+
+@dataclass
+class PlannerLambda:
+    """The stack's planner as ``lambda.invoke`` reaches it: the handler in this process, its environment
+    the deployed one; an exception is Lambda's ``FunctionError`` with the error's type and message.
+    ``then``: what runs after a successful plan (the workers, as the queues' event sources would)."""
+
+    environment: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch
+    then: Callable[[], None] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    config: Config | None = None
+
+    def invoke(self, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:  # noqa: N803
+        assert (FunctionName, InvocationType) == (PLANNER, "RequestResponse")
+        event = json.loads(Payload)
+        self.events.append(event)
+        for name, value in self.environment.items():
+            self.monkeypatch.setenv(name, value)
+        try:
+            # Its stdout is its log stream (EMF documents included), not the operator's terminal.
+            with contextlib.redirect_stdout(io.StringIO()):
+                answer = load_handler_module("planner").handler(event, LambdaContextStub(PLANNER, 300))
+        except Exception as exc:  # what Lambda does with an unhandled error
+            error = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": []}
+            return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(error).encode())}
+        if self.then is not None:
+            self.then()
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(answer).encode())}
+
+
+@dataclass
+class Deployed:
+    aws: LocalAws
+    s3: Any
+    sqs: Any
+    bucket: str
+    sources_path: Path
+    vendor: FakeVendor
+    planner: PlannerLambda
+    monkeypatch: pytest.MonkeyPatch
+    workers: list[threading.Thread] = field(default_factory=list)
+
+    def queue(self, source: str, dead_letter: bool = False) -> str:
+        name = (dlq_name if dead_letter else queue_name)(STAGE, source)
+        url: str = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        return url
+
+    def drain(self) -> None:
+        """Each source's queue through the worker handler until both are empty (the event sources' work)."""
+        worker = load_handler_module("worker")
+        for source in SOURCES:
+            environment = {
+                "APILAKE_SOURCE": source,
+                "APILAKE_LAKE_BUCKET": self.bucket,
+                "APILAKE_QUEUE_URL": self.queue(source),
+                "APILAKE_SOURCES_FILE": str(self.sources_path),
+            }
+
+            def invoke(event: dict[str, Any], context: Any, env: dict[str, str] = environment) -> Any:
+                for name, value in env.items():
+                    self.monkeypatch.setenv(name, value)
+                return worker.handler(event, context)
+
+            SqsEventSource(self.sqs, self.queue(source), invoke, f"worker-{source}").drain(max_seconds=60)
+
+    def workers_now(self) -> None:
+        """After the plan, the workers drain the queues before the planner's answer returns (their stdout, a
+        Lambda's log stream with its cold-start EMF document, kept off the command's)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.drain()
+
+    def workers_in_background(self) -> None:
+        """After the plan, the workers drain the queues in a thread of their own while the command follows."""
+        thread = threading.Thread(target=self.drain, name="workers", daemon=True)
+        self.workers.append(thread)
+        thread.start()
+
+    def join_workers(self) -> None:
+        for thread in self.workers:
+            thread.join(timeout=120)
+            assert not thread.is_alive(), "the workers did not drain the queues in 120 s"
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.s3, self.bucket)
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
+    with LocalAws() as aws, FakeVendor(DATASETS) as vendor:
+        # Every client of this process (the command's, the handlers') talks to moto's server.
+        monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        cloudformation.create_stack(StackName=STACK, TemplateBody=json.dumps(stack_template()))
+        outputs = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]
+        bucket = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "LakeBucketName")
+        boto3.client("athena", region_name=REGION).create_work_group(Name=WORKGROUP, Configuration={})
+        sources_path = sources_file(vendor.base_url, tmp_path)
+        # As the local deployment does: no EMF documents on stdout, where the command prints its own; and
+        # the handlers' logs only from warnings up.
+        monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+        monkeypatch.setenv("APILAKE_LOG_LEVEL", "WARNING")
+        environment = {
+            "APILAKE_LAKE_BUCKET": bucket,
+            "APILAKE_STAGE": STAGE,
+            "APILAKE_SOURCES_FILE": str(sources_path),
+        }
+        planner = PlannerLambda(environment, monkeypatch)
+        built = Deployed(
+            aws=aws,
+            s3=boto3.client("s3", region_name=REGION),
+            sqs=boto3.client("sqs", region_name=REGION),
+            bucket=bucket,
+            sources_path=sources_path,
+            vendor=vendor,
+            planner=planner,
+            monkeypatch=monkeypatch,
+        )
+
+        class StackSession(boto3.Session):
+            """The command's AWS session: moto's server for every service but Lambda, the stand-in for it."""
+
+            def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+                if service_name == "lambda":
+                    planner.config = kwargs.get("config")
+                    return planner
+                return super().client(service_name, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(
+            apilake_cli.stack,
+            "new_session",
+            lambda profile, region: StackSession(profile_name=profile, region_name=region),
+        )
+        yield built
+        built.join_workers()
+
+
+def out_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+# -- run, backfill ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_run_invokes_the_planner_and_prints_the_run_and_its_plan(
+    deployed: Deployed, as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a run of both sources is started on the stack, with its id and ingestion date
+    code = main([*RUN, "--sources", "api-a,api-b", "--run-id", "my-run", *(["--json"] if as_json else [])])
+    # Then the planner got the manual event, synchronously, with a read timeout above its own 300 s
+    assert code == 0
+    assert deployed.planner.events == [
+        {"sources": ["api-a", "api-b"], "ingestion_date": "2026-11-26", "run_id": "my-run"}
+    ]
+    config = deployed.planner.config
+    assert config is not None and config.read_timeout > 300  # type: ignore[attr-defined]
+    # And the run id and the plan are printed: api-a's shard 2026-11-25 holds 7 records (2 pages), api-b a chain
+    if as_json:
+        document = out_json(capsys)
+        assert document["run_id"] == "my-run" and document["follow"] is None
+        assert document["messages"] == {"api-a": 2, "api-b": 1} and document["errors"] == {}
+    else:
+        printed = capsys.readouterr().out
+        assert "run my-run planned (ingestion date 2026-11-26)" in printed
+        assert "api-a  | 2" in printed and "api-b  | 1" in printed
+    # And the ledger holds the run's manifest
+    manifest = deployed.ledger().read_manifest("my-run")
+    assert manifest is not None and sorted(manifest.sources) == ["api-a", "api-b"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_run_follow_watches_the_pages_land_until_the_run_is_complete(
+    deployed: Deployed, as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given workers that drain the queues once the planner has planned (while the command follows; with --json,
+    # where stdout must hold the command's document only, before the planner's answer returns)
+    deployed.planner.then = deployed.workers_now if as_json else deployed.workers_in_background
+    # When the run is started and followed
+    args = [*RUN, "--run-id", "nightly", "--follow", "--interval", "0.2", "--timeout", "120"]
+    code = main([*args, *(["--json"] if as_json else [])])
+    captured = capsys.readouterr()
+    # Then it ends complete (exit 0), having shown each source's pages and queues as they changed
+    assert code == 0, captured
+    progress = captured.err if as_json else captured.out
+    assert "api-a: 2/2 pages" in progress and "api-b: 3/3 pages" in progress
+    assert "queue 0 waiting, 0 in flight, 0 delayed  DLQ 0" in progress
+    if as_json:
+        follow = json.loads(captured.out)["follow"]
+        assert follow["outcome"] == "complete" and follow["status"]["complete"] is True
+        pages = {s["source"]: (s["pages_landed"], s["pages_expected"]) for s in follow["status"]["sources"]}
+        assert pages == {"api-a": (2, 2), "api-b": (3, 3)}
+    else:
+        assert "run nightly: complete after" in captured.out
+        assert "run nightly (ingestion date 2026-11-26): complete: yes" in captured.out
+
+
+def test_run_follow_stops_when_the_run_settles_incomplete_and_on_call_finds_and_fixes_it(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a vendor that answers api-a's page 2 with 404, and workers draining the queues
+    deployed.vendor.inject("page_number", "ds-a", 2, Fault("status", status=404), forever=True)
+    deployed.planner.then = deployed.workers_in_background
+    # When the run is followed: its queues empty, page 2 in the DLQ
+    follow = [*RUN, "--run-id", "nightly", "--follow", "--interval", "0.2", "--timeout", "120"]
+    assert main(follow) == 1
+    deployed.join_workers()
+    printed = capsys.readouterr().out
+    # Then it stops without waiting for the timeout, settled incomplete, and says where to look
+    assert "run nightly: settled INCOMPLETE" in printed and "(DLQ: 1 message(s))" in printed
+    assert "api-a: INCOMPLETE, DLQ: 1 message(s)" in printed
+    # And status says the same (exit 1), with the DLQ's depth
+    assert main(["status", *WHERE, "--run", "nightly"]) == 1
+    assert "missing page 2: PermanentHttpError" in capsys.readouterr().out
+    # And dlq peek shows the page, left in place, with the reason of its last failure (exit 1: messages left)
+    assert main(["dlq", "peek", *WHERE, "--source", "api-a", "--json"]) == 1
+    (message,) = out_json(capsys)["messages"]
+    assert (message["run_id"], message["shard"], message["page"]) == ("nightly", "2026-11-25", 2)
+    assert message["last_failure"]["error"] == "PermanentHttpError" and "404" in message["last_failure"]["reason"]
+    assert main(["dlq", "peek", *WHERE, "--source", "api-a"]) == 1
+    assert "run nightly shard 2026-11-25 page 2: received" in capsys.readouterr().out
+    # When the vendor is fixed and the DLQ redriven (moto has no move task: the messages are copied back)
+    deployed.vendor.clear("page_number", "ds-a", 2)
+    assert main(["redrive", *WHERE, "--source", "api-a"]) == 0
+    assert "api-a: moved 1 message(s) apilake-test-api-a-dlq -> apilake-test-api-a (copied" in capsys.readouterr().out
+    deployed.drain()
+    # Then the run is complete, the DLQ empty
+    assert main(["status", *WHERE, "--run", "nightly", "--json"]) == 0
+    document = out_json(capsys)
+    assert document["complete"] is True
+    assert [s["dlq_messages"] for s in document["sources"]] == [0, 0]
+    assert main(["dlq", "peek", *WHERE, "--source", "api-a", "--json"]) == 0
+    assert out_json(capsys)["messages"] == []
+
+
+def test_run_follow_times_out_while_the_run_is_not_complete(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given no worker: the planned pages wait in their queues
+    # When the run is followed for no time at all
+    assert main([*RUN, "--run-id", "stuck", "--follow", "--timeout", "0", "--json"]) == 3
+    # Then it exits 3 with what it saw: nothing landed, the pages waiting
+    follow = out_json(capsys)["follow"]
+    assert follow["outcome"] == "timed_out" and follow["status"]["complete"] is False
+    assert {s["source"]: s["pages_landed"] for s in follow["status"]["sources"]} == {"api-a": 0, "api-b": 0}
+
+
+def test_backfill_plans_the_date_shards_of_the_window(deployed: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
+    # When api-a is backfilled over three days
+    args = ["backfill", *WHERE, "--sources", "api-a", "--from", "2026-11-23", "--to", "2026-11-25", "--json"]
+    assert main([*args, "--run-id", "backfill-w1"]) == 0
+    # Then the planner got the window and planned a shard per day
+    assert deployed.planner.events[-1] == {
+        "sources": ["api-a"],
+        "shard_from": "2026-11-23",
+        "shard_to": "2026-11-25",
+        "run_id": "backfill-w1",
+    }
+    assert out_json(capsys)["messages"] == {"api-a": 6}
+    manifest = deployed.ledger().read_manifest("backfill-w1")
+    assert manifest is not None
+    assert [s.shard for s in manifest.sources["api-a"].shards] == ["2026-11-23", "2026-11-24", "2026-11-25"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["run", "--sources", "api-a"], "give --local (the flow on this machine) or --stack-name (a deployed stack)"),
+        (["run", "--local", *WHERE], "not both"),
+        (["run", *WHERE, "--event", "e.json"], "run --stack-name: --event is not for --stack-name"),
+        (["run", "--local", "--follow"], "run --local: --follow is not for --local"),
+        (["run", *WHERE, "--until", "5"], "planner event: (event): Value error, until needs since"),
+        (
+            ["backfill", *WHERE, "--sources", "api-a", "--from", "2026-11-25", "--to", "2026-11-23"],
+            "shard_to is before shard_from\n  from the options: --sources ['api-a'] --from 2026-11-25 --to 2026-11-23",
+        ),
+        (["run", *WHERE, "--sources", " , "], "--sources: expected source names separated by commas, got ' , '"),
+        (
+            ["run", "--stack-name", "apilake-nope", "--region", REGION],
+            "no stack 'apilake-nope' in us-east-1: Stack with id apilake-nope does not exist",
+        ),
+        (
+            ["run", *WHERE, "--sources", "api-zz"],
+            f"the planner ({PLANNER}) failed: ConfigError: unknown source 'api-zz'; declared: api-a, api-b",
+        ),
+        (
+            ["dlq", "peek", *WHERE, "--source", "api-zz"],
+            "stack apilake-test has no source 'api-zz': no queue apilake-test-api-zz-dlq in us-east-1",
+        ),
+        (["query", "--athena", "select 1"], "query --athena needs --stack-name"),
+        (["query", "--json", "select 1"], "query: --json only with --athena"),
+        (["status", *WHERE, "--bucket", "b"], "give --stack-name or --bucket, not both"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_bad_input_exits_2_naming_the_problem(
+    deployed: Deployed, args: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["backfill", *WHERE, "--sources", "api-a", "--from", "2026-11-25"],
+            "the following arguments are required: --to",
+        ),
+        (
+            ["backfill", *WHERE, "--sources", "api-a", "--from", "25/11", "--to", "2026-11-25"],
+            "expected a date as YYYY-MM-DD",
+        ),
+        (["dlq", "peek", "--source", "api-a"], "the following arguments are required: --stack-name"),
+        (["redrive", *WHERE], "the following arguments are required: --source"),
+    ],
+)
+def test_options_argparse_refuses_exit_2(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+# -- status, query --athena, report -----------------------------------------------------------------------
+def test_status_adds_each_sources_dlq_depth_to_the_ledger(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a planned run (nothing landed) and two messages in api-b's DLQ
+    assert main([*RUN, "--run-id", "one"]) == 0
+    for page in (1, 2):
+        deployed.sqs.send_message(QueueUrl=deployed.queue("api-b", dead_letter=True), MessageBody=f"{page}")
+    capsys.readouterr()
+    # When status reads the latest run of the stack
+    assert main(["status", *WHERE]) == 1
+    # Then each source says its DLQ's depth
+    printed = capsys.readouterr().out
+    assert "api-a: INCOMPLETE, DLQ: 0 message(s)" in printed and "api-b: INCOMPLETE, DLQ: 2 message(s)" in printed
+    assert main(["status", *WHERE, "--json"]) == 1
+    document = out_json(capsys)
+    assert {s["source"]: s["dlq_messages"] for s in document["sources"]} == {"api-a": 0, "api-b": 2}
+    assert document["run_id"] == "one" and document["complete"] is False
+
+
+def test_dlq_peek_shows_a_message_that_is_not_a_work_item_as_it_is(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    item = WorkItem.model_validate(
+        {"run_id": "r1", "source": "api-b", "ingestion_date": "2026-11-26", "shard": "all", "page": 4}
+    )
+    deployed.sqs.send_message(QueueUrl=deployed.queue("api-b", dead_letter=True), MessageBody="not json")
+    deployed.sqs.send_message(QueueUrl=deployed.queue("api-b", dead_letter=True), MessageBody=item.model_dump_json())
+    assert main(["dlq", "peek", *WHERE, "--source", "api-b"]) == 1
+    printed = capsys.readouterr().out
+    assert "api-b: 2 message(s) in apilake-test-api-b-dlq (left in place)" in printed
+    assert "not a work item: not json" in printed
+    assert "run r1 shard all page 4: received 0 time(s)" in printed and "no failure noted in the ledger" in printed
+
+
+def test_redrive_copies_the_messages_back_where_the_endpoint_has_no_move_task(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given api-a's DLQ holding 23 messages (more than a receive's ten) on moto's server, which has no move task
+    sent = sorted(json.dumps({"page": n}) for n in range(23))
+    for body in sent:
+        deployed.sqs.send_message(QueueUrl=deployed.queue("api-a", dead_letter=True), MessageBody=body)
+    # When the source is redriven
+    assert main(["redrive", *WHERE, "--source", "api-a", "--json"]) == 0
+    # Then every message was copied to the queue and deleted from the DLQ
+    document = out_json(capsys)
+    assert (document["method"], document["status"], document["moved"]) == ("copy", "COMPLETED", 23)
+    assert sorted(m["Body"] for m in peek(deployed.sqs, deployed.queue("api-a"))) == sent
+    assert peek(deployed.sqs, deployed.queue("api-a", dead_letter=True)) == []
+
+
+ATHENA_ROWS: list[list[str | None]] = [["source", "records"], ["api-a", "21"], ["api-b", None]]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_query_athena_runs_in_the_stacks_workgroup_and_prints_the_table(
+    deployed: Deployed, as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the result Athena will give (moto executes nothing; its API lets a test set the rows)
+    rows = [{"Data": [{} if v is None else {"VarCharValue": v} for v in row]} for row in ATHENA_ROWS]
+    results = {"region": REGION, "results": [{"rows": rows, "column_info": []}]}
+    requests.post(f"{deployed.aws.endpoint}/moto-api/static/athena/query-results", json=results, timeout=10)
+    statement = "select source, count(*) as records from raw group by 1"
+    # When the query runs on Athena
+    assert main(["query", "--athena", statement, *WHERE, *(["--json"] if as_json else [])]) == 0
+    # Then it ran in the stack's workgroup and database, and the table (header from the first row) is printed
+    athena = boto3.client("athena", region_name=REGION)
+    (execution_id,) = athena.list_query_executions(WorkGroup=WORKGROUP)["QueryExecutionIds"]
+    execution = athena.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
+    assert execution["Query"] == statement and execution["QueryExecutionContext"]["Database"] == DATABASE
+    if as_json:
+        assert out_json(capsys) == {
+            "query_execution_id": execution_id,
+            "columns": ["source", "records"],
+            "rows": [["api-a", "21"], ["api-b", None]],
+            "bytes_scanned": 0,
+            "cost_dollars": 0.0,
+        }
+    else:
+        printed = capsys.readouterr().out
+        assert "source | records\n-------+--------\napi-a  | 21     \napi-b  | NULL   \n(2 rows)" in printed
+        assert f"scanned 0 bytes (about $0.000000 at $5/TB); query {execution_id} in workgroup {WORKGROUP}" in printed
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_report_downloads_the_deployed_runs_report(
+    deployed: Deployed,
+    as_json: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two runs, the latest with its report in the bucket
+    assert main([*RUN, "--run-id", "older"]) == 0
+    assert main([*RUN, "--run-id", "latest"]) == 0
+    for key in report_keys("latest"):
+        deployed.s3.put_object(Bucket=deployed.bucket, Key=key, Body=f"<{key}>".encode())
+    capsys.readouterr()
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    # When the report of the latest run is asked for, and opened
+    home = tmp_path / "home"
+    code = main(["--home", str(home), "report", *WHERE, "--open", *(["--json"] if as_json else [])])
+    # Then both files are downloaded under <home>/reports/<run>/, their paths printed, the HTML opened
+    assert code == 0
+    folder = home / "reports" / "latest"
+    assert (folder / "report.html").read_text() == "<ledger/runs/run=latest/report.html>"
+    assert (folder / "report.json").read_text() == "<ledger/runs/run=latest/report.json>"
+    if as_json:
+        assert out_json(capsys) == {
+            "run_id": "latest",
+            "from": "bucket",
+            "json": str(folder / "report.json"),
+            "html": str(folder / "report.html"),
+        }
+    else:
+        assert f"run latest: report {folder / 'report.html'}" in capsys.readouterr().out
+    assert opened == [(folder / "report.html").resolve().as_uri()]
+    # And a run without a report yet exits 1, saying who writes it
+    assert main(["--home", str(home), "report", *WHERE, "--run", "older"]) == 1
+    assert "no report of run older yet (s3://" in capsys.readouterr().err

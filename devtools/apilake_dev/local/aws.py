@@ -200,8 +200,6 @@ class LocalDeployment:
     visibility_timeout: dict[str, int] = field(default_factory=dict)
     max_receive_count: dict[str, int] = field(default_factory=dict)
     stage: str = ""
-    # Every function's logical id -> its environment as this deployment gives it (local additions included).
-    environments: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class _Resolver:
@@ -319,7 +317,6 @@ def deploy(
             for k, v in resolve({**globals_env, **properties.get("Environment", {}).get("Variables", {})}).items()
         }
         environment.update(local_env)
-        deployment.environments[name] = environment
         for event in properties.get("Events", {}).values():
             if event["Type"] != "SQS":
                 continue

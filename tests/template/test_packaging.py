@@ -16,6 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from apilake.names import dlq_name, queue_name
 from tests.template.conftest import ROOT
 from tests.unit.test_cli import RUN, write_run
 
@@ -106,17 +107,28 @@ def test_status_reads_a_deployed_ledger(venv_bin: Path, endpoint: str, tmp_path:
 
 
 def test_redrive_moves_a_dlq_message_back(venv_bin: Path, endpoint: str, tmp_path: Path) -> None:
-    # Given a queue and a dead-letter queue holding one message
+    # Given a stack (in moto's CloudFormation) with a source's queue and DLQ named as template.yaml names them,
+    # its DLQ holding one message
+    stage, source = "ops", "api-a"
+    queues = {
+        "Dlq": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": dlq_name(stage, source)}},
+        "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": queue_name(stage, source)}},
+    }
+    stack = {"Resources": queues, "Outputs": {"StageName": {"Value": stage}}}
+    cloudformation = boto3.client("cloudformation", endpoint_url=endpoint, region_name="us-east-1")
+    cloudformation.create_stack(StackName="apilake-ops", TemplateBody=json.dumps(stack))
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-    queue = sqs.create_queue(QueueName="operator-api-a")["QueueUrl"]
-    dlq = sqs.create_queue(QueueName="operator-api-a-dlq")["QueueUrl"]
+    queue, dlq = (
+        sqs.get_queue_url(QueueName=n)["QueueUrl"] for n in (queue_name(stage, source), dlq_name(stage, source))
+    )
     body = json.dumps({"page": 7})
     sqs.send_message(QueueUrl=dlq, MessageBody=body)
-    # When the operator redrives it
-    moved = apilake(venv_bin, tmp_path, "redrive", "--queue-url", queue, "--dlq-url", dlq, endpoint=endpoint)
+    # When the operator redrives the source
+    where = ["--stack-name", "apilake-ops", "--region", "us-east-1"]
+    moved = apilake(venv_bin, tmp_path, "redrive", *where, "--source", source, "--json", endpoint=endpoint)
     # Then the message is in the queue and the DLQ is empty
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert "moved 1 message(s)" in moved.stdout
+    assert json.loads(moved.stdout)["moved"] == 1
     received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
     assert [m["Body"] for m in received] == [body]
     assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", []) == []

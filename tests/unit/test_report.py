@@ -200,7 +200,7 @@ def test_the_html_shows_the_figures_the_verdict_and_the_reasons(ledger: Ledger) 
         ["api-a", "incomplete", "2", "3", "1", "14", "1.4 KiB", "4", "2", "2", "1", "1", "100.0", "116.0", "119.6"],
         ["api-b", "complete", "2", "2", "0", "10", "1,000 B", "2", "0", "0", "0", "0", "—", "—", "—"],
         ["api-c", "incomplete", "1", "—", "1", "5", "500 B", "1", "0", "0", "0", "—", "40.0", "40.0", "40.0"],
-        ["All", "", "5", "—", "2", "29", "2.8 KiB", "7", "2", "2", "1", "", "", "", ""],
+        ["All", "", "5", "—", "2", "29", "2.8 KiB", "7", "2", "2", "1", "—", "", "", ""],
     ]
     # And what is missing is listed per source with why
     assert page.tables[1][1:] == [["2026-11-25", "2", f"TransientHttpError: {HOSTILE} (attempt 3)"]]
@@ -252,10 +252,13 @@ def test_a_complete_run_says_so(ledger: Ledger) -> None:
     manifest = MANIFEST.model_copy(update={"sources": {"api-b": MANIFEST.sources["api-b"]}})
     report = build_report(ledger, manifest, {"api-b": 0}, NOW)
     assert (report.complete, report.verdict, report.reasons) == (True, "complete", [])
-    assert Tables(render_html(report)).banner[:2] == [
+    page = Tables(render_html(report))
+    assert page.banner[:2] == [
         "Complete",
         "Every planned page landed and reconciled: 2 pages, 10 records, 1,000 B in 1 source.",
     ]
+    # And with every DLQ's depth known, the totals have theirs
+    assert page.tables[0][-1][:12] == ["All", "", "2", "2", "0", "10", "1,000 B", "2", "0", "0", "0", "0"]
 
 
 def test_write_report_puts_the_json_and_the_html_beside_the_manifest(ledger: Ledger) -> None:

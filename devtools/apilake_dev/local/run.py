@@ -2,7 +2,8 @@
 
 moto's server plays AWS (resources from template.yaml), the planner handler runs with the planner
 event, container processes drain the queues through the worker handler, the raw zone is cataloged
-in the emulator's Glue, and the lake is mirrored to a folder for DuckDB.
+in the emulator's Glue, the run's report is written into the ledger, and the lake is mirrored to a
+folder for DuckDB.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import Metric
+from apilake.report import report_keys, write_report
 from apilake_cli.lakefolder import mirror
 from apilake_cli.redrive import peek, redrive
 from apilake_dev.local.aws import LocalAws, deploy, load_template
@@ -52,6 +55,7 @@ class LocalRunResult:
     status: RunStatus | None
     planner_error: str | None = None
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: Path | None = None  # the run's report.html in the lake folder
 
     @property
     def ok(self) -> bool:
@@ -165,6 +169,7 @@ class LocalRun:
         return redrive(self.sqs, self.deployment.dlqs[source], self.deployment.queues[source])
 
     def finish(self, run_id: str | None, drained: bool, planner_error: str | None = None) -> LocalRunResult:
+        """Catalog the raw zone, write the run's report (DLQ depths from the local queues), mirror the lake."""
         summaries = _summaries(self.per_source, {s: self.dlq_messages(s) for s in self.deployment.dlqs}, self.home)
         glue = self.aws.client("glue")
         ensure_database(glue, self.deployment.database)
@@ -172,9 +177,16 @@ class LocalRun:
             w.source: catalog_source(glue, self.s3, self.deployment.bucket, self.deployment.database, w.source)
             for w in self.deployment.workers
         }
-        mirror(self.s3, self.deployment.bucket, self.home / "lake")
         ledger = Ledger(self.s3, self.deployment.bucket)
         manifest = ledger.read_manifest(run_id) if run_id else None
+        report = None
+        if manifest is not None:
+            depths = {source: summary.dlq for source, summary in summaries.items()}
+            write_report(ledger, manifest, depths, datetime.now(UTC))
+            report = self.home / "lake" / report_keys(manifest.run_id)[1]
+        mirror(self.s3, self.deployment.bucket, self.home / "lake")
+        if report is not None:
+            self.echo(f"run report: {report}")
         return LocalRunResult(
             run_id=run_id or "",
             drained=drained,
@@ -183,6 +195,7 @@ class LocalRun:
             status=ledger.status(manifest) if manifest else None,
             planner_error=planner_error,
             catalog=catalog,
+            report=report,
         )
 
 

@@ -201,7 +201,7 @@ def cmd_query_athena(args: argparse.Namespace) -> int:
     else:
         print(format_table(result.columns, result.rows))
         print(
-            f"scanned {result.bytes_scanned:,} bytes (about ${result.cost_dollars:.6f} at ${DOLLARS_PER_TB:.0f}/TB); "
+            f"scanned {result.bytes_scanned:,} bytes (about ${result.cost_dollars:.4f} at ${DOLLARS_PER_TB:.0f}/TB); "
             f"query {result.execution_id} in workgroup {query.workgroup}"
         )
     return Exit.DONE

@@ -484,7 +484,7 @@ def test_query_athena_runs_in_the_stacks_workgroup_and_prints_the_table(
     rows = [{"Data": [{} if v is None else {"VarCharValue": v} for v in row]} for row in ATHENA_ROWS]
     results = {"region": REGION, "results": [{"rows": rows, "column_info": []}]}
     requests.post(f"{deployed.aws.endpoint}/moto-api/static/athena/query-results", json=results, timeout=10)
-    statement = "select source, count(*) as records from raw group by 1"
+    statement = "select source, count(*) as records from source_api_a group by 1"
     # When the query runs on Athena
     assert main(["query", "--athena", statement, *WHERE, *(["--json"] if as_json else [])]) == 0
     # Then it ran in the stack's workgroup and database, and the table (header from the first row) is printed
@@ -503,7 +503,7 @@ def test_query_athena_runs_in_the_stacks_workgroup_and_prints_the_table(
     else:
         printed = capsys.readouterr().out
         assert "source | records\n-------+--------\napi-a  | 21     \napi-b  | NULL   \n(2 rows)" in printed
-        assert f"scanned 0 bytes (about $0.000000 at $5/TB); query {execution_id} in workgroup {WORKGROUP}" in printed
+        assert f"scanned 0 bytes (about $0.0000 at $5/TB); query {execution_id} in workgroup {WORKGROUP}" in printed
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])

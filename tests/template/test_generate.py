@@ -147,20 +147,26 @@ WEEKLY_IN_BERLIN = {"expression": "cron(0 6 ? * MON *)", "timezone": "Europe/Ber
 
 
 def scheduled_sources() -> list[dict[str, Any]]:
-    """Four sources: two hourly, one weekly in Berlin, one on the stack's default schedule."""
+    """Four sources: two hourly (one due sooner than the other), one weekly in Berlin, one on the stack's
+    default schedule."""
     billing, tickets = TWO_NEW_SOURCES
     return [
         {**billing, "schedule": HOURLY},
         {**tickets, "schedule": WEEKLY_IN_BERLIN},
         {**tickets, "name": "tickets-archive"},
-        {**tickets, "name": "tickets-sla", "schedule": {"expression": "rate(1  hour)", "timezone": "UTC"}},
+        {
+            **tickets,
+            "name": "tickets-sla",
+            "schedule": {"expression": "rate(1  hour)", "timezone": "UTC", "complete_within_minutes": 30},
+        },
     ]
 
 
 def test_two_schedules_in_the_sources_file_give_two_schedules_with_their_sources(
     tmp_path: Path, edited_template: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given sources on two schedules of their own (the same hourly one written twice), and one without
+    # Given sources on two schedules of their own (the same hourly one written twice, due at different
+    # times: the due time is the source's own), and one without
     sources = write_sources(tmp_path / "sources.yaml", scheduled_sources())
     # When the region is regenerated
     assert main(["--sources", str(sources), "--template", str(edited_template)]) == 0

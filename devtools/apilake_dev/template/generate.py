@@ -156,16 +156,18 @@ def schedule_key(schedule: Schedule) -> str:
 def schedules_context(sources: SourcesFile) -> list[dict[str, Any]]:
     """One schedule per distinct expression and time zone among the sources' own, with the sources it plans
     (in the file's order); sources without one follow the planner's default schedule (template.yaml)."""
-    grouped: dict[Schedule, list[str]] = {}
+    # By expression and zone only: the rest of the block (complete_within_minutes) is the source's own.
+    grouped: dict[tuple[str, str], tuple[Schedule, list[str]]] = {}
     for source in sources.sources:
         if source.schedule is not None:
-            grouped.setdefault(source.schedule, []).append(source.name)
+            when = (source.schedule.expression, source.schedule.timezone)
+            grouped.setdefault(when, (source.schedule, []))[1].append(source.name)
     schedules: list[dict[str, Any]] = []
-    keys: dict[str, Schedule] = {}
-    for schedule, names in grouped.items():
+    keys: dict[str, tuple[str, str]] = {}
+    for when, (schedule, names) in grouped.items():
         key = schedule_key(schedule)
-        if keys.setdefault(key, schedule) != schedule:
-            raise ConfigError(f"schedules {keys[key]} and {schedule} share the key {key}: write one another way")
+        if keys.setdefault(key, when) != when:
+            raise ConfigError(f"schedules {keys[key]} and {when} share the key {key}: write one another way")
         # The default schedule's event (template.yaml, Planner's Nightly) plus the schedule's key and sources.
         event = {
             "source": "aws.scheduler",

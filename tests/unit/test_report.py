@@ -5,6 +5,8 @@ the HTML tables people read, and the HTML self-contained and escaping what vendo
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
@@ -27,6 +29,7 @@ from apilake.report import (
     timeline_chart,
     write_report,
 )
+from tests.conftest import ROOT
 
 RUN = "sched-20261126T010000Z"
 NOW = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
@@ -322,3 +325,21 @@ def test_no_chart_when_no_page_landed() -> None:
         report = build_report(Ledger(s3, "lake"), MANIFEST, None, NOW)
     assert timeline_chart(report) is None
     assert "No page has landed in this run." in render_html(report)
+
+
+@pytest.mark.parametrize("function", ["worker", "planner"])
+def test_the_worker_and_the_planner_do_not_load_jinja2(function: str) -> None:
+    # Given a fresh interpreter with the function's folder and the layer's package on its path
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:]; import app\n"
+        "print(sorted(m for m in ('jinja2', 'apilake.report') if m in sys.modules))"
+    )
+    # When it imports the handler, as a cold start does
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "functions" / function), str(ROOT / "layers" / "common")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then neither the report nor Jinja2 was loaded: only the completeness check renders reports
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr

@@ -1,9 +1,11 @@
 """What the run report is made of, recorded page by page: the vendor client counts a page's requests and
 429s, the worker writes them with the latency and the parks into the ledger's landed markers, and the
-ledger reads markers written before those figures existed."""
+ledger reads markers written before those figures existed. And the worker built from its settings talks to
+the AWS endpoint they name (the local stand-in under `sam local invoke`), where its markers go."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -12,10 +14,14 @@ import pytest
 import requests
 from moto import mock_aws
 
+from apilake.aws import default_clients, default_vendor_clients
 from apilake.http import Deadline
+from apilake.ingest import PageIngester
 from apilake.ledger import LandedPage, Ledger
 from apilake.messages import Parking, WorkItem
 from apilake.pagination import PageRequest, VendorPage
+from apilake.settings import WorkerSettings
+from tests.conftest import ROOT
 from tests.unit.fakes import NOW, Worker, document, item
 from tests.unit.test_http import REQUEST, StubSession, client, response
 
@@ -107,3 +113,34 @@ def test_markers_written_before_the_request_figures_still_read() -> None:
     )
     assert (landed[1].attempts, landed[1].throttled, landed[1].latency_ms, landed[1].parks) == (None, None, None, None)
     assert (landed[2].attempts, landed[2].throttled, landed[2].latency_ms, landed[2].parks) == (2, 1, 8.5, 0)
+
+
+@pytest.fixture
+def fresh_clients() -> Iterator[None]:
+    """The container's cached clients made anew in the test, and forgotten after it."""
+    for cached in (default_clients, default_vendor_clients):
+        cached.cache_clear()
+    yield
+    for cached in (default_clients, default_vendor_clients):
+        cached.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_clients")
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:4566"])
+def test_the_worker_talks_to_the_aws_endpoint_its_settings_name(endpoint: str | None) -> None:
+    # Given the worker's settings, with or without an endpoint for AWS
+    settings = WorkerSettings(
+        source="api-a",
+        lake_bucket="lake",
+        queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/apilake-dev-api-a",
+        sources_file=str(ROOT / "layers" / "common" / "sources.yaml"),
+        aws_endpoint_url=endpoint,
+    )
+    # When the ingester is built as the handler builds it
+    ingester = PageIngester.for_settings(settings)
+    # Then its ledger (S3) and its queue sender (SQS) go to that endpoint, or to AWS's own
+    s3_endpoint = ingester.ledger.client.meta.endpoint_url  # type: ignore[attr-defined]
+    sqs_endpoint = ingester.sender._sqs.meta.endpoint_url  # type: ignore[attr-defined]
+    assert (s3_endpoint, sqs_endpoint) == (
+        (endpoint, endpoint) if endpoint else ("https://s3.amazonaws.com", "https://sqs.us-east-1.amazonaws.com")
+    )

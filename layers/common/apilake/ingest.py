@@ -107,11 +107,11 @@ class PageIngester:
 
     @classmethod
     def for_settings(cls, settings: WorkerSettings) -> PageIngester:
-        clients = default_clients()
+        clients = default_clients(settings.aws_endpoint_url)
         return cls(
             settings=settings,
             sources=cached_sources(settings.sources_file),
-            vendors=default_vendor_clients(),
+            vendors=default_vendor_clients(settings.aws_endpoint_url),
             writer=LakeWriter(clients.s3, settings.lake_bucket),
             ledger=Ledger(clients.s3, settings.lake_bucket),
             sender=QueueSender(clients.sqs),

@@ -343,3 +343,19 @@ def test_the_worker_and_the_planner_do_not_load_jinja2(function: str) -> None:
     )
     # Then neither the report nor Jinja2 was loaded: only the completeness check renders reports
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_jinja2_is_loaded_to_render_only() -> None:
+    # Given a fresh interpreter that reads a report's keys (as `apilake report` does), then renders one
+    code = (
+        "import sys; from datetime import UTC, datetime; from apilake.report import RunReport, render_html\n"
+        "print('jinja2' in sys.modules)\n"
+        "now = datetime.now(UTC)\n"
+        "render_html(RunReport(run_id='r', trigger='manual', ingestion_date='2026-11-26', created_at=now,\n"
+        "    generated_at=now, complete=True, pages_expected=0, pages_landed=0, pages_missing=0, records=0,\n"
+        "    bytes=0, sources=[]))\n"
+        "print('jinja2' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    # Then Jinja2 came in with the rendering, not before
+    assert (done.returncode, done.stdout.split()) == (0, ["False", "True"]), done.stderr

@@ -6,7 +6,8 @@ Built from the manifest and the ledger only: completeness, missing pages and the
 recorded of each page: records, bytes, requests, 429s, latency, parks, when it was fetched). The DLQ depths
 are the caller's (None: not known). The HTML is rendered with Jinja2 (autoescaped: reasons quote vendors'
 answers) from ``templates/report.html.j2``; its timeline chart is inline SVG whose coordinates are worked
-out here. Only this module imports Jinja2: the worker does not pay for it at a cold start.
+out here. Only this module imports Jinja2, and only to render: the worker does not pay for it at a cold start,
+nor does a command that only reads a report.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict
 
 from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATES = Path(__file__).parent / "templates"
 # The missing pages the HTML lists per source (the JSON has them all).
@@ -361,6 +364,9 @@ def _count(value: int | float | None) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
+    # Imported here: the operator commands read report_keys and reports without paying for Jinja2.
+    import jinja2
+
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,

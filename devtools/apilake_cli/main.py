@@ -228,8 +228,10 @@ LOCAL_RUN_OPTIONS = ("event", "secret", "visibility_timeout")
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`run --local` (develop.cmd_run) or `run --stack-name` (runs.cmd_run): one of them, with its own options."""
-    if args.local == bool(args.stack_name):
-        raise ApilakeError("give --local (the flow on this machine) or --stack-name (a deployed stack), not both")
+    if args.local and args.stack_name:
+        raise ApilakeError("run: give --local (the flow on this machine) or --stack-name (a deployed stack), not both")
+    if not (args.local or args.stack_name):
+        raise ApilakeError("run needs --local (the flow on this machine) or --stack-name (a deployed stack)")
     mode, others = ("--local", STACK_RUN_OPTIONS) if args.local else ("--stack-name", LOCAL_RUN_OPTIONS)
     given = [f"--{name.replace('_', '-')}" for name in others if getattr(args, name)]
     if given:

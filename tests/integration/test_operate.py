@@ -365,8 +365,14 @@ def test_backfill_plans_the_date_shards_of_the_window(deployed: Deployed, capsys
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        (["run", "--sources", "api-a"], "give --local (the flow on this machine) or --stack-name (a deployed stack)"),
-        (["run", "--local", *WHERE], "not both"),
+        (
+            ["run", "--sources", "api-a"],
+            "run needs --local (the flow on this machine) or --stack-name (a deployed stack)",
+        ),
+        (
+            ["run", "--local", *WHERE],
+            "run: give --local (the flow on this machine) or --stack-name (a deployed stack), not both",
+        ),
         (["run", *WHERE, "--event", "e.json"], "run --stack-name: --event is not for --stack-name"),
         (["run", "--local", "--follow"], "run --local: --follow is not for --local"),
         (["run", *WHERE, "--until", "5"], "planner event: (event): Value error, until needs since"),

@@ -1,7 +1,7 @@
 """The CLI: --version, sources validate, template --check, status (local folder, bucket), report (local
 folder), query --athena's waiting and errors (botocore's Stubber), each command's exit codes in its help,
 and the split between operator commands (runtime package and boto3) and dev commands (imported when run).
-The commands against a deployed stack: tests/integration/test_operate.py."""
+The commands against a deployed stack: tests/integration/test_operate*.py."""
 
 from __future__ import annotations
 

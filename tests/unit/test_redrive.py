@@ -1,6 +1,6 @@
 """`apilake redrive`: SQS's message move task (its request and the wait for it, with botocore's Stubber),
 the exit codes of its outcomes, and the one answer that sends it to the copy-by-hand path (moto's server's
-own; the copy itself runs against moto's server in tests/integration/test_operate.py)."""
+own; the copy itself runs against moto's server in tests/integration/test_operate_inspect.py)."""
 
 from __future__ import annotations
 

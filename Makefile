@@ -29,7 +29,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help demo soak bench env checkov-env cfn-lint-env test unit integration lint build template lock clean
+.PHONY: help demo soak bench env checkov-env cfn-lint-env chromium test unit integration lint build template lock clean
 
 help:
 	@echo "make demo   the scheduled flow (planner -> queues -> workers -> lake) on this machine, then SQL over the lake (sets up .venv)"
@@ -68,6 +68,14 @@ $(CFN_LINT)/.installed: $(UV)
 
 cfn-lint-env: $(CFN_LINT)/.installed
 
+# The run report's screenshot test opens the report in headless Chromium (Debian's package). Where it
+# cannot be installed (no apt-get, not root) this says so and the test skips with that reason.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium: could not be installed (needs apt-get and root): the report screenshot test will skip"
+
 demo: env
 	$(BIN)/apilake demo
 
@@ -88,7 +96,7 @@ unit: env
 integration: env
 	$(BIN)/pytest tests/integration
 
-test: lint checkov-env cfn-lint-env
+test: lint checkov-env cfn-lint-env chromium
 	$(BIN)/pytest -n 2
 
 build: env

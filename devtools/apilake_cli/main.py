@@ -221,6 +221,8 @@ def add_dev_commands(commands: Commands) -> None:
     template.add_argument("--check", action="store_true", help="only check that it is up to date")
     template.set_defaults(func=develop.cmd_template)
 
+    develop.add_local_commands(commands)
+
 
 STACK_RUN_OPTIONS = ("follow", "run_id", "ingestion_date", "since", "until", "json")
 LOCAL_RUN_OPTIONS = ("event", "secret", "visibility_timeout")

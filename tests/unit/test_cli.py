@@ -23,9 +23,10 @@ from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import WorkItem
 from apilake.report import report_keys
+from apilake_cli import develop
 from apilake_cli.athena import AthenaQuery, QueryTimedOutError
 from apilake_cli.lakefolder import mirror
-from apilake_cli.main import main
+from apilake_cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "sched-20261126T010000Z"
@@ -56,6 +57,13 @@ def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> N
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"apilake {expected}"
+
+
+def test_local_up_is_a_command_of_apilake() -> None:
+    # Given the command line, When `local up` is parsed, Then it reaches the dev command with its options
+    args = build_parser().parse_args(["local", "up", "--port", "0", "--endpoint-host", "172.17.0.1"])
+    assert args.func is develop.cmd_local_up
+    assert (args.port, args.endpoint_host) == (0, "172.17.0.1")
 
 
 def test_operator_commands_import_no_dev_module() -> None:

@@ -22,6 +22,7 @@ from tests.template.test_tools import translated_template
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 TOPIC = [{"Ref": "AlarmTopic"}]
+CHECK_PERIOD = {"Fn::FindInMap": ["CompletenessCheck", {"Ref": "CompletenessCheckMinutes"}, "PeriodSeconds"]}
 PSEUDO = {"AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
 
 
@@ -45,7 +46,10 @@ def test_the_completeness_check_is_the_function_the_contract_names(
     assert (function["CodeUri"], function["Handler"]) == ("functions/completeness/", "app.handler")
     assert (ROOT / "functions" / "completeness").is_dir()
     assert function["Role"] == {"Fn::GetAtt": ["CompletenessRole", "Arn"]}
-    assert function["Timeout"] <= 300 and function["MemorySize"] == 256
+    assert function["MemorySize"] == 256
+    # And it has 300 s to read the judged runs' markers, no longer than the shortest interval between checks
+    check_minutes = template["Parameters"]["CompletenessCheckMinutes"]["AllowedValues"]
+    assert function["Timeout"] == 300 <= 60 * min(check_minutes)
     assert function["LoggingConfig"]["LogGroup"] == {"Ref": "CompletenessLogGroup"}
     # And how long a run has to complete is the stack's parameter, 6 hours unless told otherwise
     variables = function["Environment"]["Variables"]
@@ -126,14 +130,33 @@ def test_a_run_incomplete_or_empty_by_its_due_time_alarms(resources: dict[str, A
         0,
         "GreaterThanThreshold",
     )
-    # Between two checks there is no datapoint: the alarm keeps its state instead of turning OK
-    assert properties["TreatMissingData"] == "missing"
+    # Over the check's interval, so that each period holds one check's counts
+    assert properties["Period"] == CHECK_PERIOD and properties["EvaluationPeriods"] == 1
+    # And a period without a check's counts (a check late, failing or not invoked: the alarms below say so) keeps
+    # the alarm's state: not OK, not INSUFFICIENT_DATA, and no second e-mail when the next check says it again
+    assert properties["TreatMissingData"] == "ignore"
+
+
+def test_the_completeness_alarms_period_is_the_check_interval_for_every_allowed_interval(
+    template: dict[str, Any],
+) -> None:
+    # Given the intervals the stack accepts, and the mapping of each to a period (CloudFormation cannot multiply)
+    parameter = template["Parameters"]["CompletenessCheckMinutes"]
+    periods = {minutes: row["PeriodSeconds"] for minutes, row in template["Mappings"]["CompletenessCheck"].items()}
+    # Then every interval, the default among them, has its period, and the mapping no other
+    assert set(periods) == {str(minutes) for minutes in parameter["AllowedValues"]}
+    assert parameter["Default"] in parameter["AllowedValues"]
+    # And each period is the interval in seconds, within what CloudWatch takes for one period (a day)
+    for minutes, seconds in periods.items():
+        assert seconds == 60 * int(minutes) <= 86_400, minutes
 
 
 def test_a_failing_completeness_check_alarms(resources: dict[str, Any]) -> None:
     properties = resources["CompletenessErrorsAlarm"]["Properties"]
     assert (properties["Namespace"], properties["MetricName"]) == ("AWS/Lambda", "Errors")
     assert properties["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "Completeness"}}]
+    # Over the check's interval: a check that fails every time keeps it in ALARM, not ALARM and OK by turns
+    assert properties["Period"] == CHECK_PERIOD and properties["TreatMissingData"] == "notBreaching"
     dlq = resources["CompletenessScheduleDlqAlarm"]["Properties"]
     assert dlq["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["CompletenessScheduleDeadLetterQueue", "QueueName"]}
 

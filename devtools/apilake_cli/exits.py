@@ -7,7 +7,7 @@ from enum import IntEnum
 
 class Exit(IntEnum):
     DONE = 0  # the run is complete, the DLQ is empty, the messages moved, the query succeeded, the report is there
-    NOT_DONE = 1  # the run is incomplete, messages are left in a DLQ, the report is not written yet
+    NOT_DONE = 1  # the run is incomplete, messages are left in a DLQ (or in flight elsewhere), the task FAILED
     ERROR = 2  # bad input or an AWS error (the planner's or Athena's failure among them)
     TIMED_OUT = 3  # --follow, a message move task or a query still going when the timeout passed
 

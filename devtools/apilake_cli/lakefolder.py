@@ -4,6 +4,7 @@ read-only S3-shaped view of that folder so `apilake status` reads the ledger aft
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,8 @@ MIRRORED_PREFIXES = ("raw/", "ledger/")
 
 
 def mirror(s3: Any, bucket: str, folder: Path, prefixes: tuple[str, ...] = MIRRORED_PREFIXES) -> int:
-    """Copy every object under ``prefixes`` to ``folder/<key>``; returns the number of files written."""
+    """Copy every object under ``prefixes`` to ``folder/<key>``, each file's modification time its object's
+    (the latest run is the newest manifest, in the folder as in the bucket); returns the files written."""
     written = 0
     paginator = s3.get_paginator("list_objects_v2")
     for prefix in prefixes:
@@ -24,6 +26,8 @@ def mirror(s3: Any, bucket: str, folder: Path, prefixes: tuple[str, ...] = MIRRO
                 target = folder / obj["Key"]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                modified = obj["LastModified"].timestamp()
+                os.utime(target, (modified, modified))
                 written += 1
     return written
 
@@ -33,12 +37,19 @@ class _Paginator:
         self.root = root
 
     def paginate(self, Bucket: str, Prefix: str = "") -> Iterator[dict[str, Any]]:  # noqa: N803 - boto3's names
-        keys = sorted(path.relative_to(self.root).as_posix() for path in self.root.rglob("*") if path.is_file())
-        yield {"Contents": [{"Key": key} for key in keys if key.startswith(Prefix)]}
+        files = sorted((p.relative_to(self.root).as_posix(), p) for p in self.root.rglob("*") if p.is_file())
+        yield {
+            "Contents": [{"Key": key, "LastModified": _modified(path)} for key, path in files if key.startswith(Prefix)]
+        }
+
+
+def _modified(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
 
 
 class FolderStore:
-    """The two S3 reads the ledger's status needs, answered from a mirrored folder."""
+    """The two S3 reads the ledger's status and the run report need (listing, with each key's modification
+    time, and reading), answered from a mirrored folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -52,5 +63,4 @@ class FolderStore:
         path = self.root / Key
         if not path.is_file():
             raise ClientError({"Error": {"Code": "NoSuchKey", "Message": Key}}, "GetObject")
-        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-        return {"Body": io.BytesIO(path.read_bytes()), "LastModified": modified}
+        return {"Body": io.BytesIO(path.read_bytes()), "LastModified": _modified(path)}

@@ -18,8 +18,10 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from apilake.exceptions import ApilakeError
-from apilake_cli import develop, operate, runs
+from apilake_cli import develop, operate, runreport, runs
+from apilake_cli.athena import MAX_ROWS
 from apilake_cli.exits import Exit, epilog
+from apilake_cli.output import print_json
 
 DEFAULT_HOME = Path(".apilake")
 type Commands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -32,11 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except (ApilakeError, FileNotFoundError) as exc:
-        print(f"apilake: {exc}", file=sys.stderr)
-        return Exit.ERROR
+        return fail(args, str(exc))
     except (BotoCoreError, ClientError) as exc:
-        print(f"apilake: AWS: {exc}", file=sys.stderr)
-        return Exit.ERROR
+        return fail(args, f"AWS: {exc}")
+
+
+def fail(args: argparse.Namespace, message: str) -> int:
+    """Exit 2 with the message on stderr; with --json, also as the command's document: ``{"error": ...}``."""
+    print(f"apilake: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json({"error": message})
+    return Exit.ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +77,9 @@ def run_options() -> argparse.ArgumentParser:
         "--timeout", type=float, default=3600, help="stop following after SECONDS (default %(default)s)"
     )
     shared.add_argument("--interval", type=float, default=15, help="seconds between looks (default %(default)s)")
-    shared.add_argument("--run-id", help="the run's id (default: the planner's manual-<time>-<random>)")
+    shared.add_argument(
+        "--run-id", help="the run's id, not starting with sched- (the scheduled runs'; default: manual-<time>-<random>)"
+    )
     shared.add_argument("--ingestion-date", type=runs.iso_date, help="the run's ingestion date (default: today)")
     return shared
 
@@ -168,14 +178,16 @@ def add_operator_commands(commands: Commands) -> None:
     report = command(
         commands,
         "report",
-        "where a run's report is: the local lake's, or the deployed bucket's downloaded to <home>/reports/<run>/",
-        epilog("the report is there", "it is not written yet"),
+        "where a run's report is: the local lake's, or the deployed bucket's downloaded to <home>/reports/<run>/; "
+        "built now from the ledger into <home>/reports/<run>/ when none is stored yet",
+        epilog("the report is there (stored, or built now)"),
         parents=[optional_stack],
     )
     report.add_argument("--run", help="run id (default: the latest)")
-    report.add_argument("--bucket", help="or the report in this lake bucket")
+    report.add_argument("--bucket", help="or the report in this lake bucket (built without DLQ depths)")
+    report.add_argument("--rebuild", action="store_true", help="build it now from the ledger even if one is stored")
     report.add_argument("--open", action="store_true", help="open report.html in the web browser")
-    report.set_defaults(func=operate.cmd_report)
+    report.set_defaults(func=runreport.cmd_report)
 
     sources = commands.add_parser("sources", help="the sources file")
     actions = sources.add_subparsers(required=True, metavar="ACTION")
@@ -208,6 +220,11 @@ def add_dev_commands(commands: Commands) -> None:
     )
     query.add_argument(
         "--interval", type=float, default=1, help="--athena: seconds between looks (default %(default)s)"
+    )
+    query.add_argument(
+        "--max-rows",
+        type=positive_int,
+        help=f"--athena: read at most ROWS of the result, and say when it has more (default {MAX_ROWS})",
     )
     query.set_defaults(func=cmd_query)
 
@@ -244,13 +261,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return runs.cmd_run(args)
 
 
+def positive_int(text: str) -> int:
+    """argparse's type of a count option: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     """`query --athena` on the deployed stack (operate), else DuckDB over the local lake (develop)."""
     if args.athena:
         if not args.stack_name:
             raise ApilakeError("query --athena needs --stack-name: the stack whose workgroup and database to use")
         return operate.cmd_query_athena(args)
-    given = [option for option, value in (("--stack-name", args.stack_name), ("--json", args.json)) if value]
+    athena_only = (("--stack-name", args.stack_name), ("--json", args.json), ("--max-rows", args.max_rows))
+    given = [option for option, value in athena_only if value]
     if given:
         raise ApilakeError(f"query: {', '.join(given)} only with --athena (without it, DuckDB over the local lake)")
     return develop.cmd_query(args)

@@ -1,6 +1,6 @@
 """The operator commands: did a run finish (`status`), what is in a DLQ (`dlq peek`) and back to its
-queue (`redrive`), SQL on Athena (`query --athena`), where a run's report is (`report`), and
-`sources validate`; `run` and `backfill` are in apilake_cli.runs. They need the runtime package and
+queue (`redrive`), SQL on Athena (`query --athena`), and `sources validate`; `run` and `backfill` are in
+apilake_cli.runs, `report` in apilake_cli.runreport. They need the runtime package and
 boto3 only (`pip install .`).
 
 A deployed stack is found by its name (apilake_cli.stack): the bucket, stage, workgroup and database
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ from pydantic import ValidationError
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.lake import is_not_found
-from apilake.ledger import Ledger, RunManifest, shard_prefix
+from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, shard_prefix
 from apilake.marks import MarkStore, mark_reports
 from apilake.messages import WorkItem
-from apilake.report import report_keys
-from apilake_cli.athena import DOLLARS_PER_TB, AthenaQuery, QueryTimedOutError
+from apilake_cli.athena import DOLLARS_PER_TB, MAX_ROWS, AthenaQuery, QueryTimedOutError
 from apilake_cli.exits import Exit
 from apilake_cli.lakefolder import FolderStore
 from apilake_cli.output import format_table, print_json, print_status, status_document
@@ -36,9 +34,11 @@ from apilake_cli.stack import ATHENA_WORKGROUP, GLUE_DATABASE, Stack, new_sessio
 
 # The sources file of a checkout, from its root folder.
 SOURCES_FILE = Path("layers/common/sources.yaml")
+# The runs an unknown --run's error names, the latest first.
+LATEST_RUNS_SHOWN = 5
 
 
-def _ledger(args: argparse.Namespace) -> tuple[Ledger, Stack | None]:
+def ledger_of(args: argparse.Namespace) -> tuple[Ledger, Stack | None]:
     """The ledger of ``--stack-name``'s bucket, of ``--bucket``, or of the local lake folder."""
     if args.stack_name and args.bucket:
         raise ApilakeError("give --stack-name or --bucket, not both")
@@ -56,21 +56,41 @@ def _ledger(args: argparse.Namespace) -> tuple[Ledger, Stack | None]:
     return Ledger(FolderStore(lake), "local"), None
 
 
+def manifests_listed(ledger: Ledger) -> dict[str, datetime]:
+    """Each run's id and when its manifest was written, from a listing of the ledger's runs (no manifest read)."""
+    prefix, suffix = f"{LEDGER_PREFIX}/runs/run=", "/manifest.json"
+    found: dict[str, datetime] = {}
+    for page in ledger.client.get_paginator("list_objects_v2").paginate(Bucket=ledger.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(suffix):
+                found[obj["Key"][len(prefix) : -len(suffix)]] = obj["LastModified"]
+    return found
+
+
 def choose_run(ledger: Ledger, run_id: str | None) -> RunManifest:
-    """The run ``run_id`` (default: the latest planned) from the ledger's manifests."""
-    manifests = [m for run in ledger.run_ids() if (m := ledger.read_manifest(run)) is not None]
-    if not manifests:
+    """The run ``run_id``'s manifest, or (None) the latest's: the manifest written last, as the listing says.
+    Only that manifest is read (S3 times are to the second: manifests written in the same second are all read,
+    and the one created last wins)."""
+    if run_id is not None and (manifest := ledger.read_manifest(run_id)) is not None:
+        return manifest
+    listed = manifests_listed(ledger)
+    if not listed:
         raise FileNotFoundError(f"no run has been planned yet in {ledger.bucket}")
-    if run_id is None:
-        return max(manifests, key=lambda m: m.created_at)
-    for manifest in manifests:
-        if manifest.run_id == run_id:
-            return manifest
-    raise FileNotFoundError(f"no run {run_id!r} in {ledger.bucket}; runs: {', '.join(m.run_id for m in manifests)}")
+    latest = sorted(listed, key=lambda run: (listed[run], run), reverse=True)
+    if run_id is not None:
+        shown = ", ".join(latest[:LATEST_RUNS_SHOWN])
+        if len(latest) > LATEST_RUNS_SHOWN:
+            shown += f" (of {len(latest)})"
+        raise FileNotFoundError(f"no run {run_id!r} in {ledger.bucket}; the latest runs: {shown}")
+    newest = [run for run in latest if listed[run] == listed[latest[0]]]
+    manifests = [manifest for run in newest if (manifest := ledger.read_manifest(run)) is not None]
+    if not manifests:  # deleted since the listing
+        raise FileNotFoundError(f"the latest run {latest[0]!r} of {ledger.bucket} has no manifest any more")
+    return max(manifests, key=lambda manifest: manifest.created_at)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ledger, stack = _ledger(args)
+    ledger, stack = ledger_of(args)
     manifest = choose_run(ledger, args.run)
     status = ledger.status(manifest)
     dlq = stack.dlq_depths(list(manifest.sources)) if stack else None
@@ -129,31 +149,45 @@ def cmd_dlq_peek(args: argparse.Namespace) -> int:
     stack = Stack.from_args(args)
     dlq_url = stack.queue_url(args.source, dead_letter=True)
     ledger = stack.ledger()
+    depth = stack.depth(dlq_url)  # before the look, whose receives put the messages in flight for a moment
     messages = [describe_dlq_message(ledger, m) for m in peek(stack.sqs, dlq_url)]
     messages.sort(key=lambda m: (m["run_id"] or "", m["shard"] or "", m["page"] or 0))
+    unseen = depth.total - len(messages)
     if args.json:
-        print_json({"source": args.source, "dlq_url": dlq_url, "messages": messages})
+        print_json({"source": args.source, "dlq_url": dlq_url, "depth": depth.as_dict(), "messages": messages})
     else:
-        print(f"{args.source}: {len(messages)} message(s) in {dlq_url.rsplit('/', 1)[-1]} (left in place)")
-        for m in messages:
-            if m["run_id"] is None:
-                print(f"  message {m['message_id']}: not a work item: {m['body']}")
-                continue
+        name = dlq_url.rsplit("/", 1)[-1]
+        if unseen > 0:
             print(
-                f"  run {m['run_id']} shard {m['shard']} page {m['page']}: received {m['receive_count']} time(s), "
-                f"first {m['first_received_at']}"
+                f"{args.source}: {len(messages)} of about {depth.total} message(s) in {name} shown (left in place); "
+                f"the other {unseen} are in flight elsewhere (another peek, a redrive) or delayed: look again in a "
+                "minute"
             )
-            failure = m["last_failure"]
-            if failure is None:
-                print("    no failure noted in the ledger")
-            else:
-                print(
-                    f"    last failure {failure.get('at')} (attempt {failure.get('attempt')}): "
-                    f"{failure.get('error')}: {failure.get('reason')}"
-                )
-        if messages:
+        else:
+            print(f"{args.source}: {len(messages)} message(s) in {name} (left in place)")
+        for m in messages:
+            print_dlq_message(m)
+        if messages or unseen > 0:
             print(f"fix the cause, then: apilake redrive --stack-name {stack.name} --source {args.source}")
-    return Exit.NOT_DONE if messages else Exit.DONE
+    return Exit.NOT_DONE if messages or unseen > 0 else Exit.DONE
+
+
+def print_dlq_message(m: dict[str, Any]) -> None:
+    if m["run_id"] is None:
+        print(f"  message {m['message_id']}: not a work item: {m['body']}")
+        return
+    print(
+        f"  run {m['run_id']} shard {m['shard']} page {m['page']}: received {m['receive_count']} time(s), "
+        f"first {m['first_received_at']}"
+    )
+    failure = m["last_failure"]
+    if failure is None:
+        print("    no failure noted in the ledger")
+    else:
+        print(
+            f"    last failure {failure.get('at')} (attempt {failure.get('attempt')}): "
+            f"{failure.get('error')}: {failure.get('reason')}"
+        )
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -192,65 +226,27 @@ def cmd_query_athena(args: argparse.Namespace) -> int:
     stack = Stack.from_args(args)
     query = AthenaQuery(stack.client("athena"), stack.output(ATHENA_WORKGROUP), stack.output(GLUE_DATABASE))
     try:
-        result = query.run(args.sql, timeout=args.timeout, interval=args.interval)
+        result = query.run(args.sql, timeout=args.timeout, interval=args.interval, max_rows=args.max_rows or MAX_ROWS)
     except QueryTimedOutError as exc:
         print(f"apilake: {exc}", file=sys.stderr)
+        if args.json:
+            print_json({"query_execution_id": exc.execution_id, "error": str(exc), "timed_out": True})
         return Exit.TIMED_OUT
     if args.json:
         print_json(result.as_dict())
     else:
         print(format_table(result.columns, result.rows))
+        if result.truncated:
+            whole = result.output_location or "the workgroup's output location"
+            print(
+                f"the first {len(result.rows):,} rows only: the result has more (--max-rows reads more; all of it "
+                f"is in {whole})"
+            )
         print(
             f"scanned {result.bytes_scanned:,} bytes (about ${result.cost_dollars:.4f} at ${DOLLARS_PER_TB:.0f}/TB); "
             f"query {result.execution_id} in workgroup {query.workgroup}"
         )
     return Exit.DONE
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    ledger, stack = _ledger(args)
-    run_id = choose_run(ledger, args.run).run_id
-    keys = report_keys(run_id)
-    if stack is None and not args.bucket:
-        paths = [args.home / "lake" / key for key in keys]
-        missing = [str(path) for path in paths if not path.is_file()]
-        where = "local"
-    else:
-        paths = [args.home / "reports" / run_id / key.rsplit("/", 1)[-1] for key in keys]
-        missing = [
-            f"s3://{ledger.bucket}/{key}"
-            for key, path in zip(keys, paths, strict=True)
-            if not _fetch(ledger, key, path)
-        ]
-        where = "bucket"
-    if missing:
-        print(
-            f"apilake: no report of run {run_id} yet ({', '.join(missing)}): the completeness check writes it "
-            "when the run is due, `apilake demo` and `apilake run --local` at the end of the run",
-            file=sys.stderr,
-        )
-        return Exit.NOT_DONE
-    json_path, html_path = paths
-    if args.json:
-        print_json({"run_id": run_id, "from": where, "json": str(json_path), "html": str(html_path)})
-    else:
-        print(f"run {run_id}: report {html_path}\n  data {json_path}")
-    if args.open:
-        webbrowser.open(html_path.resolve().as_uri())
-    return Exit.DONE
-
-
-def _fetch(ledger: Ledger, key: str, path: Path) -> bool:
-    """Download ``key`` of the ledger's bucket to ``path``; False when there is no such key."""
-    try:
-        body = ledger.client.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
-    return True
 
 
 def cmd_sources_validate(args: argparse.Namespace) -> int:

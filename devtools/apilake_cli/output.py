@@ -59,8 +59,9 @@ def source_pages(source: SourceStatus) -> tuple[int, int | None]:
     return landed, None if any(e is None for e in expected) else sum(e or 0 for e in expected)
 
 
-def status_document(status: RunStatus, dlq_depths: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """A run's status as ``--json`` gives it; ``dlq_messages`` is None where the DLQs were not read."""
+def status_document(status: RunStatus, dlq_depths: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+    """A run's status as ``--json`` gives it; ``dlq_messages`` (of every run, apilake.report's
+    DLQ_DEPTH_ATTRIBUTES) is None where the DLQs were not read, or the source's DLQ no longer exists."""
     sources = []
     for source in status.sources:
         landed, expected = source_pages(source)
@@ -105,11 +106,12 @@ def print_status(
     status: RunStatus | None,
     home: Path | None,
     marks: dict[str, MarkReport] | None = None,
-    dlq_depths: Mapping[str, int] | None = None,
+    dlq_depths: Mapping[str, int | None] | None = None,
 ) -> None:
     """Complete or not, per source and shard, with every missing page and why; ``home``: the local
     state folder, whose DLQ dumps are shown too (None for a deployed lake); ``marks``: the incremental
-    sources' windows and marks; ``dlq_depths``: the messages in each source's DLQ (a deployed stack's)."""
+    sources' windows and marks; ``dlq_depths``: the messages in each source's DLQ, of every run (a deployed
+    stack's; None for a source whose DLQ no longer exists)."""
     if status is None:
         print("status: no run manifest (the planner did not run)")
         return
@@ -117,7 +119,13 @@ def print_status(
         f"run {status.run_id} (ingestion date {status.ingestion_date}): complete: {'yes' if status.complete else 'NO'}"
     )
     for source in status.sources:
-        dlq = f", DLQ: {dlq_depths[source.source]} message(s)" if dlq_depths and source.source in dlq_depths else ""
+        dlq = ""
+        if dlq_depths is not None and source.source in dlq_depths:
+            depth = dlq_depths[source.source]
+            if depth is None:
+                dlq = ", DLQ: gone (the stack has no DLQ of this source now)"
+            else:
+                dlq = f", DLQ (all runs): {depth} message(s)"
         print(f"  {source.source}: {'complete' if source.complete else 'INCOMPLETE'}{dlq}")
         for shard in source.shards:
             expected = "?" if shard.expected_pages is None else shard.expected_pages

@@ -17,14 +17,23 @@ from botocore.exceptions import ClientError
 from apilake.exceptions import ApilakeError
 
 PEEK_VISIBILITY_SECONDS = 30
+# Long polling: a receive without a wait asks a sample of SQS's servers and may answer nothing while the
+# queue holds messages; with a wait it asks them all, and answers as soon as there is a message.
+PEEK_WAIT_SECONDS = 1
 MOVE_TASK_DONE = ("COMPLETED", "FAILED", "CANCELLED")
 
 
-def peek(sqs: Any, dlq_url: str) -> list[dict[str, Any]]:
-    """Every message in the queue, left in it (visible again at once)."""
+def peek(sqs: Any, dlq_url: str, wait_seconds: int = PEEK_WAIT_SECONDS) -> list[dict[str, Any]]:
+    """Every visible message in the queue, left in it (visible again at once). Messages another consumer has
+    received (in flight) and delayed ones are not seen: compare with the queue's depth. ``wait_seconds``: each
+    receive's long poll (the last one, answering nothing, waits that long; 0 only for a local stand-in)."""
     found: dict[str, dict[str, Any]] = {}
     while batch := sqs.receive_message(
-        QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=PEEK_VISIBILITY_SECONDS, AttributeNames=["All"]
+        QueueUrl=dlq_url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=PEEK_VISIBILITY_SECONDS,
+        WaitTimeSeconds=wait_seconds,
+        AttributeNames=["All"],
     ).get("Messages", []):
         for message in batch:
             found.setdefault(message["MessageId"], message)

@@ -1,6 +1,10 @@
 """`apilake run` and `apilake backfill` on a deployed stack: the planner invoked with a manual event (as
 ``apilake.planner.ManualRun`` reads it), its plan printed, and with ``--follow`` the run watched in the
-ledger and the queues until it is complete, settles incomplete, or the timeout passes."""
+ledger and the queues until it is complete, settles incomplete, or the timeout passes.
+
+The event always carries the run's id (``--run-id``, else one the planner's way, chosen here): when the
+planner fails after writing the run's manifest (some sources not planned), the command still knows the run
+and reads what was planned from the ledger."""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from pydantic import ValidationError
 
 from apilake.exceptions import ApilakeError, describe_validation_error
 from apilake.ledger import Ledger, RunManifest, RunStatus
-from apilake.planner import ManualRun
+from apilake.planner import SCHEDULED_RUN_PREFIX, ManualRun, parse_planner_event
+from apilake.report import report_keys
 from apilake_cli.exits import Exit
 from apilake_cli.output import format_table, print_json, print_status, source_pages, status_document
 from apilake_cli.stack import PLANNER_FUNCTION, QueueDepth, Stack
@@ -61,7 +66,14 @@ def source_list(text: str | None) -> list[str] | None:
 
 
 def manual_event(**fields: Any) -> dict[str, Any]:
-    """The planner's manual event from the options given (None: not given), checked as the planner will."""
+    """The planner's manual event from the options given (None: not given), checked as the planner will,
+    with the run's id (the planner's default kind, ``manual-<time>-<random>``, when ``run_id`` is not given)."""
+    run_id = fields.get("run_id")
+    if run_id is not None and run_id.startswith(SCHEDULED_RUN_PREFIX):
+        raise ApilakeError(
+            f"--run-id {run_id}: ids starting with {SCHEDULED_RUN_PREFIX!r} are the scheduled runs' (a manual run "
+            "must not overwrite one's manifest); choose another id, or leave --run-id out for manual-<time>-<random>"
+        )
     event = {name: value.isoformat() if isinstance(value, date) else value for name, value in fields.items()}
     event = {name: value for name, value in event.items() if value is not None}
     try:
@@ -70,18 +82,24 @@ def manual_event(**fields: Any) -> dict[str, Any]:
         options = " ".join(f"{OPTION_OF.get(name, name)} {value}" for name, value in event.items())
         message = describe_validation_error("planner event", exc, whole="(event)")
         raise ApilakeError(f"{message}\n  from the options: {options}") from exc
+    if run_id is None:
+        event["run_id"] = parse_planner_event(dict(event)).run_id
     return event
 
 
+class PlannerFailedError(ApilakeError):
+    """The planner's invocation ended in its own error (Lambda's ``FunctionError``)."""
+
+
 def invoke_planner(lambda_client: Any, function: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The planner's answer to ``event`` (its plan summary); its own error as an :class:`ApilakeError`."""
+    """The planner's answer to ``event`` (its plan summary); its own error as a :class:`PlannerFailedError`."""
     response = lambda_client.invoke(
         FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(event).encode()
     )
     payload = json.loads(response["Payload"].read() or b"null")
     if response.get("FunctionError"):
         detail = payload if isinstance(payload, dict) else {}
-        raise ApilakeError(
+        raise PlannerFailedError(
             f"the planner ({function}) failed: {detail.get('errorType', response['FunctionError'])}: "
             f"{detail.get('errorMessage', payload)}"
         )
@@ -108,7 +126,7 @@ class Poll:
             out.append(
                 f"{source.source}: {landed}/{'?' if expected is None else expected} pages"
                 f"{'' if source.complete else ' ...'}  queue {queue.visible} waiting, {queue.in_flight} in flight, "
-                f"{queue.delayed} delayed  DLQ {self.dlqs[source.source]}"
+                f"{queue.delayed} delayed  DLQ (all runs) {self.dlqs[source.source]}"
             )
         return out
 
@@ -176,7 +194,11 @@ def start_run(args: argparse.Namespace, event: dict[str, Any]) -> int:
     """Invoke the planner, print its plan, and follow the run if asked."""
     stack = Stack.from_args(args)
     function = stack.output(PLANNER_FUNCTION)
-    planned = invoke_planner(stack.client("lambda", LAMBDA_CONFIG), function, event)
+    ledger = stack.ledger()
+    try:
+        planned = invoke_planner(stack.client("lambda", LAMBDA_CONFIG), function, event)
+    except PlannerFailedError as exc:
+        return planner_failed(args, stack, ledger, event, exc)
     document: dict[str, Any] = {
         "run_id": planned["run_id"],
         "ingestion_date": planned.get("ingestion_date"),
@@ -184,11 +206,14 @@ def start_run(args: argparse.Namespace, event: dict[str, Any]) -> int:
         "messages": planned.get("messages", {}),
         "errors": planned.get("errors", {}),
         "follow": None,
+        "report": None,
+        "error": None,
     }
+    manifest = ledger.read_manifest(planned["run_id"]) if document["messages"] else None
+    if manifest is not None:
+        document["report"] = report_document(stack, manifest.run_id)
     if not args.json:
         print_plan(document, stack.name)
-    ledger = stack.ledger()
-    manifest = ledger.read_manifest(planned["run_id"]) if document["messages"] else None
     code = Exit.DONE
     if args.follow and manifest is not None:
         out = sys.stderr if args.json else sys.stdout
@@ -213,7 +238,65 @@ def start_run(args: argparse.Namespace, event: dict[str, Any]) -> int:
             print_outcome(outcome, last, args)
     if args.json:
         print_json(document)
+    elif document["report"] is not None:
+        print_report_line(document["report"])
     return code
+
+
+def report_document(stack: Stack, run_id: str) -> dict[str, str]:
+    """Where the run's report will be: the command that shows it, and its keys in the lake bucket."""
+    json_key, html_key = report_keys(run_id)
+    return {
+        "command": f"apilake report --run {run_id} --stack-name {stack.name}",
+        "json": f"s3://{stack.bucket}/{json_key}",
+        "html": f"s3://{stack.bucket}/{html_key}",
+    }
+
+
+def print_report_line(report: dict[str, str]) -> None:
+    print(f"its report: {report['command']}")
+    print(f"  (the completeness check writes it to {report['html']}; until then the command builds it from the ledger)")
+
+
+def planner_failed(
+    args: argparse.Namespace, stack: Stack, ledger: Ledger, event: dict[str, Any], error: PlannerFailedError
+) -> int:
+    """The planner's own error, with the run it was planning: when it wrote the run's manifest (some sources
+    planned, some not: PlanningError), what the manifest says was not planned and why."""
+    run_id: str = event["run_id"]
+    manifest = ledger.read_manifest(run_id)
+    errors: dict[str, str] = {}
+    if manifest is not None:
+        for source, plan in manifest.sources.items():
+            reasons = [f"shard {shard.shard}: {shard.error}" for shard in plan.shards if shard.error]
+            if reasons:
+                errors[source] = "; ".join(reasons)
+    report = None if manifest is None else report_document(stack, run_id)
+    document = {
+        "run_id": run_id,
+        "ingestion_date": None if manifest is None else manifest.ingestion_date.isoformat(),
+        "event": event,
+        "messages": None,  # the planner's count is in its answer, which an error replaces
+        "errors": errors,
+        "follow": None,
+        "report": report,
+        "error": str(error),
+    }
+    print(f"apilake: {error}", file=sys.stderr)
+    if args.json:
+        print_json(document)
+    elif manifest is not None:
+        planned = [source for source in manifest.sources if source not in errors]
+        print(
+            f"run {run_id} PARTLY planned (ingestion date {manifest.ingestion_date}): "
+            f"planned {', '.join(planned) or 'no source'}"
+        )
+        for source, reason in errors.items():
+            print(f"  {source}: NOT planned: {reason}")
+        print(f"follow it: apilake status --run {run_id} --stack-name {stack.name}")
+        if report is not None:
+            print_report_line(report)
+    return Exit.ERROR
 
 
 def print_plan(document: dict[str, Any], stack: str) -> None:
@@ -236,8 +319,8 @@ def print_outcome(outcome: Outcome, last: Poll, args: argparse.Namespace) -> Non
     elif outcome == "settled":
         print(
             f"run {run_id}: settled INCOMPLETE: its queues are empty and it is not complete "
-            f"(DLQ: {sum(last.dlqs.values())} message(s)); see apilake dlq peek --stack-name {args.stack_name} "
-            "--source <source>"
+            f"(DLQs, all runs: {sum(last.dlqs.values())} message(s)); see apilake dlq peek --stack-name "
+            f"{args.stack_name} --source <source>"
         )
     else:
         print(f"run {run_id}: not complete after {args.timeout:.0f}s (still running; apilake status follows it)")

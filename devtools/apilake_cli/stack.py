@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger
 from apilake.names import dlq_name, queue_name
+from apilake.report import DLQ_DEPTH_ATTRIBUTES
 
 PLANNER_FUNCTION = "PlannerFunctionName"
 LAKE_BUCKET = "LakeBucketName"
@@ -22,11 +23,9 @@ STAGE = "StageName"
 ATHENA_WORKGROUP = "AthenaWorkGroupName"
 GLUE_DATABASE = "GlueDatabaseName"
 
-DEPTH_ATTRIBUTES = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
+# A queue's depth, one definition for every command and the run report (apilake.report's): the messages
+# waiting, received and not yet deleted (in flight), and delayed (a parked page waits as a delayed message).
+VISIBLE, IN_FLIGHT, DELAYED = DLQ_DEPTH_ATTRIBUTES
 
 
 def new_session(profile: str | None, region: str | None) -> boto3.Session:
@@ -45,6 +44,9 @@ class QueueDepth:
     @property
     def total(self) -> int:
         return self.visible + self.in_flight + self.delayed
+
+    def as_dict(self) -> dict[str, int]:
+        return {"visible": self.visible, "in_flight": self.in_flight, "delayed": self.delayed, "total": self.total}
 
 
 class Stack:
@@ -101,13 +103,22 @@ class Stack:
 
     def queue_url(self, source: str, dead_letter: bool = False) -> str:
         """The URL of the source's queue (or dead-letter queue), by its name."""
+        url = self.find_queue_url(source, dead_letter)
+        if url is None:
+            name = (dlq_name if dead_letter else queue_name)(self.stage, source)
+            raise ApilakeError(
+                f"stack {self.name} has no source {source!r}: no queue {name} in {self.session.region_name}"
+            )
+        return url
+
+    def find_queue_url(self, source: str, dead_letter: bool = False) -> str | None:
+        """The URL of the source's queue (or dead-letter queue), by its name; None when there is no such queue
+        (a source removed from the stack since an old run)."""
         name = (dlq_name if dead_letter else queue_name)(self.stage, source)
         try:
             url: str = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        except self.sqs.exceptions.QueueDoesNotExist as exc:
-            raise ApilakeError(
-                f"stack {self.name} has no source {source!r}: no queue {name} in {self.session.region_name}"
-            ) from exc
+        except self.sqs.exceptions.QueueDoesNotExist:
+            return None
         return url
 
     def queue_arn(self, url: str) -> str:
@@ -115,10 +126,12 @@ class Stack:
         return arn
 
     def depth(self, url: str) -> QueueDepth:
-        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=DEPTH_ATTRIBUTES)["Attributes"]
-        counts = [int(attributes.get(name, 0)) for name in DEPTH_ATTRIBUTES]
-        return QueueDepth(*counts)
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_DEPTH_ATTRIBUTES))
+        counts = {name: int(attributes["Attributes"].get(name, 0)) for name in DLQ_DEPTH_ATTRIBUTES}
+        return QueueDepth(visible=counts[VISIBLE], in_flight=counts[IN_FLIGHT], delayed=counts[DELAYED])
 
-    def dlq_depths(self, sources: list[str]) -> dict[str, int]:
-        """Messages in each source's dead-letter queue (visible ones: a DLQ has no consumer)."""
-        return {source: self.depth(self.queue_url(source, dead_letter=True)).total for source in sources}
+    def dlq_depths(self, sources: list[str]) -> dict[str, int | None]:
+        """Messages in each source's dead-letter queue, of every run (the queue's :attr:`QueueDepth.total`);
+        None where the source has no DLQ any more (removed from the stack since the run)."""
+        urls = {source: self.find_queue_url(source, dead_letter=True) for source in sources}
+        return {source: None if url is None else self.depth(url).total for source, url in urls.items()}

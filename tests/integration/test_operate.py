@@ -253,14 +253,22 @@ def test_run_invokes_the_planner_and_prints_the_run_and_its_plan(
     config = deployed.planner.config
     assert config is not None and config.read_timeout > 300  # type: ignore[attr-defined]
     # And the run id and the plan are printed: api-a's shard 2026-11-25 holds 7 records (2 pages), api-b a chain
+    # And where its report will be: the command that shows it, the keys the completeness check writes
+    report = f"s3://{deployed.bucket}/ledger/runs/run=my-run/report.html"
     if as_json:
         document = out_json(capsys)
-        assert document["run_id"] == "my-run" and document["follow"] is None
+        assert document["run_id"] == "my-run" and document["follow"] is None and document["error"] is None
         assert document["messages"] == {"api-a": 2, "api-b": 1} and document["errors"] == {}
+        assert document["report"]["command"] == f"apilake report --run my-run --stack-name {STACK}"
+        assert document["report"]["html"] == report
     else:
         printed = capsys.readouterr().out
         assert "run my-run planned (ingestion date 2026-11-26)" in printed
         assert "api-a  | 2" in printed and "api-b  | 1" in printed
+        assert printed.splitlines()[-2:] == [
+            f"its report: apilake report --run my-run --stack-name {STACK}",
+            f"  (the completeness check writes it to {report}; until then the command builds it from the ledger)",
+        ]
     # And the ledger holds the run's manifest
     manifest = deployed.ledger().read_manifest("my-run")
     assert manifest is not None and sorted(manifest.sources) == ["api-a", "api-b"]
@@ -281,7 +289,7 @@ def test_run_follow_watches_the_pages_land_until_the_run_is_complete(
     assert code == 0, captured
     progress = captured.err if as_json else captured.out
     assert "api-a: 2/2 pages" in progress and "api-b: 3/3 pages" in progress
-    assert "queue 0 waiting, 0 in flight, 0 delayed  DLQ 0" in progress
+    assert "queue 0 waiting, 0 in flight, 0 delayed  DLQ (all runs) 0" in progress
     if as_json:
         follow = json.loads(captured.out)["follow"]
         assert follow["outcome"] == "complete" and follow["status"]["complete"] is True
@@ -304,8 +312,9 @@ def test_run_follow_stops_when_the_run_settles_incomplete_and_on_call_finds_and_
     deployed.join_workers()
     printed = capsys.readouterr().out
     # Then it stops without waiting for the timeout, settled incomplete, and says where to look
-    assert "run nightly: settled INCOMPLETE" in printed and "(DLQ: 1 message(s))" in printed
-    assert "api-a: INCOMPLETE, DLQ: 1 message(s)" in printed
+    assert "run nightly: settled INCOMPLETE" in printed and "(DLQs, all runs: 1 message(s))" in printed
+    assert "api-a: INCOMPLETE, DLQ (all runs): 1 message(s)" in printed
+    assert printed.splitlines()[-2] == f"its report: apilake report --run nightly --stack-name {STACK}"
     # And status says the same (exit 1), with the DLQ's depth
     assert main(["status", *WHERE, "--run", "nightly"]) == 1
     assert "missing page 2: PermanentHttpError" in capsys.readouterr().out
@@ -340,6 +349,62 @@ def test_run_follow_times_out_while_the_run_is_not_complete(
     follow = out_json(capsys)["follow"]
     assert follow["outcome"] == "timed_out" and follow["status"]["complete"] is False
     assert {s["source"]: s["pages_landed"] for s in follow["status"]["sources"]} == {"api-a": 0, "api-b": 0}
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_partly_planned_run_exits_2_with_its_run_what_was_not_planned_and_why(
+    deployed: Deployed, as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stack whose api-b queue is gone: the planner plans api-a, writes the manifest, then fails
+    deployed.sqs.delete_queue(QueueUrl=deployed.queue("api-b"))
+    # When a run of both is started without a run id
+    code = main([*RUN, "--sources", "api-a,api-b", *(["--json"] if as_json else [])])
+    # Then it exits 2 with the planner's error; the run id is the one the command chose and sent
+    assert code == 2
+    (event,) = deployed.planner.events
+    run_id = event["run_id"]
+    assert run_id.startswith("manual-")
+    captured = capsys.readouterr()
+    assert f"the planner ({PLANNER}) failed: PlanningError: run {run_id}: some sources were not planned" in captured.err
+    # And it names the run, what was not planned and why (from the run's manifest), and where to follow it
+    if as_json:
+        document = json.loads(captured.out)
+        assert (document["run_id"], document["ingestion_date"], document["messages"]) == (run_id, "2026-11-26", None)
+        assert list(document["errors"]) == ["api-b"] and "apilake-test-api-b" in document["errors"]["api-b"]
+        assert document["error"].startswith(f"the planner ({PLANNER}) failed: PlanningError")
+        assert document["report"]["command"] == f"apilake report --run {run_id} --stack-name {STACK}"
+    else:
+        assert (
+            f"run {run_id} PARTLY planned (ingestion date 2026-11-26): planned api-a\n  api-b: NOT planned: shard all"
+            in (captured.out)
+        )
+        assert f"follow it: apilake status --run {run_id} --stack-name {STACK}" in captured.out
+
+
+def test_a_planner_error_before_any_plan_gives_the_run_id_and_the_error_as_json(
+    deployed: Deployed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*RUN, "--sources", "api-zz", "--run-id", "typo", "--json"]) == 2
+    document = out_json(capsys)
+    assert (document["run_id"], document["errors"], document["report"]) == ("typo", {}, None)
+    assert "ConfigError: unknown source 'api-zz'; declared: api-a, api-b" in document["error"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[*RUN], ["backfill", *WHERE, "--sources", "api-a", "--from", "2026-11-23", "--to", "2026-11-25"]],
+    ids=["run", "backfill"],
+)
+def test_a_run_id_of_the_scheduled_kind_is_refused_before_the_planner_runs(
+    deployed: Deployed, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a manual run is given a scheduled run's id
+    assert main([*command, "--run-id", "sched-20261126T010000Z", "--json"]) == 2
+    # Then the command refuses it, saying why; the planner was not invoked, no manifest written
+    captured = capsys.readouterr()
+    error = "--run-id sched-20261126T010000Z: ids starting with 'sched-' are the scheduled runs'"
+    assert error in captured.err and error in json.loads(captured.out)["error"]
+    assert deployed.planner.events == [] and deployed.ledger().read_manifest("sched-20261126T010000Z") is None
 
 
 def test_backfill_plans_the_date_shards_of_the_window(deployed: Deployed, capsys: pytest.CaptureFixture[str]) -> None:
@@ -392,6 +457,7 @@ def test_backfill_plans_the_date_shards_of_the_window(deployed: Deployed, capsys
         ),
         (["query", "--athena", "select 1"], "query --athena needs --stack-name"),
         (["query", "--json", "select 1"], "query: --json only with --athena"),
+        (["query", "--max-rows", "5", "select 1"], "query: --max-rows only with --athena"),
         (["status", *WHERE, "--bucket", "b"], "give --stack-name or --bucket, not both"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else None,
@@ -416,6 +482,7 @@ def test_bad_input_exits_2_naming_the_problem(
         ),
         (["dlq", "peek", "--source", "api-a"], "the following arguments are required: --stack-name"),
         (["redrive", *WHERE], "the following arguments are required: --source"),
+        (["query", "--athena", *WHERE, "--max-rows", "0", "select 1"], "expected a whole number of 1 or more, got '0'"),
     ],
 )
 def test_options_argparse_refuses_exit_2(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ The commands against a deployed stack: tests/integration/test_operate*.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -18,15 +19,17 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+import apilake_cli.stack
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
-from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan, manifest_key
 from apilake.messages import WorkItem
-from apilake.report import report_keys
+from apilake.report import RunReport, report_keys
 from apilake_cli import develop
 from apilake_cli.athena import AthenaQuery, QueryTimedOutError
-from apilake_cli.lakefolder import mirror
+from apilake_cli.lakefolder import FolderStore, mirror
 from apilake_cli.main import build_parser, main
+from apilake_cli.operate import choose_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = "sched-20261126T010000Z"
@@ -154,6 +157,59 @@ def test_status_names_a_stack_without_a_lake_and_an_unknown_profile(capsys: pyte
     assert "apilake: AWS: The config profile (no-such-profile) could not be found" in capsys.readouterr().err
 
 
+class CountingFolder(FolderStore):
+    """The lake folder, noting each key read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.read: list[str] = []
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        self.read.append(Key)
+        return super().get_object(Bucket=Bucket, Key=Key)
+
+
+@pytest.mark.parametrize(
+    ("written", "latest", "read"),
+    [
+        ({"run-a": 0, "run-c": 120, "run-b": 60}, "run-c", ["run-c"]),
+        ({"run-a": 0, "run-c": 60, "run-b": 60}, "run-b", ["run-c", "run-b"]),
+    ],
+    ids=["the manifest written last", "written in the same second: the one created last"],
+)
+def test_the_latest_run_is_found_by_listing_the_manifests_and_reading_only_the_newest(
+    written: dict[str, int], latest: str, read: list[str], tmp_path: Path
+) -> None:
+    # Given a lake folder with three runs' manifests, written at these seconds, each created as listed (a, c, b)
+    lake = tmp_path / "lake"
+    ledger = Ledger(FolderStore(lake), "local")
+    for minute, run_id in enumerate(written):
+        created = datetime(2026, 11, 26, 1, minute, tzinfo=UTC)
+        manifest = RunManifest(
+            run_id=run_id, ingestion_date=date(2026, 11, 26), created_at=created, trigger="manual", sources={}
+        )
+        path = lake / manifest_key(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(manifest.model_dump_json())
+        os.utime(path, (1796000000 + written[run_id],) * 2)
+    store = CountingFolder(lake)
+    # When the latest run is asked for
+    found = choose_run(Ledger(store, "local"), None)
+    # Then it is the newest manifest, and only the newest are read
+    assert found.run_id == latest and store.read == [manifest_key(run) for run in read]
+    assert ledger.read_manifest(latest) == found
+
+
+@mock_aws
+def test_the_mirrored_lake_keeps_each_objects_time(tmp_path: Path) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    write_run(s3, "lake", 1)
+    mirror(s3, "lake", tmp_path)
+    for obj in s3.list_objects_v2(Bucket="lake")["Contents"]:
+        assert (tmp_path / obj["Key"]).stat().st_mtime == obj["LastModified"].timestamp()
+
+
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_report_of_the_local_lake_prints_where_it_is_and_opens_it(
     as_json: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -179,31 +235,46 @@ def test_report_of_the_local_lake_prints_where_it_is_and_opens_it(
     else:
         assert f"run {RUN}: report {html}\n  data {data}" in printed
     assert opened == [html.resolve().as_uri()]
-    # And without the HTML (not written yet), exit 1 naming the file
+    # And without the HTML (not written yet), the report is built now from the lake folder's ledger, into
+    # <home>/reports/<run>/ (the lake folder stays a mirror of the bucket)
     html.unlink()
-    assert main(["--home", str(tmp_path), "report", "--run", RUN]) == 1
-    assert f"no report of run {RUN} yet ({html})" in capsys.readouterr().err
+    assert main(["--home", str(tmp_path), "report", "--run", RUN]) == 0
+    built = tmp_path / "reports" / RUN
+    assert f"run {RUN}: report built now from the ledger (no report stored yet): {built / 'report.html'}" in (
+        capsys.readouterr().out
+    )
+    report = RunReport.model_validate_json((built / "report.json").read_text())
+    assert (report.run_id, report.complete, report.pages_landed) == (RUN, True, 2)
+    assert not html.exists()
 
 
 # -- query --athena: waiting, pages of results, errors (botocore's Stubber) -----------------------------
 EXECUTION = "b7d1c5e2-0000-4000-8000-000000000001"
 
 
-def athena_execution(state: str, scanned: int = 0, reason: str | None = None) -> dict[str, Any]:
+def athena_execution(
+    state: str, scanned: int = 0, reason: str | None = None, statement_type: str = "DML"
+) -> dict[str, Any]:
     status: dict[str, Any] = {"State": state}
     if reason:
         status["StateChangeReason"] = reason
     return {
         "QueryExecution": {
             "QueryExecutionId": EXECUTION,
+            "StatementType": statement_type,
             "Status": status,
             "Statistics": {"DataScannedInBytes": scanned},
+            "ResultConfiguration": {"OutputLocation": f"s3://results/{EXECUTION}.csv"},
         }
     }
 
 
-def rows(*values: tuple[str, ...]) -> dict[str, Any]:
-    return {"ResultSet": {"Rows": [{"Data": [{"VarCharValue": v} for v in row]} for row in values]}}
+def rows(*values: tuple[str, ...], columns: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A GetQueryResults page; ``columns``: its metadata (the first page's)."""
+    page: dict[str, Any] = {"ResultSet": {"Rows": [{"Data": [{"VarCharValue": v} for v in row]} for row in values]}}
+    if columns is not None:
+        page["ResultSet"]["ResultSetMetadata"] = {"ColumnInfo": [{"Name": c, "Type": "varchar"} for c in columns]}
+    return page
 
 
 def stubbed_athena(stubber: Stubber, *states: dict[str, Any]) -> None:
@@ -227,19 +298,69 @@ def test_athena_query_waits_reads_every_page_and_prices_the_scan() -> None:
         )
         stubber.add_response(
             "get_query_results",
-            {**rows(("source", "n"), ("api-a", "1")), "NextToken": "t2"},
-            {"QueryExecutionId": EXECUTION},
+            {**rows(("source", "n"), ("api-a", "1"), columns=("source", "n")), "NextToken": "t2"},
+            {"QueryExecutionId": EXECUTION, "MaxResults": 1000},
         )
         stubber.add_response(
-            "get_query_results", rows(("api-b", "2")), {"QueryExecutionId": EXECUTION, "NextToken": "t2"}
+            "get_query_results",
+            rows(("api-b", "2")),
+            {"QueryExecutionId": EXECUTION, "MaxResults": 1000, "NextToken": "t2"},
         )
         # When the query runs
         result = AthenaQuery(athena, "apilake-dev", "apilake_dev", sleep=slept.append).run("select 1", timeout=60)
-    # Then it waited a look at a time, the first row of the first page is the header, every row is there
+    # Then it waited a look at a time, the columns are the metadata's, the DML result's header row is dropped
     assert slept == [1.0, 1.0]
     assert result.columns == ["source", "n"] and result.rows == [("api-a", "1"), ("api-b", "2")]
+    assert result.truncated is False
     # And the scan is priced at $5/TB
     assert result.bytes_scanned == 2 * 10**9 and result.cost_dollars == pytest.approx(0.01)
+
+
+def test_athena_query_reads_max_rows_and_says_the_result_has_more() -> None:
+    # Given a SELECT's result of five rows in pages
+    athena = boto3.client("athena", region_name="us-east-1")
+    with Stubber(athena) as stubber:
+        stubbed_athena(stubber, athena_execution("SUCCEEDED"))
+        # (asking for the header, the three rows wanted and one more: whether there are more is known)
+        stubber.add_response(
+            "get_query_results",
+            {**rows(("n",), ("1",), ("2",), columns=("n",)), "NextToken": "t2"},
+            {"QueryExecutionId": EXECUTION, "MaxResults": 5},
+        )
+        stubber.add_response(
+            "get_query_results",
+            {**rows(("3",), ("4",)), "NextToken": "t3"},
+            {"QueryExecutionId": EXECUTION, "MaxResults": 2, "NextToken": "t2"},
+        )
+        # When at most three rows are read
+        result = AthenaQuery(athena, "apilake-dev", "apilake_dev").run("select 1", timeout=60, max_rows=3)
+        # Then three rows are kept, the rest of the result is not read, and the result says it has more
+        stubber.assert_no_pending_responses()
+    assert result.rows == [("1",), ("2",), ("3",)] and result.truncated is True
+    assert result.as_dict()["output_location"] == f"s3://results/{EXECUTION}.csv"
+
+
+@pytest.mark.parametrize(
+    ("statement_type", "columns", "expected_columns", "expected_rows"),
+    [
+        ("DDL", ("tab_name",), ["tab_name"], [("tab_name",), ("source_api_a",)]),
+        ("UTILITY", None, ["_col0"], [("tab_name",), ("source_api_a",)]),
+        ("DML", None, ["tab_name"], [("source_api_a",)]),
+    ],
+    ids=["DDL: every row is data", "no metadata: numbered columns", "DML without metadata: the header row names"],
+)
+def test_athena_query_drops_the_first_row_of_a_dml_result_only(
+    statement_type: str,
+    columns: tuple[str, ...] | None,
+    expected_columns: list[str],
+    expected_rows: list[tuple[str, ...]],
+) -> None:
+    athena = boto3.client("athena", region_name="us-east-1")
+    with Stubber(athena) as stubber:
+        stubbed_athena(stubber, athena_execution("SUCCEEDED", statement_type=statement_type))
+        stubber.add_response("get_query_results", rows(("tab_name",), ("source_api_a",), columns=columns))
+        result = AthenaQuery(athena, "apilake-dev", "apilake_dev").run("select 1", timeout=60)
+    assert (result.columns, result.rows) == (expected_columns, expected_rows)
 
 
 @pytest.mark.parametrize(
@@ -276,6 +397,61 @@ def test_athena_query_still_running_at_the_timeout_is_cancelled() -> None:
         stubber.assert_no_pending_responses()
 
 
+class StubbedSession:
+    """The command's AWS session, its clients stubbed (region us-east-1)."""
+
+    def __init__(self, clients: dict[str, Any]) -> None:
+        self.clients = clients
+        self.region_name = "us-east-1"
+
+    def client(self, service: str, config: Any = None) -> Any:
+        return self.clients[service]
+
+
+def test_query_athena_timed_out_with_json_prints_the_query_and_the_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stack whose Athena query stays RUNNING
+    cloudformation, athena = (boto3.client(name, region_name="us-east-1") for name in ("cloudformation", "athena"))
+    outputs = [
+        {"OutputKey": "AthenaWorkGroupName", "OutputValue": "apilake-dev"},
+        {"OutputKey": "GlueDatabaseName", "OutputValue": "apilake_dev"},
+    ]
+    stack = {"StackName": "apilake-dev", "CreationTime": "2026-11-01T00:00:00Z", "StackStatus": "CREATE_COMPLETE"}
+    with Stubber(cloudformation) as cf_stub, Stubber(athena) as athena_stub:
+        cf_stub.add_response("describe_stacks", {"Stacks": [{**stack, "Outputs": outputs}]})
+        stubbed_athena(athena_stub, athena_execution("RUNNING"))
+        athena_stub.add_response("stop_query_execution", {}, {"QueryExecutionId": EXECUTION})
+        session = StubbedSession({"cloudformation": cloudformation, "athena": athena})
+        monkeypatch.setattr(apilake_cli.stack, "new_session", lambda profile, region: session)
+        # When it is run with --json and no time to wait
+        code = main(["query", "--athena", "select 1", "--stack-name", "apilake-dev", "--timeout", "0", "--json"])
+    # Then it exits 3, its document naming the query (cancelled) and the error
+    assert code == 3
+    assert json.loads(capsys.readouterr().out) == {
+        "query_execution_id": EXECUTION,
+        "error": f"query {EXECUTION} still RUNNING after 0s: cancelled (--timeout waits longer)",
+        "timed_out": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "document"),
+    [
+        (["status", "--json"], "no ledger in"),
+        (["report", "--json"], "no ledger in"),
+        (["status", "--bucket", "b", "--profile", "no-such-profile", "--json"], "AWS: The config profile"),
+    ],
+)
+def test_an_error_with_json_is_a_json_document_too(
+    args: list[str], document: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(tmp_path), *args]) == 2
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error.startswith(document) and f"apilake: {error}" in captured.err
+
+
 @pytest.mark.parametrize(
     ("command", "codes"),
     [
@@ -292,7 +468,7 @@ def test_athena_query_still_running_at_the_timeout_is_cancelled() -> None:
         (["dlq", "peek"], ["0  the DLQ is empty", "1  messages are in it"]),
         (["redrive"], ["1  the move task FAILED or was CANCELLED", "3  the move task still running at --timeout"]),
         (["query"], ["0  the query succeeded", "3  --athena: still running at --timeout (cancelled)"]),
-        (["report"], ["0  the report is there", "1  it is not written yet"]),
+        (["report"], ["0  the report is there (stored, or built now)"]),
     ],
 )
 def test_each_operator_commands_help_ends_with_its_exit_codes(

@@ -1,6 +1,7 @@
 """`apilake redrive`: SQS's message move task (its request and the wait for it, with botocore's Stubber),
 the exit codes of its outcomes, and the one answer that sends it to the copy-by-hand path (moto's server's
-own; the copy itself runs against moto's server in tests/integration/test_operate_inspect.py)."""
+own; the copy itself runs against moto's server in tests/integration/test_operate_inspect.py); and how
+`dlq peek` receives (long polling) and leaves the messages in place."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from botocore.stub import Stubber
 
 import apilake_cli.stack
 from apilake_cli.main import main
-from apilake_cli.redrive import MoveResult, MoveTask, move_back, move_task_unavailable
+from apilake_cli.redrive import MoveResult, MoveTask, move_back, move_task_unavailable, peek
 
 REGION = "us-east-1"
 ACCOUNT_URL = f"https://sqs.{REGION}.amazonaws.com/123456789012"
@@ -186,3 +187,27 @@ def test_redrive_exit_codes_and_json(
     assert document["method"] == "move_task" and document["source"] == "api-a"
     assert (document["dlq_url"], document["queue_url"]) == (DLQ, QUEUE)
     assert {key: document[key] for key in fields} == fields
+
+
+def test_peek_receives_with_a_wait_and_leaves_the_messages_in_place() -> None:
+    # Given SQS, whose DLQ holds one message (a receive without a wait may answer nothing: it samples servers)
+    sqs = sqs_client()
+    message = {"MessageId": "m1", "ReceiptHandle": "h1", "Body": "{}"}
+    receive = {
+        "QueueUrl": DLQ,
+        "MaxNumberOfMessages": 10,
+        "VisibilityTimeout": 30,
+        "WaitTimeSeconds": 1,
+        "AttributeNames": ["All"],
+    }
+    with Stubber(sqs) as stubber:
+        # When the DLQ is peeked at: receives with a wait until one answers nothing, the seen ones hidden meanwhile
+        stubber.add_response("receive_message", {"Messages": [message]}, receive)
+        hidden = {"QueueUrl": DLQ, "Entries": [{"Id": "0", "ReceiptHandle": "h1", "VisibilityTimeout": 30}]}
+        stubber.add_response("change_message_visibility_batch", {"Successful": [{"Id": "0"}], "Failed": []}, hidden)
+        stubber.add_response("receive_message", {}, receive)
+        # Then each message seen is made visible again at once
+        shown = {"QueueUrl": DLQ, "Entries": [{"Id": "0", "ReceiptHandle": "h1", "VisibilityTimeout": 0}]}
+        stubber.add_response("change_message_visibility_batch", {"Successful": [{"Id": "0"}], "Failed": []}, shown)
+        assert peek(sqs, DLQ) == [message]
+        stubber.assert_no_pending_responses()

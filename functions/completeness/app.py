@@ -1,5 +1,5 @@
 """Completeness Lambda: on its schedule, judges each source's latest due scheduled run and emits the metrics
-the incomplete-run alarms watch; (re)writes the judged runs' reports."""
+the incomplete-run alarms watch; keeps the reports of the judged runs and of the last 48 hours' runs current."""
 
 from typing import Any
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from moto.server import ThreadedMotoServer
 
@@ -107,11 +108,16 @@ def test_before_the_run_is_due_the_check_judges_nothing(harness: Harness, capsys
 
 @pytest.fixture
 def endpoint() -> Iterator[str]:
-    """moto's server on 127.0.0.1, standing in for AWS as `apilake local up` starts it for `sam local invoke`."""
+    """moto's server on 127.0.0.1, standing in for AWS as `apilake local up` starts it for `sam local invoke`.
+    Its state is moto's, the process's: what the tests run before in this process (an xdist worker) left there,
+    queues of the same names among it, is reset first, and what this one leaves, after."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
     server.stop()
 
 

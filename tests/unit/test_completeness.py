@@ -117,8 +117,8 @@ class Lake:
         return {key.split("run=")[1].split("/")[0] for key in keys if key.endswith("/report.json")}
 
 
-@pytest.fixture
-def lake() -> Iterator[Lake]:
+@pytest.fixture(name="lake")
+def moto_lake() -> Iterator[Lake]:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
@@ -223,8 +223,9 @@ def test_the_latest_due_scheduled_run_is_judged_and_said_in_metrics(
         ("sources_landed_nothing", None): int(nothing),
     }
     assert (summary.sources_incomplete, summary.sources_landed_nothing) == (1 - complete, int(nothing))
-    # And the run's report was written, with the same verdict
+    # And the run's report was written, with the same verdict and the same pages missing
     assert summary.reports == [RUN] and lake.report(RUN)["complete"] is bool(complete)
+    assert lake.report(RUN)["sources"][0]["pages_missing"] == missing
 
 
 def test_the_report_of_an_incomplete_run_says_what_is_missing_why_and_the_dlq_depths(lake: Lake) -> None:
@@ -290,7 +291,7 @@ def test_manual_runs_and_backfills_are_never_judged(lake: Lake) -> None:
     lake.land(RUN, "api-x", [1])
     lake.run("manual-20261126T013000Z-a1b2c3", NIGHT + timedelta(minutes=30), {"api-x": fanout(5)}, "manual")
     lake.run("sched-20261126T014000Z", NIGHT + timedelta(minutes=40), {"api-x": fanout(5)}, "manual")
-    # When the check runs
+    # When the check runs (their manifests were written after it: not among its recent runs)
     summary = lake.check(sources_file("api-x"))
     # Then the scheduled run is judged, and only its report is written
     assert [(v.run_id, v.complete) for v in summary.sources] == [(RUN, True)]

@@ -1,9 +1,10 @@
 from datetime import UTC, date, datetime
 
 import boto3
+import pytest
 from moto import mock_aws
 
-from apilake.ledger import Claim, Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.ledger import Claim, Ledger, RunManifest, ShardPlan, ShardStatus, SourcePlan
 from apilake.messages import WorkItem
 
 RUN = "r1"
@@ -123,3 +124,71 @@ def test_a_manifest_without_what_to_reconcile_reads_the_pages_only() -> None:
     ledger.mark_landed([(item("all", 1), {"records": 3}), (item("all", 2), {"records": 1})])
     shard = ledger.status(manifest).sources[0].shards[0]
     assert shard.complete and shard.expected_records is None and shard.landed_records is None
+
+
+@pytest.mark.parametrize(
+    ("shard", "missing_pages"),
+    [
+        (ShardStatus("all", "fanout", 5, 3, True, missing=[2, 4], failures={4: "403"}), [2, 4]),
+        (ShardStatus("all", "chain", 3, 3, True), []),
+        (ShardStatus("all", "chain", None, 2, False, note="chain not ended"), [3]),
+        (ShardStatus("all", "chain", None, 2, False, missing=[2], note="chain not ended"), [2, 4]),
+        (ShardStatus("all", "chain", None, 3, False, failures={4: "403"}, note="chain not ended"), [4]),
+        (ShardStatus("all", "chain", None, 0, False, note="chain not started"), [1]),
+        (ShardStatus("2026-11-25", "fanout", None, 0, False, note="probe failed: 500"), [1]),
+    ],
+    ids=[
+        "ended: its gaps, a failed one among them",
+        "ended, complete: none",
+        "a chain not ended: the page after its last",
+        "a chain not ended, with a gap: the gap and the page after",
+        "a chain stopped by a failed page: that page",
+        "a chain not started: its first page",
+        "a plan that failed: at least its first page",
+    ],
+)
+def test_a_shard_s_missing_pages_are_its_gaps_its_failures_and_the_page_it_awaits(
+    shard: ShardStatus, missing_pages: list[int]
+) -> None:
+    # The one definition the report, the completeness metric and status count with
+    assert shard.missing_pages == missing_pages and shard.pages_missing == len(missing_pages)
+
+
+@mock_aws
+def test_status_lists_each_shard_once_and_with_details_reads_each_marker_once() -> None:
+    # Given a run of two shards: one reconciled (its markers read for the records), one chain ended after a failure
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger = Ledger(s3, "lake")
+    manifest = RunManifest(
+        run_id=RUN,
+        ingestion_date=date(2026, 11, 26),
+        created_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+        trigger="schedule",
+        sources={
+            "api-a": SourcePlan(
+                shards=[
+                    ShardPlan(shard="2026-11-25", mode="fanout", expected_pages=2, expected_records=15, page_size=10),
+                    ShardPlan(shard="all", mode="chain"),
+                ]
+            )
+        },
+    )
+    ledger.mark_landed([(item("2026-11-25", 1), {"records": 10})])
+    ledger.mark_landed([(item("2026-11-25", 2), {"records": 5})])
+    ledger.mark_landed([(item("all", 1), {"records": 3}), (item("all", 3), {"records": 3})])
+    ledger.mark_failure(item("all", 2), {"error": "PermanentHttpError", "reason": "403", "attempt": 1})
+    ledger.mark_end(item("all", 3))
+    calls: list[str] = []
+    s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    # When the status is read without, then with, the pages' details
+    plain = ledger.status(manifest).sources[0]
+    read_plain, calls[:] = list(calls), []
+    detailed = ledger.status(manifest, details=True).sources[0]
+    # Then each shard is listed once; the reconciled shard's two markers, the failure and the end read once
+    assert sorted(read_plain) == ["GetObject"] * 4 + ["ListObjectsV2"] * 2
+    assert [shard.pages for shard in plain.shards] == [None, None]
+    # And with the details, the chain's one marker too, and the pages are there
+    assert sorted(calls) == ["GetObject"] * 5 + ["ListObjectsV2"] * 2
+    assert [sorted(shard.pages or {}) for shard in detailed.shards] == [[1, 2], [1, 3]]
+    assert [(shard.complete, shard.missing_pages) for shard in detailed.shards] == [(True, []), (False, [2])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -105,6 +105,10 @@ def test_a_bad_schedule_detail_says_what_is_wrong(detail: dict[str, Any], messag
         ({"shard_from": "2026-11-07", "shard_to": "2026-11-01"}, "shard_to is before shard_from"),
         ({"shard_from": "2020-01-01", "shard_to": "2026-01-01"}, "at most 366 days"),
         ({"run_id": "../x"}, "planner event: run_id: String should match pattern"),
+        (
+            {"run_id": "sched-20261126T010000Z"},
+            "manual run sched-20261126T010000Z: its id cannot start with 'sched-', which names the scheduled runs",
+        ),
         ({"source": "aws.scheduler"}, "planner event: time: Field required"),
         (["api-a"], "planner event: expected a JSON object, got list"),
     ],
@@ -270,6 +274,36 @@ def test_a_source_schedule_plans_its_sources_only(aws: Any) -> None:
     event = {**load_event("planner-scheduled-sources.json"), "detail": {"schedule": "265802fb", "sources": ["chain"]}}
     summary = planner(aws, StubClient(5), HOURLY).plan(parse_planner_event(event), Deadline.unbounded())
     assert summary.messages == {"chain": 1} and summary.run_id == "sched-20261126T010000Z-265802fb"
+
+
+@pytest.mark.parametrize(
+    ("earlier", "refused"),
+    [("schedule", True), ("manual", False)],
+    ids=["over a scheduled run: refused", "over a manual run (its retry): planned again"],
+)
+def test_a_manual_run_never_replaces_a_scheduled_run_s_manifest(
+    aws: Any, earlier: Literal["schedule", "manual"], refused: bool
+) -> None:
+    # Given a run "nightly" planned earlier (by a schedule whose ids were not yet prefixed, or by hand)
+    s3, sqs, urls = aws
+    ledger = Ledger(s3, "lake")
+    plan = planner(aws, StubClient(5))
+    plan.plan(PlanRequest("nightly", date(2026, 11, 25), earlier), Deadline.unbounded())
+    before = ledger.read_manifest("nightly")
+    drain_bodies(sqs, urls["chain"])
+    # When a manual run of that id is asked for
+    manual = PlanRequest("nightly", date(2026, 11, 26), "manual", sources=["chain"])
+    if refused:
+        # Then, over a scheduled run, it is refused naming the run, its manifest left as it was, nothing sent
+        with pytest.raises(ConfigError) as raised:
+            plan.plan(manual, Deadline.unbounded())
+        assert "manual run nightly: a scheduled run has that id (planned at 2026-11-26T09:30:00+00:00)" in str(
+            raised.value
+        )
+        assert ledger.read_manifest("nightly") == before and drain_bodies(sqs, urls["chain"]) == []
+    else:
+        # Then, over a manual run, it is planned again
+        assert plan.plan(manual, Deadline.unbounded()).messages == {"chain": 1}
 
 
 def test_a_manual_run_plans_every_source_whatever_its_schedule(aws: Any) -> None:

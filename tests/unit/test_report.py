@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
@@ -25,6 +25,8 @@ from apilake.report import (
     latency,
     render_html,
     report_keys,
+    store_report,
+    stored_report,
     timeline,
     timeline_chart,
     write_report,
@@ -144,6 +146,51 @@ def test_a_page_missing_without_a_noted_failure_says_so(ledger: Ledger) -> None:
     (source,) = build_report(ledger, manifest, None, NOW).sources
     assert [(m.page, m.reason) for m in source.missing] == [(3, NOT_NOTED)]
     assert source.dlq_depth is None
+
+
+@pytest.mark.parametrize(
+    ("plan", "landed_pages", "missing", "shard_reasons"),
+    [
+        (
+            ShardPlan(shard="all", mode="chain"),
+            [1, 2],
+            [(3, "chain not ended: no page after 2 has landed yet")],
+            [],
+        ),
+        (ShardPlan(shard="all", mode="chain"), [], [(1, "chain not started")], []),
+        (
+            ShardPlan(shard="2026-11-25", mode="fanout", error="probe failed: 503 from x"),
+            [],
+            [(1, "probe failed: 503 from x")],
+            [],
+        ),
+    ],
+    ids=["a chain going or stalled", "a chain not started", "a plan that failed"],
+)
+def test_a_shard_that_has_not_ended_misses_the_page_it_awaits_as_the_metric_counts(
+    ledger: Ledger,
+    plan: ShardPlan,
+    landed_pages: list[int],
+    missing: list[tuple[int, str]],
+    shard_reasons: list[str],
+) -> None:
+    # Given a source whose one shard has not ended, no failure noted
+    manifest = MANIFEST.model_copy(update={"sources": {"api-d": SourcePlan(shards=[plan])}})
+    ledger.mark_landed([(work("api-d", plan.shard, page), landed(5, page)) for page in landed_pages])
+    # When its report is built
+    (source,) = build_report(ledger, manifest, None, NOW).sources
+    # Then it misses the page the shard awaits, why being the shard's note (said once), as the status counts it
+    shard = ledger.status(manifest).sources[0].shards[0]
+    assert [(m.page, m.reason) for m in source.missing] == missing
+    assert source.pages_missing == source.shards[0].pages_missing == shard.pages_missing == len(missing)
+    assert source.shards[0].reasons == shard_reasons
+
+
+def test_the_dlq_warning_prints_a_command_that_runs_and_says_what_it_counts(ledger: Ledger) -> None:
+    html = " ".join(render_html(build_report(ledger, MANIFEST, {"api-a": 2}, NOW)).split())
+    assert "<code>apilake dlq peek --stack-name STACK --source api-a</code>" in html
+    assert f"<code>apilake status --run {RUN}</code>" in html
+    assert "waiting, in flight or delayed, as <code>apilake status</code> counts them" in html
 
 
 class Tables(HTMLParser):
@@ -274,9 +321,50 @@ def test_write_report_puts_the_json_and_the_html_beside_the_manifest(ledger: Led
     stored = s3.get_object(Bucket="lake", Key=json_key)
     assert stored["ContentType"] == "application/json"
     assert RunReport.model_validate(json.loads(stored["Body"].read())) == report
+    assert stored_report(ledger, RUN) == report
     page = s3.get_object(Bucket="lake", Key=html_key)
     assert page["ContentType"] == "text/html; charset=utf-8"
     assert page["Body"].read().decode() == render_html(report)
+
+
+def puts(ledger: Ledger) -> list[str]:
+    """The keys the ledger's client puts from now on, in order."""
+    keys: list[str] = []
+    ledger.client.meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: keys.append(params["Key"])
+    )
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("later", "depths", "written"),
+    [
+        (timedelta(minutes=15), {"api-a": 1}, False),
+        (timedelta(0), {"api-a": 2}, True),
+        (timedelta(minutes=15), None, True),
+    ],
+    ids=["the same figures, later: not written", "a DLQ depth changed: written", "a depth now unknown: written"],
+)
+def test_a_report_is_written_again_only_when_a_figure_changed(
+    ledger: Ledger, later: timedelta, depths: dict[str, int] | None, written: bool
+) -> None:
+    # Given the run's report stored
+    write_report(ledger, MANIFEST, {"api-a": 1}, NOW)
+    stored = stored_report(ledger, RUN)
+    # When it is built again and stored
+    keys = puts(ledger)
+    report = build_report(ledger, MANIFEST, depths, NOW + later)
+    # Then it is put only when a figure differs: the HTML first, the JSON (which vouches for it) last
+    assert store_report(ledger, report, stored) is written
+    assert keys == (list(reversed(report_keys(RUN))) if written else [])
+    assert (stored_report(ledger, RUN) == report) is written
+
+
+def test_a_stored_report_that_does_not_read_is_written_anew(ledger: Ledger) -> None:
+    ledger.client.put_object(Bucket="lake", Key=report_keys(RUN)[0], Body=b'{"run_id": "older"}')
+    assert stored_report(ledger, RUN) is None and stored_report(ledger, "never-reported") is None
+    assert store_report(ledger, build_report(ledger, MANIFEST, None, NOW), None)
+    assert stored_report(ledger, RUN) is not None
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from moto import mock_aws
 from apilake.aws import default_clients, default_vendor_clients
 from apilake.http import Deadline
 from apilake.ingest import PageIngester
-from apilake.ledger import LandedPage, Ledger
+from apilake.ledger import LandedPage, Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import Parking, WorkItem
 from apilake.pagination import PageRequest, VendorPage
 from apilake.settings import WorkerSettings
@@ -99,8 +99,16 @@ def test_markers_written_before_the_request_figures_still_read() -> None:
     }
     ledger.mark_landed([(page, {**old, "fetched_at": "2026-11-26T01:00:01+00:00"})])
     ledger.mark_landed([(page.model_copy(update={"page": 2}), new)])
-    # When the ledger reads them
-    landed = ledger.landed_pages("api-a", "r1", "all")
+    manifest = RunManifest(
+        run_id="r1",
+        ingestion_date=date(2026, 11, 26),
+        created_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+        trigger="manual",
+        sources={"api-a": SourcePlan(shards=[ShardPlan(shard="all", mode="chain")])},
+    )
+    # When the ledger reads them, with the pages' details
+    landed = ledger.status(manifest, details=True).sources[0].shards[0].pages
+    assert landed is not None
     # Then the old one reads with the figures unknown, the new one with its figures
     assert landed[1] == LandedPage(
         key="k1",

@@ -3,25 +3,34 @@
 Run every few minutes (the template's ``CompletenessCheckMinutes``). For each source of the sources file it
 finds the newest *scheduled* run that names the source and is *due*: planned (``manifest.created_at``) at
 least ``schedule.complete_within_minutes`` ago, else the stack's ``RunCompleteWithinMinutes``. That run is
-judged with the ledger (:meth:`Ledger.source_status`, the same verdict ``apilake status`` prints) and the
-check emits, in the stack's namespace:
+judged on its run report (:func:`apilake.report.build_report`: the ledger's status, the verdict ``apilake
+status`` prints, and its pages missing, :attr:`ShardStatus.missing_pages`) and the check emits, in the stack's
+namespace:
 
 - per source (dimension ``source``): ``run_complete`` (1 or 0), ``pages_missing``, ``records_landed``;
 - for the stack (no ``source`` dimension): ``sources_incomplete`` and ``sources_landed_nothing``, the counts
   the alarms watch (RunIncompleteAlarm, RunLandedNothingAlarm).
 
 A source without a due scheduled run in the last :data:`LOOKBACK` emits nothing (a new source, or one run by
-hand only). Manual runs and backfills are never judged: nobody promised when they would end. Each run judged
-gets its report (re)written (:func:`apilake.report.write_report`), with the sources' DLQ depths.
+hand only). Manual runs and backfills are never judged: nobody promised when they would end.
 
-What it reads, so that the cost does not grow with the history: one listing of the scheduled runs of the last
-:data:`LOOKBACK` (run ids start with their scheduled time, so S3 lists only those), then manifests newest first
-until every source has its run.
+The check also keeps the run reports current (:mod:`apilake.report`, with the sources' DLQ depths): of each run
+judged, and of every run (any trigger) whose manifest was written in the :data:`RECENT` before the check, the
+newest :data:`RECENT_REPORTS` of them at most. The verdict is read off the judged run's report (one reading of
+the ledger per run); a report is put only when a figure changed (S3 keeps a version of each PUT); and a run
+whose stored report says complete is not read again: its report is final (only a later DLQ depth would differ,
+and the DLQ is the source's, not the run's).
+
+What it reads, so that the cost does not grow with the runs' pages: one listing of ``ledger/runs/`` (run ids,
+whether a report is stored, the manifests' LastModified), the manifests of the scheduled runs of the lookback
+newest first until every source has its run, each recent run's manifest and stored report.json, and the
+ledger of the runs whose reports are not final.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,18 +39,22 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from apilake.aws import cached_sources, default_clients
 from apilake.config import SourcesFile
 from apilake.exceptions import ApilakeError, ConfigError, describe_validation_error
-from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, ShardStatus, SourceStatus, manifest_key
+from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, manifest_key
 from apilake.names import dlq_name
 from apilake.observability import Metric, count, count_stack, logger
 from apilake.planner import SCHEDULED_RUN_PREFIX, scheduled_run_id
-from apilake.report import write_report
+from apilake.report import DLQ_DEPTH_ATTRIBUTES, RunReport, SourceReport, build_report, dlq_depth, store_report
+from apilake.report import stored_report as read_stored_report
 from apilake.settings import CompletenessSettings
 
 # How far back the check looks for a source's latest scheduled run: beyond the longest complete_within_minutes
 # (two days), and a week's schedule twice over.
 LOOKBACK = timedelta(days=14)
-_RUNS_PREFIX = f"{LEDGER_PREFIX}/runs/run="
-_MANIFEST = "/manifest.json"
+# The runs whose reports the check keeps current besides the judged ones: those planned this long before it
+# (manual runs and backfills included), the newest so many of them.
+RECENT = timedelta(hours=48)
+RECENT_REPORTS = 50
+_RUNS_PREFIX = f"{LEDGER_PREFIX}/runs/"
 
 
 class CheckEvent(BaseModel):
@@ -74,7 +87,7 @@ class SourceVerdict(BaseModel):
     due_at: datetime
     complete: bool
     pages_landed: int
-    pages_missing: int  # pages not landed (:func:`pages_missing`); a shard that has not ended misses at least 1
+    pages_missing: int  # ShardStatus.missing_pages, as the report counts them: a shard not ended misses at least 1
     records_landed: int
     landed_nothing: bool  # no record landed (a complete incremental run with nothing new is not counted)
 
@@ -88,6 +101,7 @@ class CompletenessSummary(BaseModel):
     sources: list[SourceVerdict]
     not_due: list[str]  # sources with no due scheduled run in the lookback: no metrics
     reports: list[str]  # the runs whose report was written
+    reports_current: list[str]  # the runs whose stored report was current already, or final (a complete run's)
     sources_incomplete: int
     sources_landed_nothing: int
 
@@ -95,15 +109,13 @@ class CompletenessSummary(BaseModel):
         return self.model_dump(mode="json")
 
 
-def pages_missing(shard: ShardStatus) -> int:
-    """The shard's pages not landed: those status finds missing (gaps), those that failed, and, in a shard that
-    has not ended (a chain still going or stalled, a plan that failed), the page after the last one known,
-    which has not landed either: such a shard misses at least one page."""
-    pages = set(shard.missing) | set(shard.failures)
-    if not shard.ended:
-        # A chain's pages up to its last landed one are landed or missing, so the next is after both.
-        pages.add(shard.landed_pages + len(shard.missing) + 1)
-    return len(pages)
+@dataclass(frozen=True)
+class LedgerRun:
+    """A run in the listing of ``ledger/runs/``."""
+
+    run_id: str
+    planned: datetime  # the manifest's LastModified: when the planner (last) wrote it
+    reported: bool  # a report.json is stored
 
 
 class CompletenessCheck:
@@ -120,6 +132,7 @@ class CompletenessCheck:
         self._sqs = sqs_client
         self.stage = stage
         self.complete_within = complete_within
+        self._depths: dict[str, int | None] = {}
 
     @classmethod
     def for_settings(cls, settings: CompletenessSettings) -> CompletenessCheck:
@@ -139,39 +152,62 @@ class CompletenessCheck:
         return timedelta(minutes=minutes) if minutes is not None else self.complete_within
 
     def check(self, now: datetime) -> CompletenessSummary:
-        """Judge each source's latest due scheduled run, emit the metrics, then write the runs' reports."""
-        due = self.due_runs(now)
-        verdicts = [
-            self._verdict(manifest, self.ledger.source_status(manifest, source))
-            for manifest, names in due
-            for source in names
-        ]
+        """Judge each source's latest due scheduled run and emit the metrics, then keep the reports current: the
+        judged runs' and the recent runs'."""
+        self._depths = {}  # the DLQ depths, read once per check and source
+        runs = self.ledger_runs()
+        due = self.due_runs(now, runs)
+        # Each judged run's report: built from the ledger once, the verdicts read off it (or off the stored one,
+        # when final); written after the metrics, which the alarms wait for.
+        judged = [(manifest, names, self._report(manifest, runs[manifest.run_id], now)) for manifest, names in due]
+        verdicts = [self._verdict(report, source) for _, names, (report, _) in judged for source in names]
         for verdict in verdicts:
             count(verdict.source, Metric.RUN_COMPLETE, int(verdict.complete))
             count(verdict.source, Metric.PAGES_MISSING, verdict.pages_missing)
             count(verdict.source, Metric.RECORDS_LANDED, verdict.records_landed)
-        summary = CompletenessSummary(
-            checked_at=now,
-            sources=sorted(verdicts, key=lambda verdict: verdict.source),
-            not_due=sorted(set(self.sources.by_name) - {verdict.source for verdict in verdicts}),
-            reports=[manifest.run_id for manifest, _ in due],
-            sources_incomplete=sum(not verdict.complete for verdict in verdicts),
-            sources_landed_nothing=sum(verdict.landed_nothing for verdict in verdicts),
-        )
-        count_stack(Metric.SOURCES_INCOMPLETE, summary.sources_incomplete)
-        count_stack(Metric.SOURCES_LANDED_NOTHING, summary.sources_landed_nothing)
+        incomplete = sum(not verdict.complete for verdict in verdicts)
+        landed_nothing = sum(verdict.landed_nothing for verdict in verdicts)
+        count_stack(Metric.SOURCES_INCOMPLETE, incomplete)
+        count_stack(Metric.SOURCES_LANDED_NOTHING, landed_nothing)
         for verdict in verdicts:
             log = logger.info if verdict.complete and not verdict.landed_nothing else logger.warning
             log("run judged", extra=verdict.model_dump(mode="json"))
-        for manifest, _ in due:
-            write_report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now)
-        return summary
+        written: list[str] = []
+        current: list[str] = []
+        for manifest, _, (report, stored) in judged:
+            (written if self._store(report, stored) else current).append(manifest.run_id)
+        self._recent_reports(now, runs, {manifest.run_id for manifest, _ in due}, written, current)
+        return CompletenessSummary(
+            checked_at=now,
+            sources=sorted(verdicts, key=lambda verdict: verdict.source),
+            not_due=sorted(set(self.sources.by_name) - {verdict.source for verdict in verdicts}),
+            reports=written,
+            reports_current=current,
+            sources_incomplete=incomplete,
+            sources_landed_nothing=landed_nothing,
+        )
 
-    def due_runs(self, now: datetime) -> list[tuple[RunManifest, list[str]]]:
+    # -- the runs ------------------------------------------------------------------------------------------
+    def ledger_runs(self) -> dict[str, LedgerRun]:
+        """The runs that have a manifest, from one listing of ``ledger/runs/`` (three keys a run: a LIST request
+        per some 330 runs)."""
+        planned: dict[str, datetime] = {}
+        reported: set[str] = set()
+        paginator = self.ledger.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.ledger.bucket, Prefix=_RUNS_PREFIX + "run="):
+            for obj in page.get("Contents", []):
+                run_id, _, name = obj["Key"][len(_RUNS_PREFIX) + len("run=") :].partition("/")
+                if name == "manifest.json":
+                    planned[run_id] = obj["LastModified"]
+                elif name == "report.json":
+                    reported.add(run_id)
+        return {run_id: LedgerRun(run_id, _utc(at), run_id in reported) for run_id, at in planned.items()}
+
+    def due_runs(self, now: datetime, runs: dict[str, LedgerRun]) -> list[tuple[RunManifest, list[str]]]:
         """Each run to judge, newest first, with the sources it is the latest due scheduled run of."""
         unresolved = set(self.sources.by_name)
         found: list[tuple[RunManifest, list[str]]] = []
-        for manifest in self._scheduled_manifests(now):
+        for manifest in self._scheduled_manifests(now, runs):
             created = _utc(manifest.created_at)
             names = [name for name in manifest.sources if name in unresolved and created + self.due_within(name) <= now]
             if names:
@@ -181,64 +217,97 @@ class CompletenessCheck:
                 break
         return found
 
-    def _scheduled_manifests(self, now: datetime) -> Iterator[RunManifest]:
-        """The manifests of the scheduled runs of the lookback, newest first, read one at a time as asked for."""
-        for run_id in self._recent_scheduled_run_ids(now - LOOKBACK):
-            try:
-                manifest = self.ledger.read_manifest(run_id)
-            except ValidationError as exc:
-                where = f"s3://{self.ledger.bucket}/{manifest_key(run_id)}"
-                raise ApilakeError(describe_validation_error(where, exc, whole="(manifest)")) from exc
+    def _scheduled_manifests(self, now: datetime, runs: dict[str, LedgerRun]) -> Iterator[RunManifest]:
+        """The manifests of the scheduled runs of the lookback, newest first, read one at a time as asked for. Run
+        ids (``sched-<time>...``) sort by their scheduled time: those of the lookback are found without a read."""
+        since = scheduled_run_id(now - LOOKBACK)
+        recent = (run_id for run_id in runs if run_id.startswith(SCHEDULED_RUN_PREFIX) and run_id > since)
+        for run_id in sorted(recent, reverse=True):
+            manifest = self._manifest(run_id)
             if manifest is not None and manifest.trigger == "schedule" and _utc(manifest.created_at) <= now:
                 yield manifest
 
-    def _recent_scheduled_run_ids(self, since: datetime) -> list[str]:
-        """Scheduled run ids (``sched-<time>...``) after ``since``, newest first: S3 lists keys in order, so
-        starting after ``since``'s id lists only those (manual runs are named otherwise, and skipped too)."""
-        paginator = self.ledger.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=self.ledger.bucket,
-            Prefix=_RUNS_PREFIX + SCHEDULED_RUN_PREFIX,
-            StartAfter=_RUNS_PREFIX + scheduled_run_id(since),
-        )
-        keys = (obj["Key"] for page in pages for obj in page.get("Contents", []))
-        return sorted(
-            (key[len(_RUNS_PREFIX) : -len(_MANIFEST)] for key in keys if key.endswith(_MANIFEST)), reverse=True
-        )
+    def _manifest(self, run_id: str) -> RunManifest | None:
+        try:
+            return self.ledger.read_manifest(run_id)
+        except ValidationError as exc:
+            where = f"s3://{self.ledger.bucket}/{manifest_key(run_id)}"
+            raise ApilakeError(describe_validation_error(where, exc, whole="(manifest)")) from exc
 
-    def _verdict(self, manifest: RunManifest, status: SourceStatus) -> SourceVerdict:
-        source = status.source
-        records = sum(
-            int(page.get("records", 0))
-            for shard in status.shards
-            for page in self.ledger.landed_details(source, manifest.run_id, shard.shard).values()
-        )
-        incremental = self.sources.get(source).incremental is not None
-        return SourceVerdict(
-            source=source,
-            run_id=manifest.run_id,
-            due_at=_utc(manifest.created_at) + self.due_within(source),
-            complete=status.complete,
-            pages_landed=sum(shard.landed_pages for shard in status.shards),
-            pages_missing=sum(pages_missing(shard) for shard in status.shards),
-            records_landed=records,
-            landed_nothing=records == 0 and not (incremental and status.complete),
-        )
+    # -- the reports ---------------------------------------------------------------------------------------
+    def _report(self, manifest: RunManifest, run: LedgerRun, now: datetime) -> tuple[RunReport, RunReport | None]:
+        """The run's report and the stored one: the stored one itself when final (it says complete, of this very
+        manifest: a planner's retry rewrites it)."""
+        stored = read_stored_report(self.ledger, run.run_id) if run.reported else None
+        if stored is not None and stored.complete and stored.created_at == manifest.created_at:
+            return stored, stored
+        return build_report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now), stored
 
-    def dlq_depths(self, sources: list[str]) -> dict[str, int]:
-        """Messages waiting in each source's dead-letter queue (approximate, as SQS counts); a source whose DLQ
-        is not found is left out (the report shows its depth as unknown)."""
-        depths: dict[str, int] = {}
-        for source in sources:
-            name = dlq_name(self.stage, source)
+    def _store(self, report: RunReport, stored: RunReport | None) -> bool:
+        """Put ``report`` if a figure changed; a final stored report (:meth:`_report` returned it) stays as it is."""
+        return report is not stored and store_report(self.ledger, report, stored)
+
+    def _recent_reports(
+        self, now: datetime, runs: dict[str, LedgerRun], judged: set[str], written: list[str], current: list[str]
+    ) -> None:
+        """Keep current the reports of the runs planned in the :data:`RECENT` before ``now`` (not judged), newest
+        first, :data:`RECENT_REPORTS` at most. A manifest that does not parse does not stop the others: the check
+        fails at the end, naming each."""
+        recent = [run for run in runs.values() if now - RECENT <= run.planned <= now and run.run_id not in judged]
+        recent.sort(key=lambda run: (run.planned, run.run_id), reverse=True)
+        if len(recent) > RECENT_REPORTS:
+            left = [run.run_id for run in recent[RECENT_REPORTS:]]
+            logger.warning("recent runs left without a report update", extra={"runs": left})
+        broken: list[str] = []
+        for run in recent[:RECENT_REPORTS]:
             try:
-                url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
-            except self._sqs.exceptions.QueueDoesNotExist:
-                logger.warning("no dead-letter queue", extra={"source": source, "queue": name})
+                manifest = self._manifest(run.run_id)
+            except ApilakeError as exc:
+                broken.append(str(exc))
                 continue
-            attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-            depths[source] = int(attributes["Attributes"]["ApproximateNumberOfMessages"])
-        return depths
+            if manifest is None:
+                continue  # deleted since the listing
+            report, stored = self._report(manifest, run, now)
+            (written if self._store(report, stored) else current).append(run.run_id)
+        if broken:
+            raise ApilakeError("reports not written: " + "; ".join(broken))
+
+    def _verdict(self, report: RunReport, name: str) -> SourceVerdict:
+        (source,) = [source for source in report.sources if source.source == name]
+        return verdict_of(report, source, self.due_within(name), self.sources.get(name).incremental is not None)
+
+    def dlq_depths(self, sources: Sequence[str]) -> dict[str, int]:
+        """Messages in each source's dead-letter queue (approximate, as SQS counts: :func:`apilake.report.dlq_depth`),
+        each read once a check; a source whose DLQ is not found is left out (the report shows its depth as
+        unknown)."""
+        for source in sources:
+            if source not in self._depths:
+                self._depths[source] = self._dlq_depth(source)
+        return {source: depth for source in sources if (depth := self._depths[source]) is not None}
+
+    def _dlq_depth(self, source: str) -> int | None:
+        name = dlq_name(self.stage, source)
+        try:
+            url = self._sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except self._sqs.exceptions.QueueDoesNotExist:
+            logger.warning("no dead-letter queue", extra={"source": source, "queue": name})
+            return None
+        attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_DEPTH_ATTRIBUTES))
+        return dlq_depth(attributes["Attributes"])
+
+
+def verdict_of(report: RunReport, source: SourceReport, due_within: timedelta, incremental: bool) -> SourceVerdict:
+    """What the check says of ``source`` in ``report``'s run: the report's own figures."""
+    return SourceVerdict(
+        source=source.source,
+        run_id=report.run_id,
+        due_at=_utc(report.created_at) + due_within,
+        complete=source.complete,
+        pages_landed=source.pages_landed,
+        pages_missing=source.pages_missing,
+        records_landed=source.records,
+        landed_nothing=source.records == 0 and not (incremental and source.complete),
+    )
 
 
 def _utc(moment: datetime) -> datetime:

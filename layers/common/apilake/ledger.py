@@ -150,10 +150,33 @@ class ShardStatus:
     capped: bool = False
     short_pages: dict[int, int] = field(default_factory=dict)
     unreconciled: str | None = None
+    # What the worker recorded of each landed page: read when asked for (``Ledger.status(details=True)``).
+    pages: dict[int, LandedPage] | None = None
 
     @property
     def complete(self) -> bool:
         return self.ended and not self.missing and self.note is None and self.unreconciled is None
+
+    @property
+    def awaited_page(self) -> int | None:
+        """In a shard that has not ended (a chain still going or stalled, a plan that failed), the page after the
+        last one known (landed, missing or failed): it has not landed either. None once the shard ended."""
+        # A chain's pages up to its last landed one are landed or missing, so the next is after both.
+        return None if self.ended else self.landed_pages + len(self.missing) + 1
+
+    @property
+    def missing_pages(self) -> list[int]:
+        """The pages not landed: the gaps status finds, those that failed, and the awaited page of a shard that
+        has not ended (such a shard misses at least one page). The one definition of the run report, of the
+        completeness check's ``pages_missing`` metric and of ``apilake status``."""
+        pages = set(self.missing) | set(self.failures)
+        if self.awaited_page is not None:
+            pages.add(self.awaited_page)
+        return sorted(pages)
+
+    @property
+    def pages_missing(self) -> int:
+        return len(self.missing_pages)
 
 
 @dataclass
@@ -259,13 +282,17 @@ class Ledger:
         return f"{_item_prefix(next_item)}next={next_item.page:05d}.json"
 
     # -- status --------------------------------------------------------------------------------
-    def status(self, manifest: RunManifest) -> RunStatus:
-        sources = [self.source_status(manifest, name) for name in manifest.sources]
+    def status(self, manifest: RunManifest, details: bool = False) -> RunStatus:
+        """The run as the ledger has it: one listing per shard, the failures' markers read, and the landed
+        markers too when the shard's records are reconciled or ``details`` are asked for (each marker read once,
+        its pages then in :attr:`ShardStatus.pages`)."""
+        sources = [self.source_status(manifest, name, details) for name in manifest.sources]
         return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
 
-    def source_status(self, manifest: RunManifest, source: str) -> SourceStatus:
+    def source_status(self, manifest: RunManifest, source: str, details: bool = False) -> SourceStatus:
         plan = manifest.sources[source]
-        return SourceStatus(source, [self._shard_status(source, manifest.run_id, shard) for shard in plan.shards])
+        shards = [self._shard_status(source, manifest.run_id, shard, details) for shard in plan.shards]
+        return SourceStatus(source, shards)
 
     def landed_details(self, source: str, run_id: str, shard: str) -> dict[int, dict[str, Any]]:
         """page -> what the worker recorded when it landed (key, hash, counts, the cursor's highest value)."""
@@ -275,55 +302,56 @@ class Ledger:
                 details.update({int(page): body for page, body in (self._get_json(key) or {}).items()})
         return details
 
-    def landed_pages(self, source: str, run_id: str, shard: str) -> dict[int, LandedPage]:
-        """:meth:`landed_details` read as :class:`LandedPage` (the run report's figures)."""
-        return {
-            page: LandedPage.model_validate(body) for page, body in self.landed_details(source, run_id, shard).items()
-        }
-
-    def _shard_status(self, source: str, run_id: str, plan: ShardPlan) -> ShardStatus:
-        status, landed = self._landed_and_ended(source, run_id, plan)
+    def _shard_status(self, source: str, run_id: str, plan: ShardPlan, details: bool) -> ShardStatus:
         prefix = shard_prefix(source, run_id, plan.shard)
-        for key in self._keys(f"{prefix}failed="):
+        keys = self._keys(prefix)  # the one listing: landed markers, failures, the chain's end
+        markers = {key: match.group(1) for key in keys if (match := _LANDED_MARKER.search(key))}
+        landed = {int(page) for pages in markers.values() for page in pages.split("_")}
+        reconciled = plan.error is None and plan.mode == "fanout"
+        reconciled = reconciled and (plan.expected_records is not None or plan.page_size is not None)
+        pages = self._read_landed(markers) if details or reconciled else None
+        status = self._landed_and_ended(plan, landed, f"{prefix}end.json" in keys, prefix)
+        if reconciled and pages is not None:
+            self._reconcile(plan, status, pages)
+        for key in keys:
             match = _FAILURE_MARKER.search(key)
             if match and int(match.group(1)) not in landed:
                 failure = self._get_json(key) or {}
                 status.failures[int(match.group(1))] = (
                     f"{failure.get('error')}: {failure.get('reason')} (attempt {failure.get('attempt')})"
                 )
+        status.pages = pages if details else None
         return status
 
-    def _landed_and_ended(self, source: str, run_id: str, plan: ShardPlan) -> tuple[ShardStatus, set[int]]:
-        prefix = shard_prefix(source, run_id, plan.shard)
-        keys = self._keys(prefix)
-        landed = {
-            int(page) for key in keys if (match := _LANDED_MARKER.search(key)) for page in match.group(1).split("_")
+    def _read_landed(self, markers: dict[str, str]) -> dict[int, LandedPage]:
+        """The pages the landed markers hold (a page in two markers, from a redelivered batch: the later key's)."""
+        return {
+            int(page): LandedPage.model_validate(body)
+            for key in sorted(markers)
+            for page, body in (self._get_json(key) or {}).items()
         }
+
+    def _landed_and_ended(self, plan: ShardPlan, landed: set[int], end_listed: bool, prefix: str) -> ShardStatus:
         if plan.error is not None:
-            return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error), landed
+            return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error)
         if plan.mode == "fanout":
             expected = plan.expected_pages or 0
             missing = sorted(set(range(1, expected + 1)) - landed)
-            status = ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
-            if plan.expected_records is not None or plan.page_size is not None:
-                self._reconcile(source, run_id, plan, status)
-            return status, landed
-        end = self._get_json(f"{prefix}end.json")
+            return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
+        end = self._get_json(f"{prefix}end.json") if end_listed else None
         if end is None:
             last = max(landed, default=0)
             missing = sorted(set(range(1, last + 1)) - landed)
             note = f"chain not ended: no page after {last} has landed yet" if last else "chain not started"
-            return ShardStatus(plan.shard, plan.mode, None, len(landed), False, missing, note), landed
+            return ShardStatus(plan.shard, plan.mode, None, len(landed), False, missing, note)
         last_page = int(end["last_page"])
         missing = sorted(set(range(1, last_page + 1)) - landed)
-        return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing), landed
+        return ShardStatus(plan.shard, plan.mode, last_page, len(landed), True, missing)
 
-    def _reconcile(self, source: str, run_id: str, plan: ShardPlan, status: ShardStatus) -> None:
+    def _reconcile(self, plan: ShardPlan, status: ShardStatus, pages: dict[int, LandedPage]) -> None:
         """The records that landed against what the vendor stated: its total, once every page landed, and
         its page size, on every page but the last (decision 28)."""
-        held = {
-            page: int(body.get("records", 0)) for page, body in self.landed_details(source, run_id, plan.shard).items()
-        }
+        held = {page: landed.records for page, landed in pages.items()}
         status.expected_records, status.landed_records = plan.expected_records, sum(held.values())
         status.page_size, status.capped = plan.page_size, plan.capped
         last = plan.expected_pages or 0

@@ -84,6 +84,9 @@ class ManualRun(BaseModel):
         return self
 
 
+SCHEDULED_RUN_PREFIX = "sched-"
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     run_id: str
@@ -94,15 +97,20 @@ class PlanRequest:
     # Incremental sources: (since, until or None) of a manual run's explicit window.
     incremental_window: tuple[str | int | float, str | int | float | None] | None = None
 
+    def __post_init__(self) -> None:
+        # The scheduled runs' ids are theirs: the completeness check judges them, a manual run would replace one.
+        if self.trigger == "manual" and self.run_id.startswith(SCHEDULED_RUN_PREFIX):
+            raise ConfigError(
+                f"manual run {self.run_id}: its id cannot start with {SCHEDULED_RUN_PREFIX!r}, which names the "
+                "scheduled runs: choose another run id"
+            )
+
     def select(self, sources: SourcesFile) -> list[Source]:
         """The sources this run plans: those named; else, from the default schedule, those without a
         ``schedule`` of their own (the others have theirs); else (a manual run) all of them."""
         if self.sources is None and self.trigger == "schedule":
             return [source for source in sources.sources if source.schedule is None]
         return sources.select(self.sources)
-
-
-SCHEDULED_RUN_PREFIX = "sched-"
 
 
 def scheduled_run_id(when: datetime, key: str | None = None) -> str:
@@ -198,8 +206,15 @@ class Planner:
             return PlanSummary(run_id=request.run_id, ingestion_date=request.ingestion_date)
         work: dict[str, list[WorkItem]] = {}
         plans: dict[str, SourcePlan] = {}
-        # A retried invocation of this run asks the incremental sources for the windows it asked for.
-        previous = self.ledger.read_manifest(request.run_id) if any(s.incremental for s in selected) else None
+        # A retried invocation of this run asks the incremental sources for the windows it asked for; a manual run
+        # never replaces a scheduled one.
+        read_previous = request.trigger == "manual" or any(s.incremental for s in selected)
+        previous = self.ledger.read_manifest(request.run_id) if read_previous else None
+        if request.trigger == "manual" and previous is not None and previous.trigger == "schedule":
+            raise ConfigError(
+                f"manual run {request.run_id}: a scheduled run has that id (planned at "
+                f"{previous.created_at.isoformat()}) and a manual run does not replace it: choose another run id"
+            )
         for source in selected:
             plans[source.name], work[source.name] = self._plan_source(source, request, deadline, previous)
         manifest = RunManifest(

@@ -1,17 +1,21 @@
 """The run report: what a run planned, what landed, what is missing and why, as ``report.json`` and a
 self-contained ``report.html`` beside the run's manifest in the ledger.
 
-Built from the manifest and the ledger only: completeness, missing pages and their reasons come from
-:meth:`Ledger.status` (never worked out again here), the figures from the landed markers (what the worker
-recorded of each page: records, bytes, requests, 429s, latency, parks, when it was fetched). The DLQ depths
-are the caller's (None: not known). The HTML is rendered with Jinja2 (autoescaped: reasons quote vendors'
-answers) from ``templates/report.html.j2``; its timeline chart is inline SVG whose coordinates are worked
-out here. Only this module imports Jinja2, and only to render: the worker does not pay for it at a cold start,
-nor does a command that only reads a report.
+Built from the manifest and the ledger only, read once (:meth:`Ledger.status` with the pages' details):
+completeness and the missing pages (:attr:`ShardStatus.missing_pages`, the completeness metric's definition
+too) with their reasons come from the status (never worked out again here), the figures from the landed
+markers (what the worker recorded of each page: records, bytes, requests, 429s, latency, parks, when it was
+fetched). The DLQ depths are the caller's (None: not known), each every message the source's dead-letter
+queue holds (:data:`DLQ_DEPTH_ATTRIBUTES`, as ``apilake status`` counts). A stored report is rewritten only
+when a figure changed (:func:`store_report`): S3 keeps a version of each PUT. The HTML is rendered with
+Jinja2 (autoescaped: reasons quote vendors' answers) from ``templates/report.html.j2``; its timeline chart is
+inline SVG whose coordinates are worked out here. Only this module imports Jinja2, and only to render: the
+worker does not pay for it at a cold start, nor does a command that only reads a report.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,8 +24,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from apilake.lake import is_not_found
 from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
 
 if TYPE_CHECKING:
@@ -33,6 +39,18 @@ SHOWN_MISSING = 100
 # The reasons the verdict banner quotes before pointing below.
 SHOWN_REASONS = 5
 NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message was lost)"
+# A dead-letter queue's depth, in the report as in `apilake status`: every message it holds, waiting (visible),
+# being looked at (in flight: received by a peek, not deleted) or delayed.
+DLQ_DEPTH_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
+def dlq_depth(attributes: Mapping[str, str]) -> int:
+    """The depth of a queue whose ``GetQueueAttributes`` answered ``attributes`` (:data:`DLQ_DEPTH_ATTRIBUTES`)."""
+    return sum(int(attributes.get(name, 0)) for name in DLQ_DEPTH_ATTRIBUTES)
 
 
 def report_keys(run_id: str) -> tuple[str, str]:
@@ -159,10 +177,9 @@ def build_report(
     ledger: Ledger, manifest: RunManifest, dlq_depths: Mapping[str, int] | None, now: datetime
 ) -> RunReport:
     """The report of ``manifest``'s run as the ledger has it ``now``."""
-    status = ledger.status(manifest)
+    status = ledger.status(manifest, details=True)
     sources = [
-        _source_report(ledger, manifest.run_id, source.source, source.shards, (dlq_depths or {}).get(source.source))
-        for source in status.sources
+        _source_report(source.source, source.shards, (dlq_depths or {}).get(source.source)) for source in status.sources
     ]
     expected = [source.pages_expected for source in sources]
     return RunReport(
@@ -181,22 +198,16 @@ def build_report(
     )
 
 
-def _source_report(
-    ledger: Ledger, run_id: str, source: str, shards: list[ShardStatus], dlq_depth: int | None
-) -> SourceReport:
+def _source_report(source: str, shards: list[ShardStatus], dlq_depth: int | None) -> SourceReport:
     pages: list[LandedPage] = []
     shard_reports: list[ShardReport] = []
     missing: list[MissingPage] = []
     for shard in shards:
-        landed = ledger.landed_pages(source, run_id, shard.shard)
-        # The pages status finds missing, and those that failed past a chain's last landed page.
-        lost = [
-            MissingPage(shard=shard.shard, page=page, reason=shard.failures.get(page, NOT_NOTED))
-            for page in sorted(set(shard.missing) | set(shard.failures))
-        ]
+        landed = shard.pages or {}
+        lost = [MissingPage(shard=shard.shard, page=page, reason=_why(shard, page)) for page in shard.missing_pages]
         pages += landed.values()
         missing += lost
-        shard_reports.append(_shard_report(shard, landed, len(lost)))
+        shard_reports.append(_shard_report(shard, landed))
     expected = [shard.pages_expected for shard in shard_reports]
     requests = [page.attempts or 1 for page in pages]
     return SourceReport(
@@ -221,17 +232,29 @@ def _source_report(
     )
 
 
-def _shard_report(shard: ShardStatus, landed: Mapping[int, LandedPage], missing: int) -> ShardReport:
+def _why(shard: ShardStatus, page: int) -> str:
+    """Why ``page`` of ``shard`` is missing: its last failure; for the awaited page of a shard that has not ended,
+    the shard's note (the chain not ended, the plan that failed); else nothing noted."""
+    if page in shard.failures:
+        return shard.failures[page]
+    if page == shard.awaited_page and shard.note:
+        return shard.note
+    return NOT_NOTED
+
+
+def _shard_report(shard: ShardStatus, landed: Mapping[int, LandedPage]) -> ShardReport:
+    # The note is said once: as its awaited page's reason, else (that page failed) as the shard's.
+    note_told = shard.awaited_page is not None and shard.awaited_page not in shard.failures
     return ShardReport(
         shard=shard.shard,
         mode=shard.mode,
         complete=shard.complete,
         pages_expected=shard.expected_pages if shard.ended else None,
         pages_landed=shard.landed_pages,
-        pages_missing=missing,
+        pages_missing=shard.pages_missing,
         records_expected=shard.expected_records,
         records_landed=sum(page.records for page in landed.values()),
-        reasons=[reason for reason in (shard.note, shard.unreconciled) if reason],
+        reasons=[reason for reason in (None if note_told else shard.note, shard.unreconciled) if reason],
     )
 
 
@@ -387,15 +410,47 @@ def render_html(report: RunReport) -> str:
     )
 
 
+def stored_report(ledger: Ledger, run_id: str) -> RunReport | None:
+    """The run's ``report.json`` in the lake; None when there is none, or it does not read as a report of this
+    version (it is then written anew)."""
+    key = report_keys(run_id)[0]
+    try:
+        body = ledger.client.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    try:
+        return RunReport.model_validate_json(body)
+    except ValidationError:
+        return None  # written by another version of apilake, or broken: this one writes it anew
+
+
+def _figures(report: RunReport) -> dict[str, object]:
+    """What a report says, but when it was generated: what decides whether it is written again."""
+    figures: dict[str, object] = json.loads(report.model_dump_json(exclude={"generated_at"}))
+    return figures
+
+
+def store_report(ledger: Ledger, report: RunReport, stored: RunReport | None) -> bool:
+    """Put ``report.html`` then ``report.json`` unless ``stored`` (the lake's report.json) has the same figures;
+    True when written. The JSON goes last: present, it vouches for the HTML beside it."""
+    if stored is not None and _figures(stored) == _figures(report):
+        return False
+    json_key, html_key = report_keys(report.run_id)
+    for key, body, content_type in (
+        (html_key, render_html(report), "text/html; charset=utf-8"),
+        (json_key, report.model_dump_json(indent=2), "application/json"),
+    ):
+        ledger.client.put_object(Bucket=ledger.bucket, Key=key, Body=body.encode(), ContentType=content_type)
+    return True
+
+
 def write_report(
     ledger: Ledger, manifest: RunManifest, dlq_depths: Mapping[str, int] | None, now: datetime
 ) -> RunReport:
-    """Build the run's report and put ``report.json`` and ``report.html`` beside its manifest."""
+    """Build the run's report and put ``report.json`` and ``report.html`` beside its manifest (unless the stored
+    report has the same figures)."""
     report = build_report(ledger, manifest, dlq_depths, now)
-    json_key, html_key = report_keys(manifest.run_id)
-    for key, body, content_type in (
-        (json_key, report.model_dump_json(indent=2), "application/json"),
-        (html_key, render_html(report), "text/html; charset=utf-8"),
-    ):
-        ledger.client.put_object(Bucket=ledger.bucket, Key=key, Body=body.encode(), ContentType=content_type)
+    store_report(ledger, report, stored_report(ledger, manifest.run_id))
     return report

@@ -75,10 +75,7 @@ def status_document(status: RunStatus, dlq_depths: Mapping[str, int | None] | No
                 "chain_ended": shard.ended if shard.mode == "chain" else None,
                 "records_landed": shard.landed_records,
                 "records_expected": shard.expected_records,
-                "missing": [
-                    {"page": page, "reason": shard.failures.get(page)}
-                    for page in sorted(set(shard.missing) | set(shard.failures))
-                ],
+                "missing": [{"page": page, "reason": shard.why_missing(page)} for page in shard.missing_pages],
                 "note": shard.note,
                 "unreconciled": shard.unreconciled,
             }
@@ -142,8 +139,8 @@ def print_status(
                 print(f"      the vendor caps the page size: planned with pages of {shard.page_size}")
             if shard.unreconciled:
                 print(f"      records do not reconcile: {shard.unreconciled}")
-            for page in sorted(set(shard.missing) | set(shard.failures)):
-                print(f"      missing page {page}: {shard.failures.get(page, 'no delivery recorded')}")
+            for page in shard.missing_pages:
+                print(f"      missing page {page}: {shard.why_missing(page)}")
         if marks and source.source in marks:
             for line in describe_mark(marks[source.source], source.complete, status.run_id):
                 print(f"    {line}")

@@ -185,7 +185,7 @@ def test_the_handlers_run_with_that_environment_plan_land_and_judge_a_run(
     # When the completeness check runs with events/completeness.json, its time past the run's due time
     enter_container(monkeypatch, resolved_environment(sam_functions, "Completeness", stand_in.env_vars_file))
     event = {**load_event("completeness.json"), "time": (datetime.now(UTC) + timedelta(hours=7)).isoformat()}
-    judged: dict[str, Any] = load_handler_module("completeness").handler(event, LambdaContextStub("Completeness", 120))
+    judged: dict[str, Any] = load_handler_module("completeness").handler(event, LambdaContextStub("Completeness", 300))
     # Then it judged the run from the stand-in's ledger: api-a complete with its page, the others landed nothing
     verdicts = {verdict["source"]: verdict for verdict in judged["sources"]}
     assert {verdict["run_id"] for verdict in verdicts.values()} == {planned["run_id"]}

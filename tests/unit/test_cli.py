@@ -24,7 +24,7 @@ from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan, manifest_key
 from apilake.messages import WorkItem
-from apilake.report import RunReport, report_keys
+from apilake.report import RunReport, build_report, report_keys
 from apilake_cli import develop
 from apilake_cli.athena import AthenaQuery, QueryTimedOutError
 from apilake_cli.lakefolder import FolderStore, mirror
@@ -145,6 +145,38 @@ def test_status_reads_a_deployed_lake_by_bucket_and_the_local_folder(
         out = capsys.readouterr().out
         assert f"run {RUN} (ingestion date 2026-11-26): complete: {'yes' if code == 0 else 'NO'}" in out, where
         assert line in out, where
+
+
+@mock_aws
+def test_status_counts_a_stalled_chains_awaited_page_as_the_report_and_the_metric_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a chain whose pages 1 and 2 landed, and nothing after (no end, no failure recorded)
+    bucket = "apilake-dev-lake"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    ledger = Ledger(s3, bucket)
+    chain = SourcePlan(shards=[ShardPlan(shard="all", mode="chain")])
+    created = datetime(2026, 11, 26, 1, tzinfo=UTC)
+    manifest = RunManifest(
+        run_id=RUN, ingestion_date=date(2026, 11, 26), created_at=created, trigger="schedule", sources={"api-b": chain}
+    )
+    ledger.write_manifest(manifest)
+    item = WorkItem(run_id=RUN, source="api-b", ingestion_date=date(2026, 11, 26), shard="all", page=1)
+    ledger.mark_landed([(item, {}), (item.model_copy(update={"page": 2}), {})])
+    # When status reads it, as text and as JSON
+    assert main(["status", "--bucket", bucket]) == 1
+    text = capsys.readouterr().out
+    assert main(["status", "--bucket", bucket, "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    # Then page 3, the one the chain waits for, is missing, with the chain's note as the reason
+    note = "chain not ended: no page after 2 has landed yet"
+    assert f"missing page 3: {note}" in text
+    (shard,) = document["sources"][0]["shards"]
+    assert shard["missing"] == [{"page": 3, "reason": note}]
+    # And the report counts the same page
+    (source,) = build_report(ledger, manifest, None, created).sources
+    assert [(m.page, m.reason) for m in source.missing] == [(3, note)]
 
 
 @mock_aws

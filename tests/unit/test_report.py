@@ -16,10 +16,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.ledger import NOT_NOTED, Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.messages import WorkItem
 from apilake.report import (
-    NOT_NOTED,
     RunReport,
     build_report,
     latency,

@@ -163,7 +163,7 @@ class LocalRun:
         return drained
 
     def dlq_messages(self, source: str) -> list[dict[str, Any]]:
-        return peek(self.sqs, self.deployment.dlqs[source])
+        return peek(self.sqs, self.deployment.dlqs[source], wait_seconds=0)  # moto answers at once
 
     def redrive(self, source: str) -> int:
         return redrive(self.sqs, self.deployment.dlqs[source], self.deployment.queues[source])

@@ -36,6 +36,8 @@ from apilake.messages import RunId, ShardName, WorkItem
 LEDGER_PREFIX = "ledger"
 _LANDED_MARKER = re.compile(r"/landed=(\d{5}(?:_\d{5})*)\.json$")
 PAGES_PER_MARKER = 100  # keeps a marker's key well under S3's 1,024 bytes with batches over 10
+# Why a page is missing when no failure of it was recorded and its shard has no note.
+NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message was lost)"
 _FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
 
 
@@ -177,6 +179,15 @@ class ShardStatus:
     @property
     def pages_missing(self) -> int:
         return len(self.missing_pages)
+
+    def why_missing(self, page: int) -> str:
+        """Why ``page`` is missing: its last failure; for the awaited page of a shard that has not ended, the
+        shard's note (the chain not ended, the plan that failed); else that nothing was noted."""
+        if page in self.failures:
+            return self.failures[page]
+        if page == self.awaited_page and self.note:
+            return self.note
+        return NOT_NOTED
 
 
 @dataclass

@@ -38,7 +38,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 SHOWN_MISSING = 100
 # The reasons the verdict banner quotes before pointing below.
 SHOWN_REASONS = 5
-NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message was lost)"
 # A dead-letter queue's depth, in the report as in `apilake status`: every message it holds, waiting (visible),
 # being looked at (in flight: received by a peek, not deleted) or delayed.
 DLQ_DEPTH_ATTRIBUTES = (
@@ -204,7 +203,9 @@ def _source_report(source: str, shards: list[ShardStatus], dlq_depth: int | None
     missing: list[MissingPage] = []
     for shard in shards:
         landed = shard.pages or {}
-        lost = [MissingPage(shard=shard.shard, page=page, reason=_why(shard, page)) for page in shard.missing_pages]
+        lost = [
+            MissingPage(shard=shard.shard, page=page, reason=shard.why_missing(page)) for page in shard.missing_pages
+        ]
         pages += landed.values()
         missing += lost
         shard_reports.append(_shard_report(shard, landed))
@@ -230,16 +231,6 @@ def _source_report(source: str, shards: list[ShardStatus], dlq_depth: int | None
         missing=missing,
         timeline=timeline([page.fetched_at for page in pages if page.fetched_at is not None]),
     )
-
-
-def _why(shard: ShardStatus, page: int) -> str:
-    """Why ``page`` of ``shard`` is missing: its last failure; for the awaited page of a shard that has not ended,
-    the shard's note (the chain not ended, the plan that failed); else nothing noted."""
-    if page in shard.failures:
-        return shard.failures[page]
-    if page == shard.awaited_page and shard.note:
-        return shard.note
-    return NOT_NOTED
 
 
 def _shard_report(shard: ShardStatus, landed: Mapping[int, LandedPage]) -> ShardReport:

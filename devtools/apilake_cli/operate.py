@@ -10,19 +10,16 @@ from its outputs, a source's queues by their names.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
-from apilake.lake import is_not_found
-from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, shard_prefix
+from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest
 from apilake.marks import MarkStore, mark_reports
 from apilake.messages import WorkItem
 from apilake_cli.athena import DOLLARS_PER_TB, MAX_ROWS, AthenaQuery, QueryTimedOutError
@@ -109,19 +106,6 @@ def _timestamp(milliseconds: str | None) -> str | None:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def last_failure(ledger: Ledger, item: WorkItem) -> dict[str, Any] | None:
-    """The page's last failure as the worker noted it (``failed=<page>.json``, see apilake.ledger), or None."""
-    key = f"{shard_prefix(item.source, item.run_id, item.shard)}failed={item.page:05d}.json"
-    try:
-        body = ledger.client.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    document: dict[str, Any] = json.loads(body)
-    return document
-
-
 def describe_dlq_message(ledger: Ledger, message: dict[str, Any]) -> dict[str, Any]:
     """A DLQ message: its work item, receives before this look, first receive and the page's last failure."""
     attributes = message.get("Attributes", {})
@@ -141,7 +125,7 @@ def describe_dlq_message(ledger: Ledger, message: dict[str, Any]) -> dict[str, A
     except ValidationError:
         described["body"] = message["Body"]  # not a work item: shown as it is
         return described
-    described.update(run_id=item.run_id, shard=item.shard, page=item.page, last_failure=last_failure(ledger, item))
+    described.update(run_id=item.run_id, shard=item.shard, page=item.page, last_failure=ledger.read_failure(item))
     return described
 
 

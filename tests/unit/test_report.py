@@ -359,8 +359,9 @@ def test_a_report_is_written_again_only_when_a_figure_changed(
     assert (stored_report(ledger, RUN) == report) is written
 
 
-def test_a_stored_report_that_does_not_read_is_written_anew(ledger: Ledger) -> None:
-    ledger.client.put_object(Bucket="lake", Key=report_keys(RUN)[0], Body=b'{"run_id": "older"}')
+@pytest.mark.parametrize("body", [b'{"run_id": "older"}', b"<html>not JSON"], ids=["another version", "not JSON"])
+def test_a_stored_report_that_does_not_read_is_written_anew(ledger: Ledger, body: bytes) -> None:
+    ledger.client.put_object(Bucket="lake", Key=report_keys(RUN)[0], Body=body)
     assert stored_report(ledger, RUN) is None and stored_report(ledger, "never-reported") is None
     assert store_report(ledger, build_report(ledger, MANIFEST, None, NOW), None)
     assert stored_report(ledger, RUN) is not None

@@ -258,6 +258,16 @@ class Ledger:
     def mark_failure(self, item: WorkItem, details: dict[str, Any]) -> None:
         self._put_json(f"{_item_prefix(item)}failed={item.page:05d}.json", details)
 
+    def read_failure(self, item: WorkItem) -> dict[str, Any] | None:
+        """The page's last failure as the worker noted it (``failed=<page>.json``), or None."""
+        document: dict[str, Any] | None = self._get_json(f"{_item_prefix(item)}failed={item.page:05d}.json")
+        return document
+
+    def read_json(self, key: str) -> Any:
+        """A JSON document of the lake (None when there is no such key): what the ledger's neighbours (the run
+        report) keep beside it."""
+        return self._get_json(key)
+
     def mark_end(self, item: WorkItem) -> None:
         self._put_json(f"{_item_prefix(item)}end.json", {"last_page": item.page})
 

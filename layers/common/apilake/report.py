@@ -24,10 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from apilake.lake import is_not_found
 from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
 
 if TYPE_CHECKING:
@@ -404,17 +402,11 @@ def render_html(report: RunReport) -> str:
 def stored_report(ledger: Ledger, run_id: str) -> RunReport | None:
     """The run's ``report.json`` in the lake; None when there is none, or it does not read as a report of this
     version (it is then written anew)."""
-    key = report_keys(run_id)[0]
     try:
-        body = ledger.client.get_object(Bucket=ledger.bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    try:
-        return RunReport.model_validate_json(body)
-    except ValidationError:
-        return None  # written by another version of apilake, or broken: this one writes it anew
+        document = ledger.read_json(report_keys(run_id)[0])
+        return None if document is None else RunReport.model_validate(document)
+    except ValueError:  # not JSON, or not a report of this version: this one writes it anew
+        return None
 
 
 def _figures(report: RunReport) -> dict[str, object]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apilake.config import Budget, CursorPagination, load_sources, parse_sources
+from apilake.config import Budget, ColumnType, CursorPagination, load_sources, parse_sources
 from apilake.exceptions import ConfigError
 from apilake_dev import paths
 
@@ -71,6 +71,15 @@ VALID = [
         doc(schedule={"expression": "rate(2 days)", "complete_within_minutes": 2880}),
         id="schedule: complete within two days",
     ),
+    pytest.param(
+        doc(columns={"id": "bigint", "Name": "string", "_score": "double", "active": "boolean"}),
+        id="columns: scalar types, a capitalised field",
+    ),
+    pytest.param(
+        doc(columns={"updated_at": "timestamp", "day": "date", "tags": "json"}, curated={"recent_days": 3650}),
+        id="columns: time types, json, curated for ten years",
+    ),
+    pytest.param(doc(columns={"id": "bigint"}, curated={"recent_days": 1}), id="columns: curated for a day"),
 ]
 
 
@@ -225,6 +234,69 @@ INVALID = [
         "sources.yaml: source 'api-x': schedule.complete_within_minutes: Input should be a valid integer",
         id="schedule: complete within as words",
     ),
+    pytest.param(
+        doc(columns={"id": "int"}),
+        "sources.yaml: source 'api-x': columns.id: Input should be 'string', 'bigint', 'double', 'boolean', "
+        "'timestamp', 'date' or 'json'",
+        id="columns: unknown type",
+    ),
+    pytest.param(
+        doc(columns={}),
+        "sources.yaml: source 'api-x': columns: Value error, declare at least one field, or leave columns out",
+        id="columns: empty",
+    ),
+    pytest.param(
+        doc(columns={"created-at": "timestamp"}),
+        "sources.yaml: source 'api-x': columns: Value error, field 'created-at': its column name 'created-at' "
+        "(the field lowercased) must match [a-z_][a-z0-9_]*",
+        id="columns: a dash",
+    ),
+    pytest.param(
+        doc(columns={"2fa": "boolean"}),
+        "columns: Value error, field '2fa': its column name '2fa' (the field lowercased) must match",
+        id="columns: a leading digit",
+    ),
+    pytest.param(
+        doc(columns={"user.name": "string"}),
+        "columns: Value error, field 'user.name': its column name 'user.name'",
+        id="columns: a nested path (top-level fields only)",
+    ),
+    pytest.param(
+        doc(columns={"Ingestion_Date": "date"}),
+        "sources.yaml: source 'api-x': columns: Value error, field 'Ingestion_Date': 'ingestion_date' is the curated "
+        "table's partition column",
+        id="columns: the partition's name",
+    ),
+    pytest.param(
+        doc(columns={"userId": "bigint", "userid": "string"}),
+        "sources.yaml: source 'api-x': columns: Value error, fields 'userId' and 'userid' are both column 'userid'",
+        id="columns: two fields, one column",
+    ),
+    pytest.param(
+        doc(columns=["id", "name"]),
+        "sources.yaml: source 'api-x': columns: Input should be a valid dictionary",
+        id="columns: a list",
+    ),
+    pytest.param(
+        doc(curated={"recent_days": 7}),
+        "sources.yaml: source 'api-x': (source): Value error, curated: a source has a curated table only with columns",
+        id="curated without columns",
+    ),
+    pytest.param(
+        doc(columns={"id": "bigint"}, curated={"recent_days": 0}),
+        "sources.yaml: source 'api-x': curated.recent_days: Input should be greater than or equal to 1",
+        id="curated: no day",
+    ),
+    pytest.param(
+        doc(columns={"id": "bigint"}, curated={"recent_days": 3651}),
+        "sources.yaml: source 'api-x': curated.recent_days: Input should be less than or equal to 3650",
+        id="curated: over ten years",
+    ),
+    pytest.param(
+        doc(columns={"id": "bigint"}, curated={"days": 3}),
+        "sources.yaml: source 'api-x': curated.days: Extra inputs are not permitted",
+        id="curated: typo",
+    ),
     pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
     pytest.param(
         ["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"
@@ -305,3 +377,22 @@ def test_unknown_source_names_the_declared_ones() -> None:
 @pytest.mark.parametrize(("rps", "workers", "share"), [(10, 2, 5.0), (50, 5, 10.0), (None, 2, None)])
 def test_each_worker_keeps_to_its_share_of_the_budget(rps: float | None, workers: int, share: float | None) -> None:
     assert Budget(requests_per_second=rps, max_concurrency=workers).per_worker_rps == share
+
+
+@pytest.mark.parametrize(
+    ("columns", "curated", "names", "recent_days"),
+    [
+        (None, None, {}, 7),
+        ({"id": "bigint", "createdAt": "timestamp"}, None, {"id": "id", "createdAt": "createdat"}, 7),
+        ({"ID": "string"}, {"recent_days": 30}, {"ID": "id"}, 30),
+    ],
+    ids=["raw only", "columns, curated by default", "columns, curated for 30 days"],
+)
+def test_declared_fields_name_their_columns_lowercased(
+    columns: dict[str, str] | None, curated: dict[str, int] | None, names: dict[str, str], recent_days: int
+) -> None:
+    extra: dict[str, Any] = {k: v for k, v in {"columns": columns, "curated": curated}.items() if v is not None}
+    source = parse_sources(doc(**extra), "sources.yaml").get("api-x")
+    assert source.column_names() == names
+    assert source.curated.recent_days == recent_days
+    assert source.columns is None or all(isinstance(t, ColumnType) for t in source.columns.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -286,6 +287,33 @@ class Schedule(_Model):
         return value
 
 
+class ColumnType(StrEnum):
+    """A declared column's type (``columns:``); apilake.curated maps each to its Trino type."""
+
+    STRING = "string"
+    BIGINT = "bigint"
+    DOUBLE = "double"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    JSON = "json"  # a nested object or array (or anything), kept as JSON text
+
+
+COLUMN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+RESERVED_COLUMNS = frozenset({"ingestion_date"})  # the curated table's partition
+
+
+def column_name(field: str) -> str:
+    """The curated table's column of a top-level record field: its name lowercased."""
+    return field.lower()
+
+
+class Curated(_Model):
+    """The curated table's settings (a source with ``columns`` only)."""
+
+    recent_days: int = Field(default=7, ge=1, le=3650)  # the ``_recent`` view's days, up to today
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -313,6 +341,9 @@ class Source(_Model):
     retries: Retries = Retries()
     timeouts: Timeouts = Timeouts()
     max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    # The pinned schema: top-level record field -> type. None: raw only (no curated table, no drift check).
+    columns: dict[str, ColumnType] | None = None
+    curated: Curated = Curated()
 
     @field_validator("base_url")
     @classmethod
@@ -334,6 +365,37 @@ class Source(_Model):
         if "?" in value or "#" in value:
             raise ValueError("must not carry a query or fragment: use params")
         return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict[str, ColumnType] | None) -> dict[str, ColumnType] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("declare at least one field, or leave columns out (raw only)")
+        seen: dict[str, str] = {}
+        for field in value:
+            name = column_name(field)
+            if not COLUMN_NAME.fullmatch(name):
+                raise ValueError(
+                    f"field {field!r}: its column name {name!r} (the field lowercased) must match [a-z_][a-z0-9_]*"
+                )
+            if name in RESERVED_COLUMNS:
+                raise ValueError(f"field {field!r}: {name!r} is the curated table's partition column")
+            if name in seen:
+                raise ValueError(f"fields {seen[name]!r} and {field!r} are both column {name!r} (lowercased)")
+            seen[name] = field
+        return value
+
+    @model_validator(mode="after")
+    def _curated_needs_columns(self) -> Source:
+        if "curated" in self.model_fields_set and self.columns is None:
+            raise ValueError("curated: a source has a curated table only with columns; declare columns or drop curated")
+        return self
+
+    def column_names(self) -> dict[str, str]:
+        """Each declared field -> its column name (empty without ``columns``)."""
+        return {field: column_name(field) for field in self.columns or {}}
 
     @model_validator(mode="after")
     def _incremental_unsharded(self) -> Source:

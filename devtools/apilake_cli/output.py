@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apilake.drift import SourceDrift
 from apilake.ledger import RunStatus, SourceStatus
 from apilake.marks import MarkReport
 
@@ -59,9 +60,14 @@ def source_pages(source: SourceStatus) -> tuple[int, int | None]:
     return landed, None if any(e is None for e in expected) else sum(e or 0 for e in expected)
 
 
-def status_document(status: RunStatus, dlq_depths: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+def status_document(
+    status: RunStatus,
+    dlq_depths: Mapping[str, int | None] | None = None,
+    drift: Mapping[str, SourceDrift] | None = None,
+) -> dict[str, Any]:
     """A run's status as ``--json`` gives it; ``dlq_messages`` (of every run, apilake.report's
-    DLQ_DEPTH_ATTRIBUTES) is None where the DLQs were not read, or the source's DLQ no longer exists."""
+    DLQ_DEPTH_ATTRIBUTES) is None where the DLQs were not read, or the source's DLQ no longer exists;
+    ``schema_drift`` (apilake.drift.run_drift) is None for a source without columns, or when not read."""
     sources = []
     for source in status.sources:
         landed, expected = source_pages(source)
@@ -88,6 +94,7 @@ def status_document(status: RunStatus, dlq_depths: Mapping[str, int | None] | No
                 "pages_landed": landed,
                 "pages_expected": expected,
                 "dlq_messages": None if dlq_depths is None else dlq_depths.get(source.source),
+                "schema_drift": _drift_document(drift.get(source.source) if drift else None),
                 "shards": shards,
             }
         )
@@ -99,16 +106,28 @@ def status_document(status: RunStatus, dlq_depths: Mapping[str, int | None] | No
     }
 
 
+def _drift_document(drift: SourceDrift | None) -> dict[str, Any] | None:
+    if drift is None:
+        return None
+    return {
+        "judged": drift.judged,
+        "fields": drift.fields,
+        **drift.model_dump(mode="json", include={"new", "missing", "changed", "pages_observed", "pages_unobserved"}),
+    }
+
+
 def print_status(
     status: RunStatus | None,
     home: Path | None,
     marks: dict[str, MarkReport] | None = None,
     dlq_depths: Mapping[str, int | None] | None = None,
+    drift: Mapping[str, SourceDrift] | None = None,
 ) -> None:
     """Complete or not, per source and shard, with every missing page and why; ``home``: the local
     state folder, whose DLQ dumps are shown too (None for a deployed lake); ``marks``: the incremental
     sources' windows and marks; ``dlq_depths``: the messages in each source's DLQ, of every run (a deployed
-    stack's; None for a source whose DLQ no longer exists)."""
+    stack's; None for a source whose DLQ no longer exists); ``drift``: the schema drift of the sources with
+    columns (apilake.drift.run_drift, from a status read with the pages' details)."""
     if status is None:
         print("status: no run manifest (the planner did not run)")
         return
@@ -144,11 +163,24 @@ def print_status(
         if marks and source.source in marks:
             for line in describe_mark(marks[source.source], source.complete, status.run_id):
                 print(f"    {line}")
+        if drift and source.source in drift:
+            for line in describe_drift(source.source, drift[source.source]):
+                print(f"    {line}")
         dumped = home / "dlq" / f"{source.source}.jsonl" if home else None
         if dumped and dumped.exists():
             for line in dumped.read_text().splitlines():
                 message = json.loads(line)
                 print(f"      in DLQ: {message['body']}")
+
+
+def describe_drift(source: str, drift: SourceDrift) -> list[str]:
+    """A source with columns in a run: its fields as declared, or each that drifted."""
+    if not drift.judged:
+        return [f"schema: not observed ({drift.pages_unobserved} page(s) landed before the worker noted fields)"]
+    if not drift.fields:
+        return [f"schema: as declared ({len(drift.observed)} field(s) seen in {drift.records_observed} record(s))"]
+    lines = [f"schema DRIFT: {drift.fields} field(s) not as columns declare (apilake schema infer --source {source})"]
+    return lines + [f"  {line}" for line in drift.lines()]
 
 
 def describe_mark(report: MarkReport, complete: bool, run_id: str) -> list[str]:

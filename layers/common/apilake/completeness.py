@@ -7,7 +7,9 @@ judged on its run report (:func:`apilake.report.build_report`: the ledger's stat
 status`` prints, and its pages missing, :attr:`ShardStatus.missing_pages`) and the check emits, in the stack's
 namespace:
 
-- per source (dimension ``source``): ``run_complete`` (1 or 0), ``pages_missing``, ``records_landed``;
+- per source (dimension ``source``): ``run_complete`` (1 or 0), ``pages_missing``, ``records_landed``, and for a
+  source with ``columns`` whose fields the worker noted, ``schema_drift_fields`` (new, missing and changed fields,
+  :mod:`apilake.drift`, judged against the columns as they are now: accepted drift no longer counts);
 - for the stack (no ``source`` dimension): ``sources_incomplete`` and ``sources_landed_nothing``, the counts
   the alarms watch (RunIncompleteAlarm, RunLandedNothingAlarm).
 
@@ -38,6 +40,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from apilake.aws import cached_sources, default_clients
 from apilake.config import SourcesFile
+from apilake.drift import rejudge
 from apilake.exceptions import ApilakeError, ConfigError, describe_validation_error
 from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, manifest_key
 from apilake.names import dlq_name
@@ -90,6 +93,7 @@ class SourceVerdict(BaseModel):
     pages_missing: int  # ShardStatus.missing_pages, as the report counts them: a shard not ended misses at least 1
     records_landed: int
     landed_nothing: bool  # no record landed (a complete incremental run with nothing new is not counted)
+    schema_drift_fields: int | None = None  # None: a source without columns, or whose fields were not noted
 
 
 class CompletenessSummary(BaseModel):
@@ -165,6 +169,8 @@ class CompletenessCheck:
             count(verdict.source, Metric.RUN_COMPLETE, int(verdict.complete))
             count(verdict.source, Metric.PAGES_MISSING, verdict.pages_missing)
             count(verdict.source, Metric.RECORDS_LANDED, verdict.records_landed)
+            if verdict.schema_drift_fields is not None:
+                count(verdict.source, Metric.SCHEMA_DRIFT_FIELDS, verdict.schema_drift_fields)
         incomplete = sum(not verdict.complete for verdict in verdicts)
         landed_nothing = sum(verdict.landed_nothing for verdict in verdicts)
         count_stack(Metric.SOURCES_INCOMPLETE, incomplete)
@@ -241,7 +247,7 @@ class CompletenessCheck:
         stored = read_stored_report(self.ledger, run.run_id) if run.reported else None
         if stored is not None and stored.complete and stored.created_at == manifest.created_at:
             return stored, stored
-        return build_report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now), stored
+        return build_report(self.ledger, manifest, self.dlq_depths(list(manifest.sources)), now, self.sources), stored
 
     def _store(self, report: RunReport, stored: RunReport | None) -> bool:
         """Put ``report`` if a figure changed; a final stored report (:meth:`_report` returned it) stays as it is."""
@@ -274,7 +280,12 @@ class CompletenessCheck:
 
     def _verdict(self, report: RunReport, name: str) -> SourceVerdict:
         (source,) = [source for source in report.sources if source.source == name]
-        return verdict_of(report, source, self.due_within(name), self.sources.get(name).incremental is not None)
+        declared = self.sources.get(name)
+        verdict = verdict_of(report, source, self.due_within(name), declared.incremental is not None)
+        drift = rejudge(declared, source.drift)
+        if drift is not None and drift.judged:
+            verdict.schema_drift_fields = drift.fields
+        return verdict
 
     def dlq_depths(self, sources: Sequence[str]) -> dict[str, int]:
         """Messages in each source's dead-letter queue (approximate, as SQS counts: :func:`apilake.report.dlq_depth`),

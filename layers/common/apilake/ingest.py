@@ -34,7 +34,7 @@ from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage, paginator_for
 from apilake.queue import MAX_DELAY_SECONDS, QueueSender
-from apilake.records import extract_records
+from apilake.records import FieldKinds, extract_records
 from apilake.settings import WorkerSettings
 
 CIRCUIT_THRESHOLD = 3  # retryable failures in a row that stop this batch's calls to the vendor
@@ -217,11 +217,14 @@ class PageIngester:
         records = extract_records(page.document, source.records_path)
         following = paginator.next_page(item, page, records)
         next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
-        # Incremental sources: the cursor's highest value on this page is noted as the page is encoded.
-        observed = HighWater(records, source.incremental) if source.incremental else None
+        # Noted as the page is encoded: the top-level fields' kinds of a source with columns (its schema drift,
+        # apilake.drift), an incremental source's highest cursor value.
+        kinds = FieldKinds(records) if source.columns is not None else None
+        encoded: Sequence[Any] = records if kinds is None else kinds
+        observed = HighWater(encoded, source.incremental) if source.incremental else None
         result = self.writer.write_page(
             page_key(item.source, item.ingestion_date, item.shard, item.page),
-            records if observed is None else observed,
+            encoded if observed is None else observed,
             {
                 "fetched-at": self._clock().isoformat(timespec="seconds"),
                 "request-fingerprint": request_fingerprint(request),
@@ -248,6 +251,8 @@ class PageIngester:
         }
         if observed is not None and observed.highest is not None:
             details["cursor_max"] = to_json(observed.highest)
+        if kinds is not None:
+            details["fields"] = kinds.fields
         count(item.source, Metric.PAGES_INGESTED if result.written else Metric.PAGES_UNCHANGED)
         count(item.source, Metric.RECORDS_INGESTED, result.records)
         count(item.source, Metric.BYTES_WRITTEN, result.bytes_written)

@@ -119,6 +119,8 @@ class LandedPage(BaseModel):
     throttled: int | None = None  # 429 answers among them
     latency_ms: float | None = None  # of the successful response
     parks: int | None = None  # times the page waited in its queue because the vendor asked
+    # A source with columns: each top-level field of the page's records -> its JSON kinds (apilake.drift)
+    fields: dict[str, list[str]] | None = None
 
 
 class Claim(StrEnum):

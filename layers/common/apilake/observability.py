@@ -43,6 +43,7 @@ class Metric(StrEnum):
     RUN_COMPLETE = "run_complete"
     PAGES_MISSING = "pages_missing"
     RECORDS_LANDED = "records_landed"
+    SCHEMA_DRIFT_FIELDS = "schema_drift_fields"  # a source with columns: fields new, missing or of a changed type
     # ... and for the stack, what the alarms watch.
     SOURCES_INCOMPLETE = "sources_incomplete"
     SOURCES_LANDED_NOTHING = "sources_landed_nothing"

@@ -154,6 +154,63 @@ def _lazy_array(text: str, pos: int) -> tuple[LazyRecords, int]:
         pos = _skip(text, pos + 1)
 
 
+# A JSON value's kind, as the worker notes it per top-level field (the run's schema drift, apilake.drift).
+KINDS = ("string", "integer", "number", "boolean", "object", "array", "null")
+_KIND_OF_TYPE: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+
+
+def kind_of(value: Any) -> str:
+    """The JSON kind of a value as :mod:`json` parses it (exactly these types: no subclass)."""
+    return _KIND_OF_TYPE[type(value)]
+
+
+class FieldKinds(Sequence[Any]):
+    """A page's records, as the lake writer reads them (once, as it encodes them), noting the JSON kinds of
+    each record's top-level fields on the way (as :class:`apilake.incremental.HighWater` notes its cursor):
+    a large page's lazily parsed records are not parsed twice. A record that is not an object has no fields."""
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self._records = records
+        self._seen: dict[str, set[type]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._records[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        seen = self._seen
+        for record in self._records:
+            if isinstance(record, dict):
+                for field, value in record.items():
+                    kinds = seen.get(field)
+                    if kinds is None:
+                        seen[field] = {type(value)}
+                    else:
+                        kinds.add(type(value))
+            yield record
+
+    @property
+    def fields(self) -> dict[str, list[str]]:
+        """Each top-level field seen -> its kinds (in :data:`KINDS`' order), the fields in the order first seen."""
+        return {
+            field: sorted({_KIND_OF_TYPE[t] for t in types}, key=KINDS.index) for field, types in self._seen.items()
+        }
+
+
 _MISSING = object()
 
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from apilake.config import Source, SourcesFile
+from apilake.drift import SourceDrift, source_drift
 from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
 
 if TYPE_CHECKING:
@@ -115,6 +117,8 @@ class SourceReport(_Model):
     shards: list[ShardReport]
     missing: list[MissingPage]
     timeline: list[TimelinePoint]
+    # The run's fields against the declared columns (apilake.drift); None: a source without columns (raw only).
+    drift: SourceDrift | None = None
 
 
 class RunReport(_Model):
@@ -171,12 +175,19 @@ def _missing_line(source: str, missing: MissingPage) -> str:
 
 
 def build_report(
-    ledger: Ledger, manifest: RunManifest, dlq_depths: Mapping[str, int] | None, now: datetime
+    ledger: Ledger,
+    manifest: RunManifest,
+    dlq_depths: Mapping[str, int] | None,
+    now: datetime,
+    sources_file: SourcesFile | None = None,
 ) -> RunReport:
-    """The report of ``manifest``'s run as the ledger has it ``now``."""
+    """The report of ``manifest``'s run as the ledger has it ``now``; the schema drift of the sources with
+    ``columns`` in ``sources_file`` (None: no drift section)."""
     status = ledger.status(manifest, details=True)
+    declared = sources_file.by_name if sources_file is not None else {}
     sources = [
-        _source_report(source.source, source.shards, (dlq_depths or {}).get(source.source)) for source in status.sources
+        _source_report(source.source, source.shards, (dlq_depths or {}).get(source.source), declared.get(source.source))
+        for source in status.sources
     ]
     expected = [source.pages_expected for source in sources]
     return RunReport(
@@ -195,7 +206,9 @@ def build_report(
     )
 
 
-def _source_report(source: str, shards: list[ShardStatus], dlq_depth: int | None) -> SourceReport:
+def _source_report(
+    source: str, shards: list[ShardStatus], dlq_depth: int | None, declared: Source | None
+) -> SourceReport:
     pages: list[LandedPage] = []
     shard_reports: list[ShardReport] = []
     missing: list[MissingPage] = []
@@ -228,6 +241,7 @@ def _source_report(source: str, shards: list[ShardStatus], dlq_depth: int | None
         shards=shard_reports,
         missing=missing,
         timeline=timeline([page.fetched_at for page in pages if page.fetched_at is not None]),
+        drift=source_drift(declared, pages),
     )
 
 
@@ -430,10 +444,14 @@ def store_report(ledger: Ledger, report: RunReport, stored: RunReport | None) ->
 
 
 def write_report(
-    ledger: Ledger, manifest: RunManifest, dlq_depths: Mapping[str, int] | None, now: datetime
+    ledger: Ledger,
+    manifest: RunManifest,
+    dlq_depths: Mapping[str, int] | None,
+    now: datetime,
+    sources_file: SourcesFile | None = None,
 ) -> RunReport:
     """Build the run's report and put ``report.json`` and ``report.html`` beside its manifest (unless the stored
     report has the same figures)."""
-    report = build_report(ledger, manifest, dlq_depths, now)
+    report = build_report(ledger, manifest, dlq_depths, now, sources_file)
     store_report(ledger, report, stored_report(ledger, manifest.run_id))
     return report

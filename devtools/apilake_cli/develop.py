@@ -196,6 +196,42 @@ def add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     up.set_defaults(func=cmd_local_up)
 
 
+def add_schema_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`apilake schema infer`: a source's ``columns:`` block from the local lake's records."""
+    schema = commands.add_parser("schema", help="a source's pinned schema (its columns in the sources file) (dev)")
+    actions = schema.add_subparsers(required=True, metavar="ACTION")
+    infer = actions.add_parser(
+        "infer",
+        help="print the columns: block inferred from the source's records in the local lake folder (to paste into "
+        "the sources file, or to compare with what it declares)",
+    )
+    infer.add_argument("--source", required=True, help="the source (its raw/source=<name>/ pages are read)")
+    infer.add_argument("--lake", type=Path, help="the lake folder (default: <home>/lake)")
+    infer.add_argument(
+        "--sources",
+        type=Path,
+        help="the sources file whose declared columns the inference is compared with (default: the checkout's "
+        "layers/common/sources.yaml, when it declares the source)",
+    )
+    infer.set_defaults(func=cmd_schema_infer)
+
+
+def cmd_schema_infer(args: argparse.Namespace) -> int:
+    with dev_install("schema infer"):
+        from apilake_dev import paths, schema
+    from apilake.config import load_sources
+
+    found = schema.infer(args.lake or args.home / "lake", args.source)
+    declared = None
+    path = args.sources or paths.SOURCES
+    if args.sources or path.exists():
+        by_name = load_sources(path).by_name
+        if args.source in by_name:
+            declared = by_name[args.source].columns
+    print(schema.render(found, declared))
+    return 0
+
+
 def wait_for_interrupt() -> None:
     """Block until Ctrl-C."""
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,13 +1,18 @@
-"""SQL over the lake folder with DuckDB: one view per source (``source_api_b``, as the Glue table), and ``raw``;
-and for each source with a ``record_id_path``, ``source_api_b_current``: the latest version of each record
-(the statement of ``apilake_dev.sql``, as Athena's named query holds it, transpiled).
+"""SQL over the lake folder with DuckDB, under the names Athena has: one view per source (``source_api_b``, as
+the Glue table), and ``raw``; for each source with ``columns`` (the sources file), its curated zone:
+``source_api_b_lines``, ``source_api_b_curated`` (Parquet), ``source_api_b_current`` and ``source_api_b_recent``
+(apilake.curated's statements, transpiled; stale dates are curated first, apilake_dev.curate); for each other
+source with a ``record_id_path``, ``source_api_b_current`` over the raw pages (apilake_dev.sql, decision 27).
+And one table Athena does not have: ``lake_files`` (zone, source, ingestion_date, key, bytes), the lake
+folder's pages and Parquet files, to compare what each zone stores.
 
-The lake stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
+The raw zone stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
 ``source=``, ``ingestion_date=`` and ``shard=`` folders as columns (Hive partitioning).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +23,10 @@ import duckdb
 from apilake.config import Source, load_sources
 from apilake.exceptions import ConfigError
 from apilake.names import table_name
-from apilake_dev import paths
+from apilake_dev import curate, paths
 from apilake_dev.sql import current_view_name, local_current_view
 
+_KEY = re.compile(r"(?:raw|curated)/source=(?P<source>[^/]+)/ingestion_date=(?P<date>\d{4}-\d{2}-\d{2})/")
 READER = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true{extra})"
 
 
@@ -44,17 +50,25 @@ def known_sources() -> list[Source]:
 
 
 def connect(lake: Path, sources: Sequence[Source] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per source that has data, and ``raw`` over every source; and
-    ``source_<name>_current`` for each of ``sources`` (default :func:`known_sources`) that has data and a record id."""
-    connection = duckdb.connect()
+    """A DuckDB connection with a view per source that has data, and ``raw`` over every source; and for each of
+    ``sources`` (default :func:`known_sources`) that has data: its curated zone's table and views (``columns``),
+    else ``source_<name>_current`` over the raw pages (a record id)."""
     landed = sources_in(lake)
     if not landed:
         raise FileNotFoundError(f"no pages in {lake / 'raw'}: run `apilake demo` or `apilake run --local` first")
+    configs = [config for config in (known_sources() if sources is None else sources) if config.name in landed]
+    written = curate.curate_lake(lake, configs)
+    if written:
+        print(f"curated first: {', '.join(f'{c.source} {c.ingestion_date}' for c in written)}", file=sys.stderr)
+    connection = curate.connect()
     for source in landed:
         glob = (lake / "raw" / f"source={source}" / "*" / "*" / "*.json.gz").as_posix()
         connection.execute(f'CREATE VIEW "{table_name(source)}" AS SELECT * FROM {READER.format(glob=glob, extra="")}')
-    for config in known_sources() if sources is None else sources:
-        if config.name in landed:
+    for config in configs:
+        if config.columns:
+            curate.create_lines_view(connection, lake, config.name)
+            curate.create_curated_views(connection, lake, config)
+        else:
             glob = (lake / "raw" / f"source={config.name}" / "*" / "*" / "*.json.gz").as_posix()
             statement = local_current_view(config, READER.format(glob=glob, extra=", filename=true"))
             try:
@@ -64,7 +78,23 @@ def connect(lake: Path, sources: Sequence[Source] | None = None) -> duckdb.DuckD
                 print(f"no view {current_view_name(config.name)}: {exc}", file=sys.stderr)
     everything = (lake / "raw" / "*" / "*" / "*" / "*.json.gz").as_posix()
     connection.execute(f"CREATE VIEW raw AS SELECT * FROM {READER.format(glob=everything, extra='')}")
+    create_lake_files(connection, lake)
     return connection
+
+
+def create_lake_files(connection: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """``lake_files``: each raw page and curated Parquet file of the lake folder, its key (as in S3) and size."""
+    connection.execute(
+        "CREATE TABLE lake_files (zone VARCHAR, source VARCHAR, ingestion_date DATE, key VARCHAR, bytes BIGINT)"
+    )
+    rows = [
+        (zone, match["source"], match["date"], key, path.stat().st_size)
+        for zone, pattern in (("raw", "*.json.gz"), ("curated", "*.parquet"))
+        for path in sorted((lake / zone).rglob(pattern))
+        if (match := _KEY.match(key := path.relative_to(lake).as_posix()))
+    ]
+    if rows:
+        connection.executemany("INSERT INTO lake_files VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def run(lake: Path, sql: str, sources: Sequence[Source] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -9,7 +9,8 @@ the one landed last, by ingestion date, then shard, then page (the row's object 
 The statement is written once, in Athena's dialect (:func:`create_current_view`); the template's named
 query holds it as it is, and the local DuckDB view is the same statement transpiled by sqlglot
 (:func:`local_current_view`). The outer ``SELECT *`` keeps ``version_rank`` (always 1): Trino has no
-``EXCLUDE``.
+``EXCLUDE``. A source with ``columns`` has its ``_current`` view over the curated table instead
+(``apilake.curated``); :func:`to_duckdb` transpiles those statements too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from apilake.config import Source
 from apilake.names import table_name
 
-ATHENA = "trino"
+ATHENA = "athena"  # sqlglot: Trino for queries and views, Hive for DDL, as Athena engine 3
 DUCKDB = "duckdb"
 RANK = "version_rank"
 PATH = "$path"  # Athena's hidden column: the S3 object a row was read from
@@ -59,6 +60,25 @@ def create_current_view(source: Source) -> str | None:
     if select is None:
         return None
     return f"CREATE OR REPLACE VIEW {current_view_name(source.name)} AS\n{select}\n"
+
+
+def to_duckdb(statement: str) -> str:
+    """An Athena (Trino) statement as DuckDB's, by sqlglot, with one function made to mean what it means in Trino:
+    ``json_extract_scalar`` of an object or array is NULL there (DuckDB's ``->>`` would give its JSON text)."""
+    import sqlglot
+    from sqlglot import exp
+
+    def scalar_only(node: exp.Expr) -> exp.Expr:
+        if not isinstance(node, exp.JSONExtractScalar):
+            return node
+        document, path = node.this.sql(dialect=DUCKDB), node.expression.sql(dialect=DUCKDB)
+        return sqlglot.parse_one(
+            f"CASE WHEN json_type({document}, {path}) IN ('OBJECT', 'ARRAY') THEN NULL "
+            f"ELSE {node.sql(dialect=DUCKDB)} END",
+            read=DUCKDB,
+        )
+
+    return sqlglot.parse_one(statement, read=ATHENA).transform(scalar_only).sql(dialect=DUCKDB)
 
 
 def local_current_view(source: Source, reader: str) -> str | None:

@@ -56,17 +56,17 @@ def test_every_source_of_both_sources_files_has_an_athena_statement_if_it_has_a_
             assert statement is None and current_select(config) is None
             continue
         assert statement is not None
-        parsed = sqlglot.parse_one(statement, read="trino")  # raises on anything Athena's engine would not read
+        parsed = sqlglot.parse_one(statement, read="athena")  # raises on anything Athena's engine would not read
         assert isinstance(parsed, exp.Create) and parsed.this.name == current_view_name(config.name)
         assert [t.name for t in parsed.expression.find_all(exp.Table)] == [table_name(config.name)]
         select = current_select(config)
-        assert select is not None and isinstance(sqlglot.parse_one(select, read="trino"), exp.Select)
+        assert select is not None and isinstance(sqlglot.parse_one(select, read="athena"), exp.Select)
 
 
 def test_a_nested_record_id_is_a_field_of_a_struct_column() -> None:
     assert id_expression("customer.id") == 't."customer"."id"'
     config = source("nested-ids", "customer.id")
-    window = sqlglot.parse_one(current_select(config) or "", read="trino").find(exp.Window)
+    window = sqlglot.parse_one(current_select(config) or "", read="athena").find(exp.Window)
     assert window is not None
     assert window.args["partition_by"][0].sql("trino") == 't."customer"."id"'
 
@@ -146,9 +146,9 @@ def test_a_configured_source_with_no_pages_yet_gets_no_view(tmp_path: Path) -> N
 def test_without_sources_given_the_views_follow_the_projects_sources_files(tmp_path: Path) -> None:
     named = {s.name: s for s in query.known_sources()}
     with_id = next(name for name, s in named.items() if s.record_id_path == "id")
-    land(tmp_path, with_id, DAY_1, [{"id": 1, "v": "old"}])
-    land(tmp_path, with_id, DAY_2, [{"id": 1, "v": "new"}])
-    _, found = query.run(tmp_path, f"SELECT v FROM {current_view_name(with_id)}")
+    land(tmp_path, with_id, DAY_1, [{"id": 1, "name": "old"}])
+    land(tmp_path, with_id, DAY_2, [{"id": 1, "name": "new"}])
+    _, found = query.run(tmp_path, f"SELECT name FROM {current_view_name(with_id)}")  # raw or curated alike
     assert found == [("new",)]
 
 

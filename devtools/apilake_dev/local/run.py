@@ -2,8 +2,8 @@
 
 moto's server plays AWS (resources from template.yaml), the planner handler runs with the planner
 event, container processes drain the queues through the worker handler, the raw zone is cataloged
-in the emulator's Glue, the run's report is written into the ledger, and the lake is mirrored to a
-folder for DuckDB.
+in the emulator's Glue, the run's report is written into the ledger, the lake is mirrored to a
+folder for DuckDB, and the sources with ``columns`` are curated there (apilake_dev.curate).
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from apilake.config import load_sources
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger, RunStatus
 from apilake.observability import Metric
 from apilake.report import report_keys, write_report
 from apilake_cli.lakefolder import mirror
 from apilake_cli.redrive import peek, redrive
+from apilake_dev.curate import Curated, curate_lake
 from apilake_dev.local.aws import LocalAws, deploy, load_template
 from apilake_dev.local.catalog import catalog_source, ensure_database
 from apilake_dev.local.containers import (
@@ -56,12 +58,19 @@ class LocalRunResult:
     planner_error: str | None = None
     catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
     report: Path | None = None  # the run's report.html in the lake folder
+    curated: list[Curated] = field(default_factory=list)  # the (source, date) partitions written in the lake folder
+    curation_error: str | None = None
 
     @property
     def ok(self) -> bool:
         clean = all(s.dlq == 0 for s in self.sources.values())
         return (
-            self.drained and self.planner_error is None and clean and self.status is not None and self.status.complete
+            self.drained
+            and self.planner_error is None
+            and self.curation_error is None
+            and clean
+            and self.status is not None
+            and self.status.complete
         )
 
 
@@ -169,7 +178,8 @@ class LocalRun:
         return redrive(self.sqs, self.deployment.dlqs[source], self.deployment.queues[source])
 
     def finish(self, run_id: str | None, drained: bool, planner_error: str | None = None) -> LocalRunResult:
-        """Catalog the raw zone, write the run's report (DLQ depths from the local queues), mirror the lake."""
+        """Catalog the raw zone, write the run's report (DLQ depths from the local queues), mirror the lake,
+        curate it (the run's date, and every other date whose curated file is missing or stale)."""
         summaries = _summaries(self.per_source, {s: self.dlq_messages(s) for s in self.deployment.dlqs}, self.home)
         glue = self.aws.client("glue")
         ensure_database(glue, self.deployment.database)
@@ -187,6 +197,7 @@ class LocalRun:
         mirror(self.s3, self.deployment.bucket, self.home / "lake")
         if report is not None:
             self.echo(f"run report: {report}")
+        written, curation_error = self.curate(manifest.ingestion_date if manifest else None)
         return LocalRunResult(
             run_id=run_id or "",
             drained=drained,
@@ -196,7 +207,29 @@ class LocalRun:
             planner_error=planner_error,
             catalog=catalog,
             report=report,
+            curated=written,
+            curation_error=curation_error,
         )
+
+    def curate(self, ingestion_date: date | None) -> tuple[list[Curated], str | None]:
+        """The curated zone in the lake folder, by DuckDB: what was written, or why it failed."""
+        import duckdb
+
+        try:
+            written = curate_lake(
+                self.home / "lake",
+                load_sources(self.sources_file).sources,
+                dates=[ingestion_date] if ingestion_date else None,
+            )
+        except duckdb.Error as exc:
+            self.echo(f"curation failed: {exc}")
+            return [], str(exc)
+        if written:
+            self.echo(
+                "curated (Parquet in the lake folder): "
+                + ", ".join(f"{c.source} {c.ingestion_date} {c.rows} rows" for c in written)
+            )
+        return written, None
 
 
 def run_local(

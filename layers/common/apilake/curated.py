@@ -1,0 +1,222 @@
+"""The curated zone: each source with ``columns`` as typed Parquet, one row per record id and ingestion date.
+
+One definition of the SQL, in Athena's dialect (Trino), written here and nowhere else:
+
+- ``source_<x>_lines``: the raw zone as text, one varchar column ``line`` (a record's JSON), the partition
+  ``ingestion_date`` (a date) and Athena's hidden ``"$path"`` (the object a line was read from).
+- :func:`curate_select`: one ingestion date's lines as the declared columns, each value extracted from the
+  record and cast to its pinned type; a value of another type (a vendor's change not yet accepted in the
+  sources file) is NULL, so the curated table keeps its types. One row per record id (``record_id_path``):
+  the one fetched last that day (the later shard, then the later page: the later ``"$path"``); rows
+  without an id are all kept.
+- :func:`unload_statement`: that SELECT written as Parquet (Snappy) under :func:`curated_prefix` on AWS
+  (after the prefix is emptied: a date's partition is recomputed from all of the date's raw pages, so
+  running it twice gives the same partition). Locally, DuckDB runs the same SELECT transpiled by sqlglot
+  (``devtools/apilake_dev/curate.py``).
+- ``source_<x>_current`` (:func:`create_current_view`): one row per record id over every date, the newest
+  ingestion date's; ``source_<x>_recent`` (:func:`create_recent_view`): the rows of the last
+  ``curated.recent_days`` ingestion dates up to today.
+
+The casts are written so that Trino and DuckDB agree on which values are of the pinned type: integers and
+dates by their text's shape, booleans by JSON's literals, timestamps as ISO 8601 (an offset converted to UTC)
+or ``YYYY-MM-DD HH:MM:SS``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from apilake.config import ColumnType, Source, column_name
+from apilake.exceptions import ConfigError
+from apilake.names import table_name
+
+CURATED_PREFIX = "curated/"
+PATH = "$path"  # Athena's hidden column: the S3 object a row was read from
+LINE = "line"
+RANK = "version_rank"
+PARTITION = "ingestion_date"
+LINES_ALIAS = "l"
+CURATED_ALIAS = "c"
+
+# A declared type (``columns:``) -> the curated table's Trino type (Glue's: see the template's generator).
+COLUMN_TYPES: dict[ColumnType, str] = {
+    ColumnType.STRING: "varchar",
+    ColumnType.BIGINT: "bigint",
+    ColumnType.DOUBLE: "double",
+    ColumnType.BOOLEAN: "boolean",
+    ColumnType.TIMESTAMP: "timestamp(3)",
+    ColumnType.DATE: "date",
+    ColumnType.JSON: "varchar",
+}
+
+
+def lines_table(name: str) -> str:
+    """``api-b`` -> ``source_api_b_lines``: the raw zone's records as JSON text, one per row."""
+    return f"{table_name(name)}_lines"
+
+
+def curated_table(name: str) -> str:
+    """``api-b`` -> ``source_api_b_curated``: the declared columns, one row per record id and ingestion date."""
+    return f"{table_name(name)}_curated"
+
+
+def current_view(name: str) -> str:
+    """``api-b`` -> ``source_api_b_current``: the latest version of each record across ingestion dates."""
+    return f"{table_name(name)}_current"
+
+
+def recent_view(name: str) -> str:
+    """``api-b`` -> ``source_api_b_recent``: the curated rows of the last ``recent_days`` days."""
+    return f"{table_name(name)}_recent"
+
+
+def curated_prefix(name: str, ingestion_date: date | str) -> str:
+    """Where a source's ingestion date lands in the curated zone: ``curated/source=<name>/ingestion_date=<D>/``."""
+    return f"{CURATED_PREFIX}source={name}/{PARTITION}={as_date(ingestion_date).isoformat()}/"
+
+
+def as_date(value: date | str) -> date:
+    """An ingestion date as given (a date, or its YYYY-MM-DD text)."""
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"ingestion date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _columns(source: Source) -> dict[str, ColumnType]:
+    if not source.columns:
+        raise ConfigError(f"source {source.name!r}: no columns declared, so no curated table (raw only)")
+    return source.columns
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _json_path(path: str) -> str:
+    """``customer.id`` -> ``'$.customer.id'``: a field of the record (its names are identifiers: config)."""
+    return "'$." + path.replace("'", "''") + "'"
+
+
+def extract(field: str, kind: ColumnType, line: str = f"{LINES_ALIAS}.{LINE}") -> str:
+    """The value of the record's top-level ``field`` as the pinned ``kind``; NULL when it is of another type."""
+    kind, path = ColumnType(kind), _json_path(field)
+    text = f"json_extract_scalar({line}, {path})"  # a scalar's text; NULL for an object, an array or null
+    if kind is ColumnType.STRING:
+        return text
+    if kind is ColumnType.JSON:  # anything, as JSON text; JSON's null is SQL's NULL
+        return f"NULLIF(json_format(json_extract({line}, {path})), 'null')"
+    if kind is ColumnType.BIGINT:
+        return f"CASE WHEN regexp_like({text}, '^-?[0-9]{{1,18}}$') THEN TRY_CAST({text} AS bigint) END"
+    if kind is ColumnType.DOUBLE:
+        return f"TRY_CAST({text} AS double)"
+    if kind is ColumnType.BOOLEAN:
+        return f"CASE {text} WHEN 'true' THEN true WHEN 'false' THEN false END"
+    if kind is ColumnType.DATE:
+        return f"CASE WHEN regexp_like({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$') THEN TRY_CAST({text} AS date) END"
+    # timestamp: ISO 8601 (2026-11-26T13:00:05Z, an offset converted to UTC), else 2026-11-26 13:00:05
+    spaced = f"regexp_like({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ')"
+    return (
+        f"COALESCE(TRY(CAST(from_iso8601_timestamp({text}) AT TIME ZONE 'UTC' AS timestamp(3))), "
+        f"CASE WHEN {spaced} THEN TRY_CAST({text} AS timestamp(3)) END)"
+    )
+
+
+def curate_select(source: Source, ingestion_date: date | str) -> str:
+    """One ingestion date of ``source_<x>_lines`` as the declared columns, one row per record id (Trino SQL)."""
+    columns = _columns(source)
+    day = as_date(ingestion_date).isoformat()
+    names = [_quoted(column_name(field)) for field in columns]
+    values = ",\n    ".join(
+        f"{extract(field, kind)} AS {_quoted(column_name(field))}" for field, kind in columns.items()
+    )
+    where = f"WHERE {LINES_ALIAS}.{PARTITION} = DATE '{day}'"
+    lines = f"FROM {lines_table(source.name)} AS {LINES_ALIAS}\n  {where}"
+    if not source.record_id_path:
+        return f"SELECT\n    {values}\n  {lines}"
+    record_id = f"json_extract_scalar({LINES_ALIAS}.{LINE}, {_json_path(source.record_id_path)})"
+    # The latest fetched of each id that day: the later shard, then page (the later object); the line itself
+    # settles a record seen twice on one page, so every run picks the same row.
+    latest = f'{LINES_ALIAS}."{PATH}" DESC, {LINES_ALIAS}.{LINE} DESC'
+    return (
+        f"SELECT {', '.join(names)} FROM (\n"
+        f"  SELECT\n    {values},\n"
+        f"    CASE WHEN {record_id} IS NULL THEN 1\n"
+        f"      ELSE row_number() OVER (PARTITION BY {record_id} ORDER BY {latest}) END AS {RANK}\n"
+        f"  {lines}\n"
+        f") WHERE {RANK} = 1"
+    )
+
+
+def unload_statement(source: Source, ingestion_date: date | str, bucket: str) -> str:
+    """Athena's ``UNLOAD`` of :func:`curate_select` to the date's curated prefix (to be emptied first)."""
+    location = f"s3://{bucket}/{curated_prefix(source.name, ingestion_date)}"
+    return (
+        f"UNLOAD ({curate_select(source, ingestion_date)})\n"
+        f"TO '{location}'\nWITH (format = 'PARQUET', compression = 'SNAPPY')"
+    )
+
+
+def _id_column(source: Source) -> str | None:
+    """The record id as an expression over the curated table: its column, or a field of a json column."""
+    if not source.record_id_path:
+        return None
+    first, _, rest = source.record_id_path.partition(".")
+    kinds = {column_name(field): kind for field, kind in _columns(source).items() if field == first}
+    if not kinds:
+        return None
+    name, kind = next(iter(kinds.items()))
+    column = f"{CURATED_ALIAS}.{_quoted(name)}"
+    if not rest:
+        return column
+    if ColumnType(kind) is not ColumnType.JSON:
+        return None
+    return f"json_extract_scalar({column}, {_json_path(rest)})"
+
+
+def current_select(source: Source) -> str | None:
+    """The latest version of each record (the newest ingestion date's), Trino SQL; None without an id in
+    the declared columns (``record_id_path`` unset, or its field not declared)."""
+    record_id = _id_column(source)
+    if record_id is None:
+        return None
+    names = ", ".join([*(_quoted(name) for name in source.column_names().values()), PARTITION])
+    return (
+        f"SELECT {names} FROM (\n"
+        f"  SELECT {CURATED_ALIAS}.*,\n"
+        f"    CASE WHEN {record_id} IS NULL THEN 1\n"
+        f"      ELSE row_number() OVER (PARTITION BY {record_id} ORDER BY {CURATED_ALIAS}.{PARTITION} DESC) END"
+        f" AS {RANK}\n"
+        f"  FROM {curated_table(source.name)} AS {CURATED_ALIAS}\n"
+        f") WHERE {RANK} = 1"
+    )
+
+
+def create_current_view(source: Source) -> str | None:
+    """``CREATE OR REPLACE VIEW source_<x>_current AS ...``; None when :func:`current_select` is."""
+    select = current_select(source)
+    return None if select is None else f"CREATE OR REPLACE VIEW {current_view(source.name)} AS\n{select}"
+
+
+def recent_select(source: Source) -> str:
+    """The curated rows of the last ``curated.recent_days`` ingestion dates, today's included (Trino SQL)."""
+    _columns(source)
+    days = source.curated.recent_days
+    return f"SELECT * FROM {curated_table(source.name)}\nWHERE {PARTITION} > current_date - INTERVAL '{days}' DAY"
+
+
+def create_recent_view(source: Source) -> str:
+    """``CREATE OR REPLACE VIEW source_<x>_recent AS ...``."""
+    return f"CREATE OR REPLACE VIEW {recent_view(source.name)} AS\n{recent_select(source)}"
+
+
+def statements(source: Source, ingestion_date: date | str, bucket: str) -> list[str]:
+    """Every statement of a source's curated zone for one ingestion date: the UNLOAD, then the views."""
+    current = create_current_view(source)
+    return [
+        unload_statement(source, ingestion_date, bucket),
+        *([current] if current else []),
+        create_recent_view(source),
+    ]

@@ -172,17 +172,30 @@ def test_every_metric_alarm_tells_the_topic_and_composite_alarms_tell_nobody(res
 # ── the alarms on the dashboard ──
 
 
-def rule_names(alarm: dict[str, Any]) -> list[str]:
-    """The alarms a composite alarm's rule names (``ALARM("${Logical}") OR ...``), in order."""
-    rule = alarm["Properties"]["AlarmRule"]["Fn::Sub"]
+def _named(rule: str) -> list[str]:
     assert re.fullmatch(r'ALARM\("\$\{\w+\}"\)( OR ALARM\("\$\{\w+\}"\))*', rule), rule
     return re.findall(r'ALARM\("\$\{(\w+)\}"\)', rule)
 
 
-def test_each_source_has_one_alarm_over_all_of_its_own(resources: dict[str, Any], source: str) -> None:
+def rule_names(alarm: dict[str, Any]) -> list[str]:
+    """The alarms a composite alarm's rule names (``ALARM("${Logical}") OR ...``), in order; for a source with
+    columns, the rule with AlarmOnSchemaDrift on (its schema-drift alarm last, the rule without it otherwise)."""
+    rule = alarm["Properties"]["AlarmRule"]
+    if "Fn::If" in rule:
+        condition, drift_on, drift_off = rule["Fn::If"]
+        on, off = _named(drift_on["Fn::Sub"]), _named(drift_off["Fn::Sub"])
+        assert condition == "AlarmsOnSchemaDrift" and on[:-1] == off and on[-1].endswith("SchemaDriftAlarm"), rule
+        return on
+    return _named(rule["Fn::Sub"])
+
+
+def test_each_source_has_one_alarm_over_all_of_its_own(
+    resources: dict[str, Any], sources: SourcesFile, source: str
+) -> None:
     composite = resources[logical_id(source, "SourceAlarm")]
     own = [name for name in by_type(resources, "AWS::CloudWatch::Alarm") if name.startswith(logical_id(source, ""))]
-    assert len(own) == 5 and rule_names(composite) == own
+    declared = next(s for s in sources.sources if s.name == source).columns is not None
+    assert len(own) == 5 + declared and rule_names(composite) == own  # + the schema-drift alarm with columns
     assert composite["Properties"]["AlarmName"] == {"Fn::Sub": f"apilake-${{Stage}}-source-{source}"}
 
 

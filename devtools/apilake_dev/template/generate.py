@@ -1,8 +1,8 @@
 """template.yaml's per-source region, generated from the sources file; the rest of the file is yours.
 
 template.yaml is written and edited by hand, except one region between two marker lines: every
-source's queue, DLQ, worker, role, log group and alarms, the alarm over every source's (the dashboard
-shows it), and the planner's access to the queues.
+source's queue, DLQ, worker, role, log group and alarms (and, with ``columns``, its Glue tables), the alarm
+over every source's (the dashboard shows it), and the planner's access to the queues.
 ``make template`` renders that region from the sources file through ``sources.yaml.j2`` (beside
 this module) and leaves every other line as it was. ``--check`` only says whether it is current.
 """
@@ -29,6 +29,7 @@ from apilake.names import pascal
 from apilake.pagination import paginator_for
 from apilake_dev import paths
 from apilake_dev.sql import create_current_view, current_view_name
+from apilake_dev.template.catalog import tables_context
 
 BEGIN = "  # >>> apilake sources: generated from the sources file by `make template`; edit that file, not this region"
 END = "  # <<< apilake sources"
@@ -93,6 +94,7 @@ def source_context(source: Source) -> dict[str, Any]:
         "concurrency": source.budget.max_concurrency,
         "current_view": current_view_name(source.name),
         "current_view_sql": create_current_view(source),  # None without record_id_path: no named query
+        "tables": tables_context(source),  # None without columns: raw only
         "alarms": [
             _alarm(
                 "DlqDepthAlarm",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from apilake import curated
 from apilake.config import load_sources
 from apilake_cli.main import main
 from apilake_dev import demo, query
@@ -19,6 +21,7 @@ EXAMPLES = load_sources(demo.EXAMPLE_SOURCES)
 # The example that fans out (its page count known to the planner), and the ones that authenticate.
 FAN_OUT = next(s for s in EXAMPLES.sources if s.pagination.type in ("page_number", "offset"))
 SECRETS = demo.authenticated(demo.EXAMPLE_SOURCES)
+BYTES_ROW = re.compile(r"^(?P<source>[\w-]+)\s*\|\s*(?P<raw>\d+)\s*\|\s*(?P<curated>\d+)\s*\|", re.MULTILINE)
 
 
 def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
@@ -47,6 +50,18 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     assert changes and "run demo-20261127T010000Z: drained" in printed and "requests 2nd" in printed
     assert "mark: none yet" in printed and "(moved " in printed
     assert all(title in printed for title, _ in demo.example_queries())
+    # And the curated zone has one typed row per vendor record, the changed ones from the second run's date
+    for config in EXAMPLES.sources:
+        second_run = "count(*) FILTER (WHERE ingestion_date = DATE '2026-11-27')"
+        current = f"SELECT count(*), count(DISTINCT id), {second_run} FROM {curated.current_view(config.name)}"
+        _, found = query.run(tmp_path / "lake", current)
+        assert found == [(totals[config.name], totals[config.name], changes.get(config.name, 0))]
+    # And the demo ends with a query on a _current view, then raw vs curated bytes per source
+    *_, (on_current, _), (on_bytes, _) = demo.example_queries()
+    assert "_current" in on_current and "raw vs curated" in on_bytes
+    ending = printed[printed.index(on_bytes) :].split("\n\nNext:")[0]
+    sizes = {m["source"]: m for m in BYTES_ROW.finditer(ending)}
+    assert sorted(sizes) == sorted(totals) and all(int(m["raw"]) > 0 and int(m["curated"]) > 0 for m in sizes.values())
     # And `apilake query` works on the kept lake folder after the run
     last = EXAMPLES.sources[-1].name
     assert main(["--home", str(tmp_path), "query", f"select count(*) from raw where source = '{last}'"]) == 0
@@ -144,6 +159,10 @@ def test_run_local_drives_the_flow_against_the_vendors_a_user_configures(
     assert "run my-run (ingestion date 2026-11-26): complete: yes" in printed
     _, rows = query.run(tmp_path / "lake", "SELECT source, count(*) FROM raw GROUP BY 1 ORDER BY 1")
     assert dict(rows) == {d.name: d.total for d in demo.datasets(0.05)}
+    # And the sources file's columns were curated after the run, every record typed in the lake folder
+    assert "curated (Parquet in the lake folder): " in printed
+    _, rows = query.run(tmp_path / "lake", "SELECT count(*) FROM source_api_a_curated WHERE seq IS NOT NULL")
+    assert rows == [({d.name: d.total for d in demo.datasets(0.05)}["api-a"],)]
 
 
 def test_run_local_refuses_a_secret_without_a_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,6 +47,13 @@ def fail(args: argparse.Namespace, message: str) -> int:
     return Exit.ERROR
 
 
+# Schema drift is judged against the sources' pinned `columns`: those of the deployed sources file.
+DRIFT_SOURCES_HELP = (
+    f"the sources file whose `columns` the schema drift is judged against (default: {operate.SOURCES_FILE} "
+    "when run from a checkout; without one, no drift is shown)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apilake", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,6 +150,7 @@ def add_operator_commands(commands: Commands) -> None:
     )
     status.add_argument("--run", help="run id (default: the latest)")
     status.add_argument("--bucket", help="or read the ledger of this lake bucket (no DLQ depths)")
+    status.add_argument("--sources", type=Path, help=DRIFT_SOURCES_HELP)
     status.set_defaults(func=operate.cmd_status)
 
     dlq = commands.add_parser("dlq", help="a source's dead-letter queue")
@@ -187,6 +195,7 @@ def add_operator_commands(commands: Commands) -> None:
     report.add_argument("--bucket", help="or the report in this lake bucket (built without DLQ depths)")
     report.add_argument("--rebuild", action="store_true", help="build it now from the ledger even if one is stored")
     report.add_argument("--open", action="store_true", help="open report.html in the web browser")
+    report.add_argument("--sources", type=Path, help=DRIFT_SOURCES_HELP + " (for a report built now)")
     report.set_defaults(func=runreport.cmd_report)
 
     sources = commands.add_parser("sources", help="the sources file")
@@ -239,6 +248,7 @@ def add_dev_commands(commands: Commands) -> None:
     template.set_defaults(func=develop.cmd_template)
 
     develop.add_local_commands(commands)
+    develop.add_schema_commands(commands)
 
 
 STACK_RUN_OPTIONS = ("follow", "run_id", "ingestion_date", "since", "until", "json")

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from apilake.config import load_sources
+from apilake.config import SourcesFile, load_sources
+from apilake.drift import run_drift
 from apilake.exceptions import ApilakeError
 from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest
 from apilake.marks import MarkStore, mark_reports
@@ -33,6 +34,14 @@ from apilake_cli.stack import ATHENA_WORKGROUP, GLUE_DATABASE, Stack, new_sessio
 SOURCES_FILE = Path("layers/common/sources.yaml")
 # The runs an unknown --run's error names, the latest first.
 LATEST_RUNS_SHOWN = 5
+
+
+def pinned_sources(path: Path | None) -> SourcesFile | None:
+    """The sources file whose ``columns`` schema drift is judged against: ``path``, else the checkout's when
+    there is one (an operator install away from a checkout shows no drift)."""
+    if path is not None:
+        return load_sources(path)
+    return load_sources(SOURCES_FILE) if SOURCES_FILE.is_file() else None
 
 
 def ledger_of(args: argparse.Namespace) -> tuple[Ledger, Stack | None]:
@@ -89,13 +98,16 @@ def choose_run(ledger: Ledger, run_id: str | None) -> RunManifest:
 def cmd_status(args: argparse.Namespace) -> int:
     ledger, stack = ledger_of(args)
     manifest = choose_run(ledger, args.run)
-    status = ledger.status(manifest)
+    sources = pinned_sources(args.sources)
+    status = ledger.status(manifest, details=sources is not None)
+    drift = run_drift(status, sources) if sources is not None else None
     dlq = stack.dlq_depths(list(manifest.sources)) if stack else None
     if args.json:
-        print_json(status_document(status, dlq))
+        print_json(status_document(status, dlq, drift))
     else:
         home = None if args.stack_name or args.bucket else args.home
-        print_status(status, home, mark_reports(MarkStore(ledger.client, ledger.bucket), manifest), dlq)
+        marks = mark_reports(MarkStore(ledger.client, ledger.bucket), manifest)
+        print_status(status, home, marks, dlq, drift)
     return Exit.DONE if status.complete else Exit.NOT_DONE
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from apilake.config import SourcesFile
 from apilake.lake import is_not_found
 from apilake.ledger import Ledger, RunManifest
 from apilake.report import build_report, render_html, report_keys
 from apilake_cli.exits import Exit
-from apilake_cli.operate import choose_run, ledger_of
+from apilake_cli.operate import choose_run, ledger_of, pinned_sources
 from apilake_cli.output import print_json
 from apilake_cli.stack import Stack
 
@@ -36,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         stored = _stored_locally(args.home, run_id) if local else _download(ledger, run_id, folder)
     if stored is None:
-        paths, where = _build(ledger, stack, manifest, folder), "built"
+        paths, where = _build(ledger, stack, manifest, folder, pinned_sources(args.sources)), "built"
     else:
         paths, where = stored, "local" if local else "bucket"
     json_path, html_path = paths
@@ -86,12 +87,14 @@ def _get(ledger: Ledger, key: str) -> bytes | None:
     return body
 
 
-def _build(ledger: Ledger, stack: Stack | None, manifest: RunManifest, folder: Path) -> tuple[Path, Path]:
+def _build(
+    ledger: Ledger, stack: Stack | None, manifest: RunManifest, folder: Path, sources: SourcesFile | None
+) -> tuple[Path, Path]:
     """The report built from the ledger now (DLQ depths: the stack's, where its sources' DLQs still exist)."""
     depths = None
     if stack is not None:
         depths = {s: n for s, n in stack.dlq_depths(list(manifest.sources)).items() if n is not None}
-    report = build_report(ledger, manifest, depths, datetime.now(UTC))
+    report = build_report(ledger, manifest, depths, datetime.now(UTC), sources)
     json_path, html_path = _files(folder)
     json_path.write_text(report.model_dump_json(indent=2))
     html_path.write_text(render_html(report))

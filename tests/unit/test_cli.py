@@ -148,6 +148,34 @@ def test_status_reads_a_deployed_lake_by_bucket_and_the_local_folder(
 
 
 @mock_aws
+def test_status_judges_schema_drift_against_the_sources_files_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a source pinned to {id: bigint, amount: double}, whose vendor now sends id as a string and adds tags
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "version: 1\nsources:\n  - name: api-a\n    base_url: https://api-a.example.com\n    path: /orders\n"
+        "    records_path: data\n    pagination: {type: single}\n    columns: {id: bigint, amount: double}\n"
+    )
+    bucket = "apilake-dev-lake"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    write_run(s3, bucket, 0)
+    item = WorkItem(run_id=RUN, source="api-a", ingestion_date=date(2026, 11, 26), shard="2026-11-25", page=1)
+    fields = {"id": ["string"], "amount": ["number"], "tags": ["array"]}
+    Ledger(s3, bucket).mark_landed([(item, {"records": 3, "fields": fields})])
+    # When status reads the run with that sources file, as text and as JSON
+    main(["status", "--bucket", bucket, "--sources", str(sources)])
+    text = capsys.readouterr().out
+    main(["status", "--bucket", bucket, "--sources", str(sources), "--json"])
+    drift = json.loads(capsys.readouterr().out)["sources"][0]["schema_drift"]
+    # Then both name the new field and the changed type
+    assert "new field 'tags' (array): not in columns" in text
+    assert "field 'id' changed type: declared bigint, seen string" in text
+    assert list(drift["new"]) == ["tags"] and [change["field"] for change in drift["changed"]] == ["id"]
+
+
+@mock_aws
 def test_status_counts_a_stalled_chains_awaited_page_as_the_report_and_the_metric_do(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -308,16 +308,37 @@ def test_every_source_with_a_record_id_has_its_current_view_query_in_athena_sql(
     import sqlglot  # here: the other template tests need no SQL parser
     from sqlglot import exp
 
+    from apilake import curated
+
     config = next(s for s in sources.sources if s.name == source)
     named = resources.get(f"{pascal(source)}CurrentViewQuery")
-    if config.record_id_path is None:
+    # With columns the view is over the curated table (apilake.curated), without over the crawler's raw table
+    expected = create_current_view(config) if config.columns is None else curated.create_current_view(config)
+    if expected is None:
         assert named is None, "no record id, no latest version: no view"
         return
     assert named is not None and named["Type"] == "AWS::Athena::NamedQuery"
     query = named["Properties"]
     assert query["Name"] == {"Fn::Sub": f"apilake-${{Stage}}-{source}-current"}
     assert query["Database"] == {"Ref": "GlueDatabase"} and query["WorkGroup"] == {"Ref": "AthenaWorkGroup"}
-    assert query["QueryString"] == create_current_view(config)  # the one definition, as it is
+    assert query["QueryString"].strip() == expected.strip()  # the one definition, as it is
     statement = sqlglot.parse_one(query["QueryString"], read="trino")  # Athena's engine: Trino
     assert isinstance(statement, exp.Create) and statement.this.name == current_view_name(source)
-    assert {t.name for t in statement.expression.find_all(exp.Table)} == {table_name(source)}
+    read = table_name(source) if config.columns is None else curated.curated_table(source)
+    assert {t.name for t in statement.expression.find_all(exp.Table)} == {read}
+
+
+def test_every_source_with_columns_has_its_recent_view_query(
+    resources: dict[str, Any], sources: SourcesFile, source: str
+) -> None:
+    from apilake import curated
+
+    config = next(s for s in sources.sources if s.name == source)
+    named = resources.get(f"{pascal(source)}RecentViewQuery")
+    if config.columns is None:
+        assert named is None
+        return
+    assert named is not None and named["Type"] == "AWS::Athena::NamedQuery"
+    query = named["Properties"]
+    assert query["Name"] == {"Fn::Sub": f"apilake-${{Stage}}-{source}-recent"}
+    assert query["QueryString"].strip() == curated.create_recent_view(config).strip()

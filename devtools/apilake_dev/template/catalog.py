@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from apilake import curated
 from apilake.config import ColumnType, Source, column_name
 from apilake.curated import CURATED_PREFIX, LINE, PARTITION, curated_table, lines_table
 from apilake.lake import source_prefix
+from apilake_dev import sql
 
 FIRST_DATE = "2020-01-01"  # the projection's first day: nothing was landed before it
 # A declared type -> the Glue (Hive) column type Athena reads the curated Parquet with; json is JSON text.
@@ -63,3 +65,25 @@ def tables_context(source: Source) -> dict[str, Any] | None:
             "columns": [(column_name(field), GLUE_TYPES[kind]) for field, kind in source.columns.items()],
         },
     }
+
+
+def view_queries(source: Source) -> list[dict[str, str]]:
+    """The Athena named queries that create the source's views (the operator runs each once, and again when the
+    source's columns change): with ``columns``, the curated ``_current`` (when the id's field is declared) and
+    ``_recent``; without, decision 27's ``_current`` over the crawler's raw table (when it has an id)."""
+    if source.columns is None:
+        statements = [("Current", "the latest version of each record", sql.create_current_view(source))]
+    else:
+        statements = [
+            ("Current", "the latest version of each record", curated.create_current_view(source)),
+            (
+                "Recent",
+                f"the curated rows of the last {source.curated.recent_days} days",
+                curated.create_recent_view(source),
+            ),
+        ]
+    return [
+        {"id": f"{kind}ViewQuery", "name": f"{source.name}-{kind.lower()}", "says": says, "sql": statement}
+        for kind, says, statement in statements
+        if statement is not None
+    ]

@@ -28,8 +28,7 @@ from apilake.ledger import source_ledger_prefix
 from apilake.names import pascal
 from apilake.pagination import paginator_for
 from apilake_dev import paths
-from apilake_dev.sql import create_current_view, current_view_name
-from apilake_dev.template.catalog import tables_context
+from apilake_dev.template.catalog import tables_context, view_queries
 
 BEGIN = "  # >>> apilake sources: generated from the sources file by `make template`; edit that file, not this region"
 END = "  # <<< apilake sources"
@@ -92,8 +91,7 @@ def source_context(source: Source) -> dict[str, Any]:
         "batch_size": worker.batch_size or "!Ref WorkerBatchSize",
         "max_receive_count": worker.max_receive_count,
         "concurrency": source.budget.max_concurrency,
-        "current_view": current_view_name(source.name),
-        "current_view_sql": create_current_view(source),  # None without record_id_path: no named query
+        "views": view_queries(source),  # the named queries that create its views (none without an id or columns)
         "tables": tables_context(source),  # None without columns: raw only
         "alarms": [
             _alarm(

@@ -80,6 +80,10 @@ VALID = [
         id="columns: time types, json, curated for ten years",
     ),
     pytest.param(doc(columns={"id": "bigint"}, curated={"recent_days": 1}), id="columns: curated for a day"),
+    pytest.param(doc(columns={"id": "string"}, record_id_path="id"), id="columns: the record id"),
+    pytest.param(
+        doc(columns={"customer": "json"}, record_id_path="customer.id"), id="columns: a nested id in a json column"
+    ),
 ]
 
 
@@ -281,6 +285,16 @@ INVALID = [
         doc(curated={"recent_days": 7}),
         "sources.yaml: source 'api-x': (source): Value error, curated: a source has a curated table only with columns",
         id="curated without columns",
+    ),
+    pytest.param(
+        doc(columns={"name": "string"}, record_id_path="id"),
+        "sources.yaml: source 'api-x': (source): Value error, record_id_path 'id': declare 'id' in columns",
+        id="columns without the record id",
+    ),
+    pytest.param(
+        doc(columns={"customer": "string"}, record_id_path="customer.id"),
+        "record_id_path 'customer.id': declare 'customer' in columns as json (the id is nested in it)",
+        id="columns: a nested id in a column that is not json",
     ),
     pytest.param(
         doc(columns={"id": "bigint"}, curated={"recent_days": 0}),

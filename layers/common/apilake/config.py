@@ -391,6 +391,12 @@ class Source(_Model):
     def _curated_needs_columns(self) -> Source:
         if "curated" in self.model_fields_set and self.columns is None:
             raise ValueError("curated: a source has a curated table only with columns; declare columns or drop curated")
+        if self.columns is not None and self.record_id_path:
+            # The _current view keeps one row per id of the curated table: the id must be one of its columns.
+            head, nested = self.record_id_path.split(".")[0], "." in self.record_id_path
+            if self.columns.get(head) not in ((ColumnType.JSON,) if nested else tuple(ColumnType)):
+                kind = "as json (the id is nested in it)" if nested else ""
+                raise ValueError(f"record_id_path {self.record_id_path!r}: declare {head!r} in columns {kind}".strip())
         return self
 
     def column_names(self) -> dict[str, str]:

@@ -160,25 +160,18 @@ def unload_statement(source: Source, ingestion_date: date | str, bucket: str) ->
 
 
 def _id_column(source: Source) -> str | None:
-    """The record id as an expression over the curated table: its column, or a field of a json column."""
+    """The record id as an expression over the curated table: its column, or a field of its json column (the
+    sources file refuses an id that is neither); None without ``record_id_path``."""
     if not source.record_id_path:
         return None
     first, _, rest = source.record_id_path.partition(".")
-    kinds = {column_name(field): kind for field, kind in _columns(source).items() if field == first}
-    if not kinds:
-        return None
-    name, kind = next(iter(kinds.items()))
-    column = f"{CURATED_ALIAS}.{_quoted(name)}"
-    if not rest:
-        return column
-    if ColumnType(kind) is not ColumnType.JSON:
-        return None
-    return f"json_extract_scalar({column}, {_json_path(rest)})"
+    column = f"{CURATED_ALIAS}.{_quoted(column_name(first))}"
+    return f"json_extract_scalar({column}, {_json_path(rest)})" if rest else column
 
 
 def current_select(source: Source) -> str | None:
-    """The latest version of each record (the newest ingestion date's), Trino SQL; None without an id in
-    the declared columns (``record_id_path`` unset, or its field not declared)."""
+    """The latest version of each record (the newest ingestion date's), Trino SQL; None without
+    ``record_id_path``."""
     record_id = _id_column(source)
     if record_id is None:
         return None

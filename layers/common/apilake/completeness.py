@@ -23,6 +23,11 @@ the ledger per run); a report is put only when a figure changed (S3 keeps a vers
 whose stored report says complete is not read again: its report is final (only a later DLQ depth would differ,
 and the DLQ is the source's, not the run's).
 
+Last, the curated step (:mod:`apilake.curation`, when the stack's workgroup and Glue database are set): each run
+of the :data:`RECENT` whose report it holds, complete for a source with ``columns``, has its ingestion date
+rewritten as the source's curated Parquet by Athena, once; and the source's views are created after its first
+curation and again when their DDL changes.
+
 What it reads, so that the cost does not grow with the runs' pages: one listing of ``ledger/runs/`` (run ids,
 whether a report is stored, the manifests' LastModified), the manifests of the scheduled runs of the lookback
 newest first until every source has its run, each recent run's manifest and stored report.json, and the
@@ -36,10 +41,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+from botocore.config import Config
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from apilake.aws import cached_sources, default_clients
+from apilake.aws import cached_sources, default_clients, per_container
 from apilake.config import SourcesFile
+from apilake.curation import Curation, CurationSummary, CurationTask
 from apilake.drift import rejudge
 from apilake.exceptions import ApilakeError, ConfigError, describe_validation_error
 from apilake.ledger import LEDGER_PREFIX, Ledger, RunManifest, manifest_key
@@ -108,6 +116,8 @@ class CompletenessSummary(BaseModel):
     reports_current: list[str]  # the runs whose stored report was current already, or final (a complete run's)
     sources_incomplete: int
     sources_landed_nothing: int
+    # The curated step (apilake.curation) of the recent runs complete for a source with columns; None: not set up.
+    curation: CurationSummary | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -130,23 +140,37 @@ class CompletenessCheck:
         sqs_client: Any,
         stage: str,
         complete_within: timedelta,
+        curation: Curation | None = None,
     ) -> None:
         self.ledger = ledger
         self.sources = sources
         self._sqs = sqs_client
         self.stage = stage
         self.complete_within = complete_within
+        self.curation = curation
         self._depths: dict[str, int | None] = {}
+        self._held: list[tuple[LedgerRun, RunManifest, RunReport]] = []  # the runs whose report this check holds
 
     @classmethod
     def for_settings(cls, settings: CompletenessSettings) -> CompletenessCheck:
         clients = default_clients(settings.aws_endpoint_url)
+        curation = None
+        sources = cached_sources(settings.sources_file)
+        if not (settings.athena_workgroup and settings.glue_database):
+            if any(source.columns for source in sources.sources):
+                logger.warning("no curated step: APILAKE_ATHENA_WORKGROUP or APILAKE_GLUE_DATABASE is not set")
+        else:
+            athena = default_athena_client(settings.aws_endpoint_url)
+            curation = Curation(
+                clients.s3, settings.lake_bucket, athena, settings.athena_workgroup, settings.glue_database
+            )
         return cls(
             ledger=Ledger(clients.s3, settings.lake_bucket),
-            sources=cached_sources(settings.sources_file),
+            sources=sources,
             sqs_client=clients.sqs,
             stage=settings.stage,
             complete_within=timedelta(minutes=settings.complete_within_minutes),
+            curation=curation,
         )
 
     def due_within(self, source: str) -> timedelta:
@@ -164,6 +188,7 @@ class CompletenessCheck:
         # Each judged run's report: built from the ledger once, the verdicts read off it (or off the stored one,
         # when final); written after the metrics, which the alarms wait for.
         judged = [(manifest, names, self._report(manifest, runs[manifest.run_id], now)) for manifest, names in due]
+        self._held = [(runs[manifest.run_id], manifest, report) for manifest, _, (report, _) in judged]
         verdicts = [self._verdict(report, source) for _, names, (report, _) in judged for source in names]
         for verdict in verdicts:
             count(verdict.source, Metric.RUN_COMPLETE, int(verdict.complete))
@@ -183,6 +208,7 @@ class CompletenessCheck:
         for manifest, _, (report, stored) in judged:
             (written if self._store(report, stored) else current).append(manifest.run_id)
         self._recent_reports(now, runs, {manifest.run_id for manifest, _ in due}, written, current)
+        curation = self.curation.advance(self.curation_tasks(now), now) if self.curation is not None else None
         return CompletenessSummary(
             checked_at=now,
             sources=sorted(verdicts, key=lambda verdict: verdict.source),
@@ -191,7 +217,21 @@ class CompletenessCheck:
             reports_current=current,
             sources_incomplete=incomplete,
             sources_landed_nothing=landed_nothing,
+            curation=curation,
         )
+
+    def curation_tasks(self, now: datetime) -> list[CurationTask]:
+        """The curated step's work: each run of the :data:`RECENT` whose report (as this check holds it) says
+        complete for a source with columns, with the run's ingestion date (every page of a run lands under it)."""
+        tasks: list[CurationTask] = []
+        for run, manifest, report in self._held:
+            if not now - RECENT <= run.planned <= now:
+                continue
+            for source in report.sources:
+                declared = self.sources.by_name.get(source.source)
+                if source.complete and declared is not None and declared.columns:
+                    tasks.append(CurationTask(declared, run.run_id, manifest.ingestion_date, run.planned))
+        return tasks
 
     # -- the runs ------------------------------------------------------------------------------------------
     def ledger_runs(self) -> dict[str, LedgerRun]:
@@ -274,6 +314,7 @@ class CompletenessCheck:
             if manifest is None:
                 continue  # deleted since the listing
             report, stored = self._report(manifest, run, now)
+            self._held.append((run, manifest, report))
             (written if self._store(report, stored) else current).append(run.run_id)
         if broken:
             raise ApilakeError("reports not written: " + "; ".join(broken))
@@ -305,6 +346,13 @@ class CompletenessCheck:
             return None
         attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_DEPTH_ATTRIBUTES))
         return dlq_depth(attributes["Attributes"])
+
+
+@per_container
+def default_athena_client(endpoint_url: str | None = None) -> Any:
+    """The container's Athena client (the curated step's), one per endpoint (None: AWS's own)."""
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+    return boto3.session.Session().client("athena", config=config, endpoint_url=endpoint_url)
 
 
 def verdict_of(report: RunReport, source: SourceReport, due_within: timedelta, incremental: bool) -> SourceVerdict:

@@ -44,6 +44,8 @@ class Metric(StrEnum):
     PAGES_MISSING = "pages_missing"
     RECORDS_LANDED = "records_landed"
     SCHEMA_DRIFT_FIELDS = "schema_drift_fields"  # a source with columns: fields new, missing or of a changed type
+    # a source with columns: its runs of the last 48 h whose curation failed (apilake.curation), its view DDL's too
+    CURATION_FAILED = "curation_failed"
     # ... and for the stack, what the alarms watch.
     SOURCES_INCOMPLETE = "sources_incomplete"
     SOURCES_LANDED_NOTHING = "sources_landed_nothing"

@@ -83,3 +83,8 @@ class CompletenessSettings(_Settings):
     # A scheduled run is judged this long after the planner wrote it, for sources whose schedule does not say
     # otherwise (schedule.complete_within_minutes); the template's RunCompleteWithinMinutes.
     complete_within_minutes: int = Field(default=360, ge=5, le=2880)
+    # The curated step (apilake.curation): Athena's workgroup (its scan cutoff bounds each query) and the Glue
+    # database of the curated tables and views; the template's AthenaWorkGroup and GlueDatabase. Unset: no curated
+    # step (a stack without them, a local invoke: the local flow curates with DuckDB).
+    athena_workgroup: NonEmpty | None = None
+    glue_database: NonEmpty | None = None

@@ -1,0 +1,423 @@
+"""The curated step on AWS: Athena rewrites a source's ingestion date as typed Parquet once a run of it is complete.
+
+The completeness check drives it (:meth:`apilake.completeness.CompletenessCheck.check`): at each check, for each
+run of the last :data:`apilake.completeness.RECENT` that is complete for a source with ``columns`` (its report
+says so), the run's ingestion date (a run lands every page under its manifest's date) is curated once:
+
+- a marker ``ledger/source=<S>/run=<R>/curated.json`` (:class:`CurationMarker`) is created with a conditional
+  write (two checks never both start it), the date's curated prefix (``curated/source=<S>/ingestion_date=<D>/``)
+  is emptied, and :func:`apilake.curated.unload_statement` is started in the stack's workgroup (its
+  ``BytesScannedCutoffPerQuery`` bounds the scan; ``ClientRequestToken`` makes a repeated start one query);
+  the marker keeps the query execution id;
+- at later checks a running marker is looked at (``GetQueryExecution``): SUCCEEDED makes it ``done`` (with the
+  bytes scanned), FAILED or CANCELLED ``failed`` with Athena's reason. A failed curation is started once again
+  at a later check (:data:`MAX_ATTEMPTS`), then left failed; the metric ``curation_failed`` (per source) counts
+  the failed ones of the window, the log says why;
+- after a source's first curation done, and whenever its view DDL changes (the ``columns``, the record id, the
+  ``curated.recent_days``: a hash of the statements kept in ``ledger/source=<S>/state/views.json``,
+  :class:`ViewsState`), :func:`apilake.curated.create_current_view` and
+  :func:`~apilake.curated.create_recent_view` run in the workgroup, retried like a curation.
+
+At most :data:`MAX_STARTS` queries are started a check (views first, then the runs oldest first); the rest wait
+for the next check. A date being curated is not started again for another run until that query ends (the
+prefix would be emptied under it). Idempotent: a curation of a date recomputes its partition from all the date's
+raw pages, so running it again (another run of the date, a retry) gives the same partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from apilake.config import Source
+from apilake.curated import create_current_view, create_recent_view, curated_prefix, unload_statement
+from apilake.exceptions import ApilakeError, describe_validation_error
+from apilake.lake import ALREADY_EXISTS_CODES, NOT_FOUND_CODES, is_not_found
+from apilake.ledger import source_ledger_prefix
+from apilake.observability import Metric, count, logger
+
+MAX_STARTS = 10  # queries started per check at most
+MAX_ATTEMPTS = 2  # a failed curation (or view DDL) is started once again, at a later check, then left failed
+# A marker still ``starting`` this long after it was written: the check that wrote it stopped before it recorded
+# its query (the Lambda's timeout is well under it); it counts as a failed attempt.
+STALE_START = timedelta(minutes=15)
+_DELETE_BATCH = 1000  # DeleteObjects' limit
+
+
+class State(StrEnum):
+    STARTING = "starting"  # the marker is written, the query not recorded yet
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+_FINISHED = {"SUCCEEDED": State.DONE, "FAILED": State.FAILED, "CANCELLED": State.FAILED}
+
+
+def marker_key(source: str, run_id: str) -> str:
+    return f"{source_ledger_prefix(source)}run={run_id}/curated.json"
+
+
+def views_key(source: str) -> str:
+    return f"{source_ledger_prefix(source)}state/views.json"
+
+
+def view_statements(source: Source) -> list[str]:
+    """The source's view DDL: ``_current`` (when its record id is a declared column) and ``_recent``."""
+    current = create_current_view(source)
+    return [*([current] if current else []), create_recent_view(source)]
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\n\0".join(parts).encode()).hexdigest()
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: State
+    attempt: int = 1
+    started_at: datetime
+    finished_at: datetime | None = None
+    reason: str | None = None  # why it failed (Athena's, or the start's error)
+
+
+class CurationMarker(_Stored):
+    """``ledger/source=<S>/run=<R>/curated.json``: the curation of a run's ingestion date for a source."""
+
+    source: str
+    run_id: str
+    ingestion_date: date
+    query_execution_id: str | None = None
+    bytes_scanned: int | None = None
+
+
+class ViewsState(_Stored):
+    """``ledger/source=<S>/state/views.json``: the source's view DDL as last run (``sha256`` of the statements)."""
+
+    source: str
+    sha256: str
+    query_execution_ids: list[str] = []
+
+
+@dataclass(frozen=True)
+class CurationTask:
+    """A run complete for a source with columns, whose ingestion date is to be curated."""
+
+    source: Source
+    run_id: str
+    ingestion_date: date
+    planned: datetime  # the run's manifest's LastModified: oldest first
+
+
+class CurationOutcome(BaseModel):
+    """A curation as the check left it (the check's summary lists them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    run_id: str
+    ingestion_date: date
+    state: State | None  # None: not started yet (the bound, or the date is being curated for another run)
+    attempt: int = 0
+    query_execution_id: str | None = None
+    bytes_scanned: int | None = None
+    reason: str | None = None
+
+
+class CurationSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runs: list[CurationOutcome]
+    views: dict[str, State]  # source -> its view DDL's state
+    started: int  # queries started by this check
+
+
+@dataclass
+class _Doc[M: _Stored]:
+    """A stored document at ``key`` with the ETag it was read or written with (None: absent)."""
+
+    key: str
+    model: M | None
+    etag: str | None
+    changed_now: bool = False  # finished (failed) in this check: a retry waits for a later one
+
+
+class Curation:
+    def __init__(
+        self,
+        s3_client: Any,
+        bucket: str,
+        athena_client: Any,
+        workgroup: str,
+        database: str,
+        max_starts: int = MAX_STARTS,
+    ) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+        self._athena = athena_client
+        self.workgroup = workgroup
+        self.database = database
+        self.max_starts = max_starts
+
+    def advance(self, tasks: Sequence[CurationTask], now: datetime) -> CurationSummary:
+        """Look at the running curations and view DDL of ``tasks``' sources, start what is due (within the bound),
+        and emit ``curation_failed`` per source."""
+        tasks = sorted(tasks, key=lambda task: (task.planned, task.run_id, task.source.name))
+        markers = {id(task): self._read(marker_key(task.source.name, task.run_id), CurationMarker) for task in tasks}
+        for doc in markers.values():
+            self._follow(doc, now)
+        sources = {task.source.name: task.source for task in tasks}
+        budget = self.max_starts
+        views: dict[str, _Doc[ViewsState]] = {}
+        for name, source in sources.items():
+            done = [markers[id(task)].model for task in tasks if task.source.name == name]
+            curated = any(marker is not None and marker.state is State.DONE for marker in done)
+            views[name] = view = self._read(views_key(name), ViewsState)
+            self._follow(view, now)
+            if curated and budget >= len(view_statements(source)) and self._views_due(source, view):
+                budget -= self._start_views(source, view, now)
+        busy = {
+            (doc.model.source, doc.model.ingestion_date)
+            for doc in markers.values()
+            if doc.model is not None and doc.model.state in (State.STARTING, State.RUNNING)
+        }
+        for task in tasks:
+            doc = markers[id(task)]
+            if budget <= 0 or (task.source.name, task.ingestion_date) in busy or not _due(doc):
+                continue
+            if self._start(task, doc, now):
+                budget -= 1
+                busy.add((task.source.name, task.ingestion_date))
+        self._count_failed(sources, tasks, markers, views)
+        return CurationSummary(
+            runs=[_outcome(task, markers[id(task)].model) for task in tasks],
+            views={name: doc.model.state for name, doc in views.items() if doc.model is not None},
+            started=self.max_starts - budget,
+        )
+
+    # -- following what runs -------------------------------------------------------------------------------------
+    def _follow[M: _Stored](self, doc: _Doc[M], now: datetime) -> None:
+        """Update a running marker (or views state) from Athena; a stale ``starting`` one fails."""
+        model = doc.model
+        if model is None or model.state not in (State.STARTING, State.RUNNING):
+            return
+        if model.state is State.STARTING:
+            if now - model.started_at < STALE_START:
+                return
+            update: dict[str, Any] = {"state": State.FAILED, "reason": "the check that started it stopped first"}
+        else:
+            update = self._finished(_query_ids(model))
+            if not update:
+                return
+        updated = model.model_copy(update={**update, "finished_at": now})
+        etag = self._write(doc.key, updated, doc.etag)
+        if etag is None:  # another check updated it first: read again at the next one
+            return
+        doc.model, doc.etag, doc.changed_now = updated, etag, True
+        _log_finished(updated)
+
+    def _finished(self, query_ids: list[str]) -> dict[str, Any]:
+        """What Athena says of the queries: {} while one runs, else the marker's new state (failed: the first
+        failure's reason; done: the bytes scanned)."""
+        scanned = 0
+        for query_id in query_ids:
+            execution = self._athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+            status = execution["Status"]
+            state = _FINISHED.get(status["State"])
+            if state is None:
+                return {}
+            if state is State.FAILED:
+                error = status.get("AthenaError", {}).get("ErrorMessage")
+                reason = status.get("StateChangeReason") or error or "no reason given"
+                return {"state": State.FAILED, "reason": f"query {query_id} {status['State'].lower()}: {reason}"}
+            scanned += int(execution.get("Statistics", {}).get("DataScannedInBytes", 0))
+        return {"state": State.DONE, "bytes_scanned": scanned}
+
+    # -- starting ------------------------------------------------------------------------------------------------
+    def _start(self, task: CurationTask, doc: _Doc[CurationMarker], now: datetime) -> bool:
+        """Claim the run's curation (the marker's conditional write), empty the date's prefix, start the UNLOAD.
+        False when another check claimed it first."""
+        name, day = task.source.name, task.ingestion_date
+        attempt = doc.model.attempt + 1 if doc.model is not None else 1
+        marker = CurationMarker(
+            source=name, run_id=task.run_id, ingestion_date=day, state=State.STARTING, attempt=attempt, started_at=now
+        )
+        key = doc.key
+        etag = self._write(key, marker, doc.etag)
+        if etag is None:
+            return False
+        statement = unload_statement(task.source, day, self.bucket)
+        try:
+            self._empty(curated_prefix(name, day))
+            query_id = self._query(statement, _sha256(name, task.run_id, day.isoformat(), str(attempt)))
+        except ClientError as exc:
+            update: dict[str, Any] = {"state": State.FAILED, "reason": f"not started: {exc}", "finished_at": now}
+        else:
+            update = {"state": State.RUNNING, "query_execution_id": query_id}
+        marker = marker.model_copy(update=update)
+        doc.model, doc.etag = marker, self._write(key, marker, etag)
+        logger.info("curation started", extra=marker.model_dump(mode="json"))
+        if marker.state is State.FAILED:
+            _log_finished(marker)
+        return True
+
+    def _views_due(self, source: Source, doc: _Doc[ViewsState]) -> bool:
+        """Never run, or of other statements (once the last run ended), or failed before this check with an attempt
+        left."""
+        state = doc.model
+        if state is None:
+            return True
+        if state.state in (State.STARTING, State.RUNNING):
+            return False
+        if state.sha256 != _sha256(*view_statements(source)):
+            return True
+        return state.state is State.FAILED and state.attempt < MAX_ATTEMPTS and not doc.changed_now
+
+    def _start_views(self, source: Source, doc: _Doc[ViewsState], now: datetime) -> int:
+        """Run the source's view DDL; the number of queries started."""
+        statements = view_statements(source)
+        digest = _sha256(*statements)
+        same = doc.model is not None and doc.model.sha256 == digest
+        attempt = doc.model.attempt + 1 if doc.model is not None and same else 1
+        state = ViewsState(source=source.name, sha256=digest, state=State.STARTING, attempt=attempt, started_at=now)
+        key = doc.key
+        etag = self._write(key, state, doc.etag)
+        if etag is None:
+            return 0
+        started: list[str] = []
+        update: dict[str, Any] = {"state": State.RUNNING}
+        try:
+            for number, statement in enumerate(statements):
+                started.append(self._query(statement, _sha256("views", digest, str(attempt), str(number))))
+        except ClientError as exc:
+            update = {"state": State.FAILED, "reason": f"not started: {exc}", "finished_at": now}
+        state = state.model_copy(update={**update, "query_execution_ids": started})
+        doc.model, doc.etag = state, self._write(key, state, etag)
+        logger.info("view DDL started", extra=state.model_dump(mode="json"))
+        if state.state is State.FAILED:
+            _log_finished(state)
+        return len(started)
+
+    def _query(self, statement: str, token: str) -> str:
+        response = self._athena.start_query_execution(
+            QueryString=statement,
+            QueryExecutionContext={"Database": self.database},
+            WorkGroup=self.workgroup,
+            ClientRequestToken=token,
+        )
+        return str(response["QueryExecutionId"])
+
+    def _empty(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (an UNLOAD writes only to an empty location)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        keys = [
+            {"Key": obj["Key"]}
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+        for first in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[first : first + _DELETE_BATCH]
+            errors = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
+            if errors:
+                shown = "; ".join(f"{error.get('Key')}: {error.get('Message')}" for error in errors[:3])
+                raise ApilakeError(f"s3://{self.bucket}/{prefix}: {len(errors)} objects not deleted ({shown})")
+
+    # -- the stored documents ------------------------------------------------------------------------------------
+    def _read[M: _Stored](self, key: str, model: type[M]) -> _Doc[M]:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return _Doc(key, None, None)
+            raise
+        try:
+            return _Doc(key, model.model_validate(json.loads(response["Body"].read())), response["ETag"])
+        except (ValueError, ValidationError) as exc:
+            where = f"s3://{self.bucket}/{key}"
+            if isinstance(exc, ValidationError):
+                raise ApilakeError(describe_validation_error(where, exc, whole="(document)")) from exc
+            raise ApilakeError(f"{where}: not JSON ({exc})") from exc
+
+    def _write(self, key: str, document: _Stored, etag: str | None) -> str | None:
+        """Create ``key`` if absent (``etag`` None) or replace the version read (``etag``); its new ETag, or None
+        when another writer got there first."""
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            response = self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=document.model_dump_json().encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (*ALREADY_EXISTS_CODES, *NOT_FOUND_CODES):
+                return None
+            raise
+        return str(response["ETag"])
+
+    def _count_failed(
+        self,
+        sources: dict[str, Source],
+        tasks: Sequence[CurationTask],
+        markers: dict[int, _Doc[CurationMarker]],
+        views: dict[str, _Doc[ViewsState]],
+    ) -> None:
+        for name in sources:
+            failed = sum(
+                1
+                for task in tasks
+                if task.source.name == name
+                and (marker := markers[id(task)].model) is not None
+                and marker.state is State.FAILED
+            )
+            view = views[name].model
+            count(name, Metric.CURATION_FAILED, failed + int(view is not None and view.state is State.FAILED))
+
+
+def _due(doc: _Doc[CurationMarker]) -> bool:
+    """Not curated yet, or failed before this check with an attempt left."""
+    marker = doc.model
+    if marker is None:
+        return True
+    return marker.state is State.FAILED and marker.attempt < MAX_ATTEMPTS and not doc.changed_now
+
+
+def _query_ids(model: _Stored) -> list[str]:
+    if isinstance(model, CurationMarker):
+        return [model.query_execution_id] if model.query_execution_id else []
+    return list(model.query_execution_ids) if isinstance(model, ViewsState) else []
+
+
+def _log_finished(model: _Stored) -> None:
+    what = "curation" if isinstance(model, CurationMarker) else "view DDL"
+    extra = model.model_dump(mode="json")
+    if model.state is State.DONE:
+        logger.info(f"{what} done", extra=extra)
+    elif model.attempt < MAX_ATTEMPTS:
+        logger.warning(f"{what} failed: started again at a later check", extra=extra)
+    else:
+        logger.error(f"{what} failed: left failed (after {model.attempt} attempts)", extra=extra)
+
+
+def _outcome(task: CurationTask, marker: CurationMarker | None) -> CurationOutcome:
+    base = {"source": task.source.name, "run_id": task.run_id, "ingestion_date": task.ingestion_date}
+    if marker is None:
+        return CurationOutcome(**base, state=None)
+    return CurationOutcome(
+        **base,
+        state=marker.state,
+        attempt=marker.attempt,
+        query_execution_id=marker.query_execution_id,
+        bytes_scanned=marker.bytes_scanned,
+        reason=marker.reason,
+    )

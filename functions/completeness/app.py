@@ -1,5 +1,7 @@
 """Completeness Lambda: on its schedule, judges each source's latest due scheduled run and emits the metrics
-the incomplete-run alarms watch; keeps the reports of the judged runs and of the last 48 hours' runs current."""
+the incomplete-run alarms watch; keeps the reports of the judged runs and of the last 48 hours' runs current;
+and drives the curated step (apilake.curation): Athena curates each of those runs complete for a source with
+columns, and creates the views."""
 
 from typing import Any
 
@@ -10,7 +12,8 @@ from apilake.observability import logger, metrics
 from apilake.settings import CompletenessSettings
 
 
-# Metrics: per source (run_complete, pages_missing, records_landed) and for the stack, each a document of its own.
+# Metrics: per source (run_complete, pages_missing, records_landed, schema_drift_fields, curation_failed) and for
+# the stack, each a document of its own.
 @logger.inject_lambda_context(clear_state=True, log_event=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -10,19 +10,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
 import yaml
 from moto.server import ThreadedMotoServer
 
 from apilake.aws import AwsClients
+from apilake.config import parse_sources
+from apilake.curated import unload_statement
+from apilake.curation import marker_key, view_statements
 from apilake.names import dlq_name, queue_name
 from apilake.observability import Metric
 from apilake.report import report_keys
 from apilake_dev.local.event_source import LambdaContextStub
 from apilake_dev.vendors.fake import FakeVendor
 from tests.conftest import load_event, load_handler_module
-from tests.integration.conftest import API_KEY, BUCKET, DATASETS, STAGE, Harness, source_configs
+from tests.integration.conftest import API_KEY, BUCKET, DATASETS, STAGE, Harness, emulated_harness, source_configs
 
 RUN = "sched-20261126T010000Z"
 
@@ -154,3 +158,46 @@ def test_the_planner_and_the_check_reach_aws_at_the_endpoint_of_the_environment(
     # And the check judged the run there (nothing landed yet) and wrote its report there
     assert [(v["source"], v["complete"], v["pages_missing"]) for v in checked["sources"]] == [("api-a", False, 9)]
     aws.s3.head_object(Bucket=BUCKET, Key=report_keys(RUN)[0])
+
+
+def test_after_a_run_complete_for_a_source_with_columns_the_check_curates_it_in_athena(
+    vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given api-c declaring columns, the stack's workgroup, and the nightly run, api-c's queue drained
+    configs = [
+        {**c, "columns": {"id": "string"}} if c["name"] == "api-c" else c for c in source_configs(vendor.base_url)
+    ]
+    with emulated_harness(vendor, configs, tmp_path, monkeypatch) as harness:
+        athena = boto3.client("athena", region_name="us-east-1")
+        athena.create_work_group(Name="apilake-test", Configuration={})
+        harness.plan(load_event("planner.json"))
+        harness.drain("api-c")
+        for name, value in {
+            "APILAKE_LAKE_BUCKET": BUCKET,
+            "APILAKE_STAGE": STAGE,
+            "APILAKE_SOURCES_FILE": str(harness.sources_path),
+            "APILAKE_ATHENA_WORKGROUP": "apilake-test",
+            "APILAKE_GLUE_DATABASE": "apilake_test",
+        }.items():
+            monkeypatch.setenv(name, value)
+        handler = load_handler_module("completeness").handler
+        # When the check fires seven hours later, then a quarter of an hour after
+        now = datetime.now(UTC) + timedelta(hours=7)
+        first = handler(check_event(now), LambdaContextStub("completeness", 120))
+        second = handler(check_event(now + timedelta(minutes=15)), LambdaContextStub("completeness", 120))
+        # Then the first started the UNLOAD of api-c's date (the run's) in the workgroup, the only complete source
+        # with columns; the second found it done (moto's Athena runs nothing) and created api-c's views
+        api_c = parse_sources(yaml.safe_load(harness.sources_path.read_text()), "sources.yaml").get("api-c")
+        [run] = first["curation"]["runs"]
+        assert (run["source"], run["run_id"], run["state"]) == ("api-c", RUN, "running")
+        started = [
+            athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+            for query_id in athena.list_query_executions(WorkGroup="apilake-test")["QueryExecutionIds"]
+        ]
+        assert sorted(execution["Query"] for execution in started) == sorted(
+            [unload_statement(api_c, run["ingestion_date"], BUCKET), *view_statements(api_c)]
+        )
+        assert {execution["QueryExecutionContext"]["Database"] for execution in started} == {"apilake_test"}
+        assert second["curation"]["runs"][0]["state"] == "done" and second["curation"]["views"] == {"api-c": "running"}
+        marker = json.loads(harness.s3.get_object(Bucket=BUCKET, Key=marker_key("api-c", RUN))["Body"].read())
+        assert marker["state"] == "done"

@@ -293,3 +293,19 @@ def test_a_curation_whose_check_stopped_before_recording_its_query_is_started_ag
     # Then the stale marker counts as a failed attempt, and the check after starts the UNLOAD again (attempt 2)
     assert (stopped["state"], stopped["reason"]) == ("failed", "the check that started it stopped first")
     assert len(step.athena.statements()) == 1 and step.marker("api-x", "manual-a")["attempt"] == 2
+
+
+def test_the_stacks_views_are_created_at_the_first_check_and_again_when_they_change(step: Step) -> None:
+    # Given no run at all, and a view over every run's summary
+    runs_view = "CREATE OR REPLACE VIEW apilake_runs AS\nSELECT run_id FROM run_summary"
+    curation = Curation(step.lake.s3, BUCKET, step.athena, WORKGROUP, DATABASE, stack_views=[runs_view])
+    # When the curated step runs three times, the third with the view changed
+    for statements in ([runs_view], [runs_view], [runs_view + ", source"]):
+        curation.stack_views = statements
+        summary = curation.advance([], step.clock)
+    # Then the view was created at the first, not at the second, and again at the third
+    assert step.athena.statements() == [runs_view, runs_view + ", source"]
+    assert summary.views == {"": State.RUNNING}
+    assert (
+        json.loads(step.lake.s3.get_object(Bucket=BUCKET, Key="ledger/state/views.json")["Body"].read())["source"] == ""
+    )

@@ -16,7 +16,8 @@ says so), the run's ingestion date (a run lands every page under its manifest's 
 - after a source's first curation done, and whenever its view DDL changes (the ``columns``, the record id, the
   ``curated.recent_days``: a hash of the statements kept in ``ledger/source=<S>/state/views.json``,
   :class:`ViewsState`), :func:`apilake.curated.create_current_view` and
-  :func:`~apilake.curated.create_recent_view` run in the workgroup, retried like a curation.
+  :func:`~apilake.curated.create_recent_view` run in the workgroup, retried like a curation; the stack's views
+(``stack_views``: over every run's summary) at the first check, likewise (``ledger/state/views.json``).
 
 At most :data:`MAX_STARTS` queries are started a check (views first, then the runs oldest first); the rest wait
 for the next check. A date being curated is not started again for another run until that query ends (the
@@ -41,7 +42,7 @@ from apilake.config import Source
 from apilake.curated import create_current_view, create_recent_view, curated_prefix, unload_statement
 from apilake.exceptions import ApilakeError, describe_validation_error
 from apilake.lake import ALREADY_EXISTS_CODES, NOT_FOUND_CODES, is_not_found
-from apilake.ledger import source_ledger_prefix
+from apilake.ledger import LEDGER_PREFIX, source_ledger_prefix
 from apilake.observability import Metric, count, logger
 
 MAX_STARTS = 10  # queries started per check at most
@@ -66,8 +67,12 @@ def marker_key(source: str, run_id: str) -> str:
     return f"{source_ledger_prefix(source)}run={run_id}/curated.json"
 
 
-def views_key(source: str) -> str:
-    return f"{source_ledger_prefix(source)}state/views.json"
+STACK_VIEWS = ""  # the views' scope that is no source's: the stack's (every run's summary)
+
+
+def views_key(scope: str) -> str:
+    """A source's view DDL state, or the stack's (:data:`STACK_VIEWS`): ``ledger/state/views.json``."""
+    return f"{source_ledger_prefix(scope)}state/views.json" if scope else f"{LEDGER_PREFIX}/state/views.json"
 
 
 def view_statements(source: Source) -> list[str]:
@@ -101,7 +106,8 @@ class CurationMarker(_Stored):
 
 
 class ViewsState(_Stored):
-    """``ledger/source=<S>/state/views.json``: the source's view DDL as last run (``sha256`` of the statements)."""
+    """``ledger/source=<S>/state/views.json``: the source's view DDL as last run (``sha256`` of the statements);
+    ``ledger/state/views.json`` the stack's (``source`` empty)."""
 
     source: str
     sha256: str
@@ -137,7 +143,7 @@ class CurationSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     runs: list[CurationOutcome]
-    views: dict[str, State]  # source -> its view DDL's state
+    views: dict[str, State]  # source (empty: the stack's) -> its view DDL's state
     started: int  # queries started by this check
 
 
@@ -160,6 +166,7 @@ class Curation:
         workgroup: str,
         database: str,
         max_starts: int = MAX_STARTS,
+        stack_views: Sequence[str] = (),
     ) -> None:
         self._s3 = s3_client
         self.bucket = bucket
@@ -167,6 +174,7 @@ class Curation:
         self.workgroup = workgroup
         self.database = database
         self.max_starts = max_starts
+        self.stack_views = list(stack_views)  # DDL of views over every source (created at the first check)
 
     def advance(self, tasks: Sequence[CurationTask], now: datetime) -> CurationSummary:
         """Look at the running curations and view DDL of ``tasks``' sources, start what is due (within the bound),
@@ -177,14 +185,18 @@ class Curation:
             self._follow(doc, now)
         sources = {task.source.name: task.source for task in tasks}
         budget = self.max_starts
-        views: dict[str, _Doc[ViewsState]] = {}
+        # The views: a source's once it has a curated date (done), the stack's at once.
+        scopes = [(STACK_VIEWS, self.stack_views, True)] if self.stack_views else []
         for name, source in sources.items():
             done = [markers[id(task)].model for task in tasks if task.source.name == name]
             curated = any(marker is not None and marker.state is State.DONE for marker in done)
-            views[name] = view = self._read(views_key(name), ViewsState)
+            scopes.append((name, view_statements(source), curated))
+        views: dict[str, _Doc[ViewsState]] = {}
+        for scope, statements, ready in scopes:
+            views[scope] = view = self._read(views_key(scope), ViewsState)
             self._follow(view, now)
-            if curated and budget >= len(view_statements(source)) and self._views_due(source, view):
-                budget -= self._start_views(source, view, now)
+            if ready and budget >= len(statements) and _views_due(statements, view):
+                budget -= self._start_views(scope, statements, view, now)
         busy = {
             (doc.model.source, doc.model.ingestion_date)
             for doc in markers.values()
@@ -270,25 +282,12 @@ class Curation:
             _log_finished(marker)
         return True
 
-    def _views_due(self, source: Source, doc: _Doc[ViewsState]) -> bool:
-        """Never run, or of other statements (once the last run ended), or failed before this check with an attempt
-        left."""
-        state = doc.model
-        if state is None:
-            return True
-        if state.state in (State.STARTING, State.RUNNING):
-            return False
-        if state.sha256 != _sha256(*view_statements(source)):
-            return True
-        return state.state is State.FAILED and state.attempt < MAX_ATTEMPTS and not doc.changed_now
-
-    def _start_views(self, source: Source, doc: _Doc[ViewsState], now: datetime) -> int:
-        """Run the source's view DDL; the number of queries started."""
-        statements = view_statements(source)
+    def _start_views(self, scope: str, statements: list[str], doc: _Doc[ViewsState], now: datetime) -> int:
+        """Run a source's view DDL (or the stack's); the number of queries started."""
         digest = _sha256(*statements)
         same = doc.model is not None and doc.model.sha256 == digest
         attempt = doc.model.attempt + 1 if doc.model is not None and same else 1
-        state = ViewsState(source=source.name, sha256=digest, state=State.STARTING, attempt=attempt, started_at=now)
+        state = ViewsState(source=scope, sha256=digest, state=State.STARTING, attempt=attempt, started_at=now)
         key = doc.key
         etag = self._write(key, state, doc.etag)
         if etag is None:
@@ -382,6 +381,19 @@ class Curation:
             )
             view = views[name].model
             count(name, Metric.CURATION_FAILED, failed + int(view is not None and view.state is State.FAILED))
+
+
+def _views_due(statements: list[str], doc: _Doc[ViewsState]) -> bool:
+    """Never run, or of other statements (once the last run ended), or failed before this check with an attempt
+    left."""
+    state = doc.model
+    if state is None:
+        return True
+    if state.state in (State.STARTING, State.RUNNING):
+        return False
+    if state.sha256 != _sha256(*statements):
+        return True
+    return state.state is State.FAILED and state.attempt < MAX_ATTEMPTS and not doc.changed_now
 
 
 def _due(doc: _Doc[CurationMarker]) -> bool:

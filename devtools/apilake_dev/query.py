@@ -3,7 +3,8 @@ the Glue table), and ``raw``; for each source with ``columns`` (the sources file
 ``source_api_b_lines``, ``source_api_b_curated`` (Parquet), ``source_api_b_current`` and ``source_api_b_recent``
 (apilake.curated's statements, transpiled; stale dates are curated first, apilake_dev.curate); for each other
 source with a ``record_id_path``, ``source_api_b_current`` over the raw pages (apilake_dev.sql, decision 27).
-And one table Athena does not have: ``lake_files`` (zone, source, ingestion_date, key, bytes), the lake
+And ``run_summary`` (every run's summary: a line per source) with the view ``apilake_runs`` over it, as on
+Athena. And one table Athena does not have: ``lake_files`` (zone, source, ingestion_date, key, bytes), the lake
 folder's pages and Parquet files, to compare what each zone stores.
 
 The raw zone stays as gzip NDJSON in its S3 layout; DuckDB reads it in place, with the key's
@@ -21,10 +22,12 @@ from typing import Any
 import duckdb
 
 from apilake.config import Source, load_sources
+from apilake.curated import RUN_SUMMARY_TABLE, create_runs_view
 from apilake.exceptions import ConfigError
 from apilake.names import table_name
+from apilake.run_summary import SUMMARY_PREFIX, glue_columns
 from apilake_dev import curate, paths
-from apilake_dev.sql import current_view_name, local_current_view
+from apilake_dev.sql import current_view_name, duckdb_type, local_current_view, to_duckdb
 
 _KEY = re.compile(r"(?:raw|curated)/source=(?P<source>[^/]+)/ingestion_date=(?P<date>\d{4}-\d{2}-\d{2})/")
 READER = "read_json('{glob}', format='newline_delimited', hive_partitioning=true, union_by_name=true{extra})"
@@ -79,7 +82,28 @@ def connect(lake: Path, sources: Sequence[Source] | None = None) -> duckdb.DuckD
     everything = (lake / "raw" / "*" / "*" / "*" / "*.json.gz").as_posix()
     connection.execute(f"CREATE VIEW raw AS SELECT * FROM {READER.format(glob=everything, extra='')}")
     create_lake_files(connection, lake)
+    create_run_views(connection, lake)
     return connection
+
+
+def create_run_views(connection: duckdb.DuckDBPyConnection, lake: Path) -> None:
+    """``run_summary`` over the lake folder's run summaries (``ledger/summary/run=<R>.json``, the Glue table's
+    columns and types) and ``apilake_runs`` over it (apilake.curated's statement, transpiled); with no summary
+    yet, ``run_summary`` is an empty table of those columns."""
+    columns = {name: duckdb_type(glue) for name, glue in glue_columns()}
+    if any((lake / SUMMARY_PREFIX).glob("*.json")):
+        glob = (lake / SUMMARY_PREFIX / "*.json").as_posix()
+        types = ", ".join(f"{_literal(name)}: {_literal(kind)}" for name, kind in columns.items())
+        reader = f"read_json({_literal(glob)}, format='newline_delimited', columns={{{types}}})"
+        connection.execute(f"CREATE VIEW {RUN_SUMMARY_TABLE} AS SELECT * FROM {reader}")
+    else:
+        declared = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+        connection.execute(f"CREATE TABLE {RUN_SUMMARY_TABLE} ({declared})")
+    connection.execute(to_duckdb(create_runs_view()))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def create_lake_files(connection: duckdb.DuckDBPyConnection, lake: Path) -> None:

@@ -81,6 +81,13 @@ def to_duckdb(statement: str) -> str:
     return sqlglot.parse_one(statement, read=ATHENA).transform(scalar_only).sql(dialect=DUCKDB)
 
 
+def duckdb_type(glue: str) -> str:
+    """A Glue (Hive) column type as DuckDB's: ``string`` -> ``TEXT``, ``bigint`` -> ``BIGINT``."""
+    from sqlglot import exp
+
+    return exp.DataType.build(glue, dialect="hive").sql(dialect=DUCKDB)
+
+
 def local_current_view(source: Source, reader: str) -> str | None:
     """:func:`create_current_view` for DuckDB: transpiled, reading the source's pages through ``reader`` (a
     ``read_json(...)`` call with ``filename=true``) in place of the table, ``filename`` for ``"$path"``, and

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from apilake.config import SourcesFile, load_sources
-from apilake.curated import curated_prefix
+from apilake.curated import RUN_SUMMARY_TABLE, curated_prefix
 from apilake.lake import source_prefix
 from apilake.names import logical_id
+from apilake.run_summary import SUMMARY_PREFIX, SourceSummary, glue_columns, summary_key
 from apilake_dev import paths
 from apilake_dev.template.catalog import curated_source_prefix
 from apilake_dev.template.generate import main, parse_template
@@ -253,6 +254,8 @@ def arn(service: str, what: str) -> str:
         ),
         ("ReadRawAndCurated", ["s3:GetObject"], ["${LakeBucket.Arn}/raw/*", "${LakeBucket.Arn}/curated/*"]),
         ("ListRawAndCurated", ["s3:ListBucket"], ["${LakeBucket.Arn}"]),
+        ("ReadRunSummaries", ["s3:GetObject"], [f"${{LakeBucket.Arn}}/{SUMMARY_PREFIX}*"]),
+        ("ListRunSummaries", ["s3:ListBucket"], ["${LakeBucket.Arn}"]),
         (
             "ReadAndWriteQueryResults",
             ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
@@ -272,7 +275,7 @@ def test_the_analyst_policy_grants_exactly(
 
 
 def test_the_analyst_policy_has_nothing_else(analyst: dict[str, dict[str, Any]]) -> None:
-    assert len(analyst) == 8
+    assert len(analyst) == 10
     for statement in analyst.values():
         assert "*" not in as_list(statement["Resource"]) and "*" not in as_list(statement["Action"]), statement
         assert not any(action.endswith("*") for action in as_list(statement["Action"])), statement
@@ -287,7 +290,12 @@ def test_analysts_write_only_query_results(analyst: dict[str, dict[str, Any]]) -
 
 
 @pytest.mark.parametrize(
-    ("sid", "prefixes"), [("ListRawAndCurated", ["raw/*", "curated/*"]), ("ListQueryResults", ["results/*"])]
+    ("sid", "prefixes"),
+    [
+        ("ListRawAndCurated", ["raw/*", "curated/*"]),
+        ("ListRunSummaries", [f"{SUMMARY_PREFIX}*"]),
+        ("ListQueryResults", ["results/*"]),
+    ],
 )
 def test_analysts_list_only_their_prefixes(analyst: dict[str, dict[str, Any]], sid: str, prefixes: list[str]) -> None:
     assert analyst[sid]["Condition"] == {"StringLike": {"s3:prefix": prefixes}}
@@ -304,6 +312,40 @@ def test_the_query_results_prefix_is_the_workgroups_enforced_output() -> None:
     assert configuration["EnforceWorkGroupConfiguration"] is True
     output = configuration["ResultConfiguration"]["OutputLocation"]["Fn::Sub"]
     assert output == "s3://${AthenaResultsBucket}/results/"
+
+
+# ── every run's summary: the table run_summary (the view apilake_runs is the curated step's) ──
+
+
+def test_the_run_summary_table_reads_the_summaries_with_the_models_columns() -> None:
+    resources = parse_template(paths.TEMPLATE.read_text())["Resources"]
+    found = resources["RunSummaryTable"]
+    assert found["Type"] == "AWS::Glue::Table"
+    assert found["Properties"]["DatabaseName"] == {"Ref": "GlueDatabase"}
+    table = found["Properties"]["TableInput"]
+    assert (table["Name"], table["TableType"]) == (RUN_SUMMARY_TABLE, "EXTERNAL_TABLE")
+    assert "PartitionKeys" not in table
+    storage = table["StorageDescriptor"]
+    # Where the report's writer puts each run's NDJSON, read by the OpenX JSON SerDe
+    assert storage["Location"] == {"Fn::Sub": f"s3://${{LakeBucket}}/{SUMMARY_PREFIX}"}
+    assert summary_key("r1").startswith(SUMMARY_PREFIX) and "/" not in summary_key("r1").removeprefix(SUMMARY_PREFIX)
+    assert storage["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+    assert storage["InputFormat"] == "org.apache.hadoop.mapred.TextInputFormat"
+    # And its columns are the summary's fields, in order, with their Glue types
+    assert [(c["Name"], c["Type"]) for c in storage["Columns"]] == glue_columns()
+    assert [c["Name"] for c in storage["Columns"]] == list(SourceSummary.model_fields)
+
+
+def test_the_completeness_check_may_put_the_run_summaries() -> None:
+    # (the check stores each report with its summary: apilake.report.store_report)
+    resources = parse_template(paths.TEMPLATE.read_text())["Resources"]
+    statements = [
+        s for p in resources["CompletenessRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
+    ]
+    [write] = [s for s in statements if s.get("Sid") == "WriteRunReports"]
+    assert write["Action"] == "s3:PutObject"
+    assert {"Fn::Sub": f"${{LakeBucket.Arn}}/{SUMMARY_PREFIX}run=*.json"} in write["Resource"]
+    assert re.fullmatch(r"ledger/summary/run=[^/]*\.json", summary_key("sched-20261126T010000Z"))
 
 
 # ── the tools, on the generated template with each value of AlarmOnSchemaDrift ──

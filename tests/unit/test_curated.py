@@ -310,6 +310,7 @@ def test_a_source_without_columns_keeps_the_raw_current_view(tmp_path: Path) -> 
             "source_api_t",
             "source_api_r_current",
             *(f"source_api_t_{kind}" for kind in ("lines", "curated", "current", "recent")),
+            curated.RUNS_VIEW,  # every run's summary (none yet: an empty table under it)
         }
         assert not (tmp_path / curated.CURATED_PREFIX / "source=api-r").exists()
         files = connection.execute("SELECT zone, source, bytes > 0 FROM lake_files ORDER BY 1, 2").fetchall()

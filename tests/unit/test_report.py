@@ -30,6 +30,7 @@ from apilake.report import (
     timeline_chart,
     write_report,
 )
+from apilake.run_summary import summary_key
 from tests.conftest import ROOT
 
 RUN = "sched-20261126T010000Z"
@@ -68,8 +69,8 @@ def work(source: str, shard: str, page: int) -> WorkItem:
     return WorkItem(run_id=RUN, source=source, ingestion_date=MANIFEST.ingestion_date, shard=shard, page=page)
 
 
-@pytest.fixture
-def ledger() -> Iterator[Ledger]:
+@pytest.fixture(name="ledger")
+def run_ledger() -> Iterator[Ledger]:
     """The run as the ledger has it at 7 a.m.:
     - api-a (fan-out, 3 pages): page 1 landed after two 429s and a third request; page 2 failed (500, its
       reason quoting the vendor's HTML); page 3 landed after two parks;
@@ -353,9 +354,11 @@ def test_a_report_is_written_again_only_when_a_figure_changed(
     # When it is built again and stored
     keys = puts(ledger)
     report = build_report(ledger, MANIFEST, depths, NOW + later)
-    # Then it is put only when a figure differs: the HTML first, the JSON (which vouches for it) last
+    # Then it is put only when a figure differs: the HTML and the run's summary first, the JSON (which vouches
+    # for them) last
     assert store_report(ledger, report, stored) is written
-    assert keys == (list(reversed(report_keys(RUN))) if written else [])
+    json_key, html_key = report_keys(RUN)
+    assert keys == ([html_key, summary_key(RUN), json_key] if written else [])
     assert (stored_report(ledger, RUN) == report) is written
 
 

@@ -15,6 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from apilake.config import Source, load_sources
+from apilake.curated import RUNS_VIEW
 from apilake.lake import page_key
 from apilake.names import table_name
 from apilake_dev import paths, query
@@ -129,7 +130,7 @@ def test_a_source_without_record_id_path_gets_no_current_view(tmp_path: Path) ->
         views = {
             name for (name,) in connection.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
         }
-        assert views == {"raw", "source_api_x", "source_api_y", "source_api_x_current"}
+        assert views == {"raw", "source_api_x", "source_api_y", "source_api_x_current", RUNS_VIEW}
         with pytest.raises(duckdb.CatalogException):
             connection.execute("SELECT * FROM source_api_y_current")
     finally:

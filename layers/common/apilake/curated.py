@@ -29,6 +29,7 @@ from datetime import date
 from apilake.config import ColumnType, Source, column_name
 from apilake.exceptions import ConfigError
 from apilake.names import table_name
+from apilake.run_summary import SourceSummary
 
 CURATED_PREFIX = "curated/"
 PATH = "$path"  # Athena's hidden column: the S3 object a row was read from
@@ -213,3 +214,26 @@ def statements(source: Source, ingestion_date: date | str, bucket: str) -> list[
         *([current] if current else []),
         create_recent_view(source),
     ]
+
+
+# -- every run: the run summaries (apilake.run_summary) as one view ---------------------------------------------
+RUN_SUMMARY_TABLE = "run_summary"  # the Glue table over ledger/summary/ (template.yaml)
+RUNS_VIEW = "apilake_runs"
+RUN_RANK = "run_rank"  # 1: the source's newest run, 2 the one before, ...
+
+
+def runs_select() -> str:
+    """Every run's figures, a row per run and source, the newest run first (Trino SQL over ``run_summary``), and
+    ``run_rank``: 1 for each source's newest run (Trino drops a view's ORDER BY once the view is a subquery of
+    another query: ``WHERE run_rank = 1`` stays right)."""
+    names = ", ".join(_quoted(name) for name in SourceSummary.model_fields)
+    newest = "created_at DESC, run_id DESC"
+    return (
+        f"SELECT {names},\n  row_number() OVER (PARTITION BY source ORDER BY {newest}) AS {RUN_RANK}\n"
+        f"FROM {RUN_SUMMARY_TABLE}\nORDER BY {newest}, source"
+    )
+
+
+def create_runs_view() -> str:
+    """``CREATE OR REPLACE VIEW apilake_runs AS ...``: one view for every source, created once."""
+    return f"CREATE OR REPLACE VIEW {RUNS_VIEW} AS\n{runs_select()}"

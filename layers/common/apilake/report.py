@@ -7,7 +7,8 @@ too) with their reasons come from the status (never worked out again here), the 
 markers (what the worker recorded of each page: records, bytes, requests, 429s, latency, parks, when it was
 fetched). The DLQ depths are the caller's (None: not known), each every message the source's dead-letter
 queue holds (:data:`DLQ_DEPTH_ATTRIBUTES`, as ``apilake status`` counts). A stored report is rewritten only
-when a figure changed (:func:`store_report`): S3 keeps a version of each PUT. The HTML is rendered with
+when a figure changed (:func:`store_report`): S3 keeps a version of each PUT. With it goes the run's summary,
+a line per source for SQL over every run (:mod:`apilake.run_summary`). The HTML is rendered with
 Jinja2 (autoescaped: reasons quote vendors' answers) from ``templates/report.html.j2``; its timeline chart is
 inline SVG whose coordinates are worked out here. Only this module imports Jinja2, and only to render: the
 worker does not pay for it at a cold start, nor does a command that only reads a report.
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from apilake.config import Source, SourcesFile
 from apilake.drift import SourceDrift, source_drift
 from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
+from apilake.run_summary import summary_body, summary_key
 
 if TYPE_CHECKING:
     import jinja2
@@ -430,13 +432,15 @@ def _figures(report: RunReport) -> dict[str, object]:
 
 
 def store_report(ledger: Ledger, report: RunReport, stored: RunReport | None) -> bool:
-    """Put ``report.html`` then ``report.json`` unless ``stored`` (the lake's report.json) has the same figures;
-    True when written. The JSON goes last: present, it vouches for the HTML beside it."""
+    """Put ``report.html``, the run's summary (:mod:`apilake.run_summary`) then ``report.json`` unless ``stored``
+    (the lake's report.json) has the same figures; True when written. The JSON goes last: present, it vouches
+    for the HTML and the summary."""
     if stored is not None and _figures(stored) == _figures(report):
         return False
     json_key, html_key = report_keys(report.run_id)
     for key, body, content_type in (
         (html_key, render_html(report), "text/html; charset=utf-8"),
+        (summary_key(report.run_id), summary_body(report), "application/x-ndjson"),
         (json_key, report.model_dump_json(indent=2), "application/json"),
     ):
         ledger.client.put_object(Bucket=ledger.bucket, Key=key, Body=body.encode(), ContentType=content_type)

@@ -61,13 +61,15 @@ def test_cloudtrail_uses_the_key_only_with_its_trail_and_only_when_the_trail_is_
     assert {s["Sid"] for s in services} == {"CloudWatchLogsEncryptLogGroups", "AlarmsAndRulesPublishToEncryptedTopic"}
 
 
-def test_functions_use_the_key_only_through_s3_and_sqs(resources: dict[str, Any], sources: SourcesFile) -> None:
+def test_functions_use_the_key_only_through_s3_sqs_and_athena(resources: dict[str, Any], sources: SourcesFile) -> None:
     s3, sqs = {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}, {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}
+    athena = {"Fn::Sub": "athena.${AWS::Region}.amazonaws.com"}
     for name, role in lambda_roles(resources, sources).items():
         use = next(s for s in role_statements(role) if s.get("Sid") == "UseLakeKey")
         via = use["Condition"]["StringEquals"]["kms:ViaService"]
-        # The completeness check reads queue attributes only (no message): S3 alone
-        assert via == ([s3] if name == "CompletenessRole" else [s3, sqs]), name
+        # The completeness check reads queue attributes only (no message), and its curated step's queries write
+        # their results through Athena: S3 and Athena
+        assert via == ([s3, athena] if name == "CompletenessRole" else [s3, sqs]), name
 
 
 def test_vpc_mode_gives_network_interfaces_not_the_managed_policy(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apilake.config import SourcesFile
+from apilake.curated import current_view, recent_view
 from apilake.exceptions import ConfigError
 from apilake.names import dlq_name, logical_id
 from apilake.observability import Metric
@@ -94,15 +96,17 @@ def test_the_completeness_role_reads_the_ledger_and_writes_run_reports_only(reso
         "sqs:GetQueueAttributes",
         "kms:Decrypt",
         "kms:GenerateDataKey",
+        # the curated step's (apilake.curation), tested below
+        *CURATION_ACTIONS,
     }
     sids = by_sid(role)
     assert sids["OwnLogGroup"]["Resource"] == {"Fn::GetAtt": ["CompletenessLogGroup", "Arn"]}
     assert sids["ReadLedger"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/ledger/*"}
     assert sids["ListLedger"]["Condition"] == {"StringLike": {"s3:prefix": ["ledger/*"]}}
-    # And it writes the two report objects beside a run's manifest (ledger/runs/run=<R>/), nothing else
-    [write] = [s for s in statements(role) if "s3:PutObject" in actions(s)]
+    # And it writes the two report objects beside a run's manifest (ledger/runs/run=<R>/)
+    write = sids["WriteRunReports"]
     assert actions(write) == ["s3:PutObject"]
-    assert write["Resource"] == [
+    assert write["Resource"][:2] == [
         {"Fn::Sub": "${LakeBucket.Arn}/ledger/runs/run=*/report.json"},
         {"Fn::Sub": "${LakeBucket.Arn}/ledger/runs/run=*/report.html"},
     ]
@@ -110,8 +114,71 @@ def test_the_completeness_role_reads_the_ledger_and_writes_run_reports_only(reso
     dlqs = sids["ReadDlqDepths"]["Resource"]["Fn::Sub"]
     assert dlqs.endswith(":" + dlq_name("${Stage}", "*"))
     assert sids["UseLakeKey"]["Condition"]["StringEquals"]["kms:ViaService"] == [
-        {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}
+        {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"},
+        {"Fn::Sub": "athena.${AWS::Region}.amazonaws.com"},
     ]
+
+
+CURATION_ACTIONS = {
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+    "s3:GetBucketLocation",
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:CreateTable",
+    "glue:UpdateTable",
+}
+
+
+def test_the_completeness_role_curates_in_the_workgroup_and_writes_curated_and_the_views_only(
+    resources: dict[str, Any],
+) -> None:
+    role = resources["CompletenessRole"]
+    sids = by_sid(role)
+    glue = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+    # Its queries run in the stack's workgroup only (whose scan cutoff bounds them), through its env
+    athena = sids["CurateInTheWorkGroup"]
+    assert actions(athena) == ["athena:StartQueryExecution", "athena:GetQueryExecution"]
+    assert athena["Resource"]["Fn::Sub"].endswith(":workgroup/${AthenaWorkGroup}")
+    variables = resources["Completeness"]["Properties"]["Environment"]["Variables"]
+    assert variables["APILAKE_ATHENA_WORKGROUP"] == {"Ref": "AthenaWorkGroup"}
+    assert variables["APILAKE_GLUE_DATABASE"] == {"Ref": "GlueDatabase"}
+    # And it writes to the catalog only the views it creates (apilake.curated's names)
+    views = sids["CreateTheViews"]
+    assert actions(views) == ["glue:CreateTable", "glue:UpdateTable"]
+    tables = [r["Fn::Sub"].removeprefix(f"{glue}:table/${{GlueDatabase}}/") for r in views["Resource"][2:]]
+    assert tables == ["source_*_current", "source_*_recent", "apilake_runs"]
+    assert fnmatch(current_view("api-a"), tables[0]) and fnmatch(recent_view("api-a"), tables[1])
+    # And in S3 it writes (and deletes) under curated/ and the results' prefix, reads raw/, and its markers
+    writes = {
+        r["Fn::Sub"] if isinstance(r, dict) else str(r)
+        for s in statements(role)
+        if "s3:PutObject" in actions(s) or "s3:DeleteObject" in actions(s)
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    }
+    assert {w for w in writes if "/ledger/" not in w} == {
+        "${LakeBucket.Arn}/curated/*",
+        "${AthenaResultsBucket.Arn}/results/*",
+    }
+    assert actions(sids["WriteCurated"]) == [
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+    ]
+    assert sids["WriteCurationMarkers"]["Resource"] == [
+        {"Fn::Sub": "${LakeBucket.Arn}/ledger/source=*/run=*/curated.json"},
+        {"Fn::Sub": "${LakeBucket.Arn}/ledger/source=*/state/views.json"},
+        {"Fn::Sub": "${LakeBucket.Arn}/ledger/state/views.json"},
+    ]
+    assert sids["ReadRaw"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/raw/*"}
+    assert sids["ListRawAndCurated"]["Condition"] == {"StringLike": {"s3:prefix": ["raw/*", "curated/*"]}}
 
 
 @pytest.mark.parametrize(

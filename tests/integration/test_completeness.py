@@ -18,7 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from apilake.aws import AwsClients
 from apilake.config import parse_sources
-from apilake.curated import unload_statement
+from apilake.curated import create_runs_view, unload_statement
 from apilake.curation import marker_key, view_statements
 from apilake.names import dlq_name, queue_name
 from apilake.observability import Metric
@@ -185,8 +185,9 @@ def test_after_a_run_complete_for_a_source_with_columns_the_check_curates_it_in_
         now = datetime.now(UTC) + timedelta(hours=7)
         first = handler(check_event(now), LambdaContextStub("completeness", 120))
         second = handler(check_event(now + timedelta(minutes=15)), LambdaContextStub("completeness", 120))
-        # Then the first started the UNLOAD of api-c's date (the run's) in the workgroup, the only complete source
-        # with columns; the second found it done (moto's Athena runs nothing) and created api-c's views
+        # Then the first created the view over every run and started the UNLOAD of api-c's date (the run's) in the
+        # workgroup, the only complete source with columns; the second found it done (moto's Athena runs nothing)
+        # and created api-c's views
         api_c = parse_sources(yaml.safe_load(harness.sources_path.read_text()), "sources.yaml").get("api-c")
         [run] = first["curation"]["runs"]
         assert (run["source"], run["run_id"], run["state"]) == ("api-c", RUN, "running")
@@ -195,9 +196,12 @@ def test_after_a_run_complete_for_a_source_with_columns_the_check_curates_it_in_
             for query_id in athena.list_query_executions(WorkGroup="apilake-test")["QueryExecutionIds"]
         ]
         assert sorted(execution["Query"] for execution in started) == sorted(
-            [unload_statement(api_c, run["ingestion_date"], BUCKET), *view_statements(api_c)]
+            [create_runs_view(), unload_statement(api_c, run["ingestion_date"], BUCKET), *view_statements(api_c)]
         )
         assert {execution["QueryExecutionContext"]["Database"] for execution in started} == {"apilake_test"}
-        assert second["curation"]["runs"][0]["state"] == "done" and second["curation"]["views"] == {"api-c": "running"}
+        assert second["curation"]["runs"][0]["state"] == "done" and second["curation"]["views"] == {
+            "": "done",
+            "api-c": "running",
+        }
         marker = json.loads(harness.s3.get_object(Bucket=BUCKET, Key=marker_key("api-c", RUN))["Body"].read())
         assert marker["state"] == "done"

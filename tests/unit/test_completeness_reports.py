@@ -14,6 +14,7 @@ from apilake.exceptions import ApilakeError
 from apilake.ledger import manifest_key
 from apilake.names import dlq_name
 from apilake.planner import scheduled_run_id
+from apilake.run_summary import summary_key
 from tests.unit.test_completeness import (  # noqa: F401 - moto_lake: the fixture "lake"
     BUCKET,
     NIGHT,
@@ -109,13 +110,14 @@ def test_a_report_is_put_only_when_a_figure_changed_and_a_complete_one_is_final(
     assert (again.reports, sorted(again.reports_current)) == ([], sorted(first.reports))
     assert [call for call in calls if call[0] == "PutObject"] == []
     assert not any(key.startswith("ledger/source=api-x/") for _, key in calls)
-    # And once api-y's last page lands, its report (only) is put again, and says complete
+    # And once api-y's last page lands, its report (only) is put again, and says complete, with the run's summary
     lake.land("sched-20261126T010000Z-0a1b2c3d", "api-y", [2])
     calls.clear()
     landed = lake.check(sources, now=NOW + timedelta(minutes=30))
     assert landed.reports == ["sched-20261126T010000Z-0a1b2c3d"] and landed.sources_incomplete == 0
     assert [key for operation, key in calls if operation == "PutObject"] == [
         "ledger/runs/run=sched-20261126T010000Z-0a1b2c3d/report.html",
+        summary_key("sched-20261126T010000Z-0a1b2c3d"),
         "ledger/runs/run=sched-20261126T010000Z-0a1b2c3d/report.json",
     ]
 

@@ -47,6 +47,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from apilake.aws import cached_sources, default_clients, per_container
 from apilake.config import SourcesFile
+from apilake.curated import create_runs_view
 from apilake.curation import Curation, CurationSummary, CurationTask
 from apilake.drift import rejudge
 from apilake.exceptions import ApilakeError, ConfigError, describe_validation_error
@@ -162,7 +163,12 @@ class CompletenessCheck:
         else:
             athena = default_athena_client(settings.aws_endpoint_url)
             curation = Curation(
-                clients.s3, settings.lake_bucket, athena, settings.athena_workgroup, settings.glue_database
+                clients.s3,
+                settings.lake_bucket,
+                athena,
+                settings.athena_workgroup,
+                settings.glue_database,
+                stack_views=[create_runs_view()],
             )
         return cls(
             ledger=Ledger(clients.s3, settings.lake_bucket),

@@ -15,7 +15,7 @@ SELECT ingestion_date, count(*) AS records, count(*) FILTER (WHERE active) AS ac
   min(updated_at) AS oldest_update, max(updated_at) AS newest_update
 FROM source_api_e_current GROUP BY ingestion_date ORDER BY ingestion_date;
 
--- Bytes per source, raw vs curated: gzip NDJSON pages vs Parquet (Snappy) files, from lake_files (local only)
+-- Bytes per source, raw vs curated: gzip NDJSON pages vs Parquet (ZSTD) files, from lake_files (local only)
 SELECT source, sum(bytes) FILTER (WHERE zone = 'raw') AS raw_bytes, sum(bytes) FILTER (WHERE zone = 'curated') AS curated_bytes,
   round(sum(bytes) FILTER (WHERE zone = 'curated') / sum(bytes) FILTER (WHERE zone = 'raw'), 2) AS curated_to_raw
 FROM lake_files GROUP BY source ORDER BY source;

@@ -2,7 +2,7 @@
 
 ``source_<x>_lines`` reads the raw pages as Athena's text table does (one ``line`` per record, the
 ``ingestion_date`` from the key, ``"$path"`` the file); each (source, ingestion date) is written to
-``<lake>/curated/source=<name>/ingestion_date=<D>/data.parquet`` (Snappy), recomputed from all of the date's
+``<lake>/curated/source=<name>/ingestion_date=<D>/data.parquet`` (ZSTD), recomputed from all of the date's
 raw pages whenever it is missing, older than one of them, or of other columns than the sources file declares
 (an accepted change of ``columns``). ``source_<x>_curated`` reads those files back with the partition from
 the folder's name, and the ``_current`` and ``_recent`` views are Athena's statements transpiled.
@@ -112,7 +112,7 @@ def curate_date(
     # Sorted, so the same raw pages give the same file.
     connection.execute(
         f"COPY (SELECT * FROM ({select}) ORDER BY ALL) TO {_literal(partial.as_posix())} "
-        f"(FORMAT parquet, COMPRESSION snappy)"
+        f"(FORMAT parquet, COMPRESSION zstd)"
     )
     partial.replace(folder / DATA_FILE)
     rows = connection.execute(f"SELECT count(*) FROM read_parquet({_literal((folder / DATA_FILE).as_posix())})")

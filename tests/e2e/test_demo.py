@@ -10,6 +10,7 @@ import pytest
 
 from apilake import curated
 from apilake.config import load_sources
+from apilake.report import report_keys
 from apilake_cli.main import main
 from apilake_dev import demo, query
 from apilake_dev.local.aws import LocalAws
@@ -62,6 +63,24 @@ def test_the_demo_lands_every_vendor_record_once_and_reports_complete(
     ending = printed[printed.index(on_bytes) :].split("\n\nNext:")[0]
     sizes = {m["source"]: m for m in BYTES_ROW.finditer(ending)}
     assert sorted(sizes) == sorted(totals) and all(int(m["raw"]) > 0 and int(m["curated"]) > 0 for m in sizes.values())
+    # And each run's report judges the schema drift against the pinned columns: the first run's records are as
+    # declared; in the second, the changed records carry `revision`, which the examples leave out on purpose
+    first, second = (
+        {
+            source["source"]: source["drift"]
+            for source in json.loads((tmp_path / "lake" / report_keys(run)[0]).read_text())["sources"]
+        }
+        for run in ("sched-20261126T010000Z", "demo-20261127T010000Z")
+    )
+    assert sorted(first) == sorted(totals)
+    assert all(
+        drift["pages_observed"] > 0 and not (drift["new"] or drift["missing"] or drift["changed"])
+        for drift in first.values()
+    )
+    assert list(second) == list(changes) and all(list(drift["new"]) == ["revision"] for drift in second.values())
+    # And the run summaries are one view, under Athena's name
+    _, runs = query.run(tmp_path / "lake", f"SELECT count(DISTINCT run_id), count(*) FROM {curated.RUNS_VIEW}")
+    assert runs == [(2, len(totals) + len(changes))]
     # And `apilake query` works on the kept lake folder after the run
     last = EXAMPLES.sources[-1].name
     assert main(["--home", str(tmp_path), "query", f"select count(*) from raw where source = '{last}'"]) == 0

@@ -119,7 +119,7 @@ def test_every_statement_of_the_sources_files_parses_as_athena_sql() -> None:
         select = curated.curate_select(config, "2026-11-26")
         # UNLOAD is Athena's own (sqlglot keeps it as a command): its query must parse, and is the SELECT's
         assert unload.startswith(f"UNLOAD ({select})\nTO 's3://lake-bucket/curated/source={config.name}/")
-        assert unload.endswith("WITH (format = 'PARQUET', compression = 'SNAPPY')")
+        assert unload.endswith("WITH (format = 'PARQUET', compression = 'ZSTD')")
         assert isinstance(sqlglot.parse_one(unload, read=ATHENA), exp.Command)
         parsed = sqlglot.parse_one(select, read=ATHENA)
         assert isinstance(parsed, exp.Select)

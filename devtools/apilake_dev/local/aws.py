@@ -284,6 +284,8 @@ def deploy(
     resolve.physical["LakeKey"] = "local-key"  # KMS is not emulated: queues and objects are stored unencrypted
     database = resolve(resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"])
     resolve.physical["GlueDatabase"] = database
+    # Named only: locally DuckDB runs the curated step (apilake_dev.curate), not Athena.
+    resolve.physical["AthenaWorkGroup"] = resolve(resources["AthenaWorkGroup"]["Properties"]["Name"])
 
     deployment = LocalDeployment(bucket=bucket, database=database, stage=stage)
     queues = {name: r for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}

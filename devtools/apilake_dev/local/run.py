@@ -192,7 +192,7 @@ class LocalRun:
         report = None
         if manifest is not None:
             depths = {source: summary.dlq for source, summary in summaries.items()}
-            write_report(ledger, manifest, depths, datetime.now(UTC))
+            write_report(ledger, manifest, depths, datetime.now(UTC), load_sources(self.sources_file))
             report = self.home / "lake" / report_keys(manifest.run_id)[1]
         mirror(self.s3, self.deployment.bucket, self.home / "lake")
         if report is not None:

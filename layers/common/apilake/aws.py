@@ -85,3 +85,10 @@ def default_vendor_clients(endpoint_url: str | None = None) -> VendorClients:
 def default_queue_locator(stage: str, endpoint_url: str | None = None) -> QueueLocator:
     """The queues of the stage's sources, each looked up once per container."""
     return QueueLocator(default_clients(endpoint_url).sqs, stage)
+
+
+@per_container
+def default_athena_client(endpoint_url: str | None = None) -> Any:
+    """The completeness check's Athena client (its curated step), one per endpoint; apart from the others so
+    that no other function loads Athena's API model."""
+    return boto3.session.Session().client("athena", config=_CLIENT_CONFIG, endpoint_url=endpoint_url)

@@ -41,11 +41,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
-from apilake.aws import cached_sources, default_clients, per_container
+from apilake.aws import cached_sources, default_athena_client, default_clients
 from apilake.config import SourcesFile
 from apilake.curated import create_runs_view
 from apilake.curation import Curation, CurationSummary, CurationTask
@@ -161,11 +159,10 @@ class CompletenessCheck:
             if any(source.columns for source in sources.sources):
                 logger.warning("no curated step: APILAKE_ATHENA_WORKGROUP or APILAKE_GLUE_DATABASE is not set")
         else:
-            athena = default_athena_client(settings.aws_endpoint_url)
             curation = Curation(
                 clients.s3,
                 settings.lake_bucket,
-                athena,
+                default_athena_client(settings.aws_endpoint_url),
                 settings.athena_workgroup,
                 settings.glue_database,
                 stack_views=[create_runs_view()],
@@ -352,13 +349,6 @@ class CompletenessCheck:
             return None
         attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(DLQ_DEPTH_ATTRIBUTES))
         return dlq_depth(attributes["Attributes"])
-
-
-@per_container
-def default_athena_client(endpoint_url: str | None = None) -> Any:
-    """The container's Athena client (the curated step's), one per endpoint (None: AWS's own)."""
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
-    return boto3.session.Session().client("athena", config=config, endpoint_url=endpoint_url)
 
 
 def verdict_of(report: RunReport, source: SourceReport, due_within: timedelta, incremental: bool) -> SourceVerdict:

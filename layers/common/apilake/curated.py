@@ -9,7 +9,7 @@ One definition of the SQL, in Athena's dialect (Trino), written here and nowhere
   sources file) is NULL, so the curated table keeps its types. One row per record id (``record_id_path``):
   the one fetched last that day (the later shard, then the later page: the later ``"$path"``); rows
   without an id are all kept.
-- :func:`unload_statement`: that SELECT written as Parquet (Snappy) under :func:`curated_prefix` on AWS
+- :func:`unload_statement`: that SELECT written as Parquet (ZSTD) under :func:`curated_prefix` on AWS
   (after the prefix is emptied: a date's partition is recomputed from all of the date's raw pages, so
   running it twice gives the same partition). Locally, DuckDB runs the same SELECT transpiled by sqlglot
   (``devtools/apilake_dev/curate.py``).
@@ -156,7 +156,7 @@ def unload_statement(source: Source, ingestion_date: date | str, bucket: str) ->
     location = f"s3://{bucket}/{curated_prefix(source.name, ingestion_date)}"
     return (
         f"UNLOAD ({curate_select(source, ingestion_date)})\n"
-        f"TO '{location}'\nWITH (format = 'PARQUET', compression = 'SNAPPY')"
+        f"TO '{location}'\nWITH (format = 'PARQUET', compression = 'ZSTD')"
     )
 
 

@@ -218,7 +218,8 @@ def add_dev_commands(commands: Commands) -> None:
     query = command(
         commands,
         "query",
-        "SQL over the local lake with DuckDB (views: raw, one per source), or --athena on the deployed stack",
+        "SQL over the local lake with DuckDB (raw; per source its raw table, _lines, _curated, _current, _recent; "
+        "apilake_runs), or --athena on the deployed stack",
         epilog("the query succeeded", timed_out="--athena: still running at --timeout (cancelled)"),
         parents=[stack_options(required=False)],
     )

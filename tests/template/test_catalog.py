@@ -240,12 +240,31 @@ def arn(service: str, what: str) -> str:
                 "athena:GetQueryResults",
                 "athena:StopQueryExecution",
                 "athena:GetWorkGroup",
+                # the console's query editor: its history and saved queries, in the workgroup
+                "athena:ListQueryExecutions",
+                "athena:BatchGetQueryExecution",
+                "athena:GetQueryRuntimeStatistics",
+                "athena:ListNamedQueries",
+                "athena:GetNamedQuery",
+                "athena:BatchGetNamedQuery",
             ],
             [arn("athena", "workgroup/${AthenaWorkGroup}")],
         ),
         (
+            "BrowseTheDataCatalog",
+            ["athena:ListDatabases", "athena:ListTableMetadata", "athena:GetTableMetadata"],
+            [arn("athena", "datacatalog/AwsDataCatalog")],
+        ),
+        (
             "ReadTheCatalog",
-            ["glue:GetDatabase", "glue:GetTable", "glue:GetTables", "glue:GetPartition", "glue:GetPartitions"],
+            [
+                "glue:GetDatabase",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:GetPartition",
+                "glue:GetPartitions",
+                "glue:BatchGetPartition",
+            ],
             [
                 arn("glue", "catalog"),
                 arn("glue", "database/${GlueDatabase}"),
@@ -275,15 +294,24 @@ def test_the_analyst_policy_grants_exactly(
 
 
 def test_the_analyst_policy_has_nothing_else(analyst: dict[str, dict[str, Any]]) -> None:
-    assert len(analyst) == 10
-    for statement in analyst.values():
-        assert "*" not in as_list(statement["Resource"]) and "*" not in as_list(statement["Action"]), statement
+    assert len(analyst) == 12
+    for sid, statement in analyst.items():
+        assert "*" not in as_list(statement["Action"]), statement
         assert not any(action.endswith("*") for action in as_list(statement["Action"])), statement
+        # Only the two list actions that IAM scopes to no resource are granted on every resource
+        if sid == "ListWorkGroupsAndCatalogs":
+            assert (as_list(statement["Action"]), statement["Resource"]) == (
+                ["athena:ListWorkGroups", "athena:ListDataCatalogs"],
+                "*",
+            )
+        else:
+            assert "*" not in as_list(statement["Resource"]), statement
 
 
 def test_analysts_write_only_query_results(analyst: dict[str, dict[str, Any]]) -> None:
     writes: tuple[str, ...] = ("s3:Put", "s3:Delete", "s3:Abort", "s3:Restore", "s3:Replicate")
-    writes += ("glue:Create", "glue:Update", "glue:Delete", "glue:Batch", "athena:Create", "athena:Update")
+    writes += ("glue:Create", "glue:Update", "glue:Delete", "glue:BatchCreate", "glue:BatchUpdate", "glue:BatchDelete")
+    writes += ("athena:Create", "athena:Update", "athena:Delete", "athena:Tag")
     for statement in analyst.values():
         if any(a.startswith(writes) for a in as_list(statement["Action"])):
             assert [sub(r) for r in as_list(statement["Resource"])] == ["${AthenaResultsBucket.Arn}/results/*"]

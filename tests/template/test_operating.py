@@ -131,6 +131,7 @@ CURATION_ACTIONS = {
     "glue:GetTables",
     "glue:GetPartition",
     "glue:GetPartitions",
+    "glue:BatchGetPartition",
     "glue:CreateTable",
     "glue:UpdateTable",
 }
@@ -155,7 +156,8 @@ def test_the_completeness_role_curates_in_the_workgroup_and_writes_curated_and_t
     tables = [r["Fn::Sub"].removeprefix(f"{glue}:table/${{GlueDatabase}}/") for r in views["Resource"][2:]]
     assert tables == ["source_*_current", "source_*_recent", "apilake_runs"]
     assert fnmatch(current_view("api-a"), tables[0]) and fnmatch(recent_view("api-a"), tables[1])
-    # And in S3 it writes (and deletes) under curated/ and the results' prefix, reads raw/, and its markers
+    # And in S3 it writes (and deletes) under curated/, its staging prefix and the results' prefix, reads raw/ and
+    # the staged objects (to copy them into curated/), and writes its markers
     writes = {
         r["Fn::Sub"] if isinstance(r, dict) else str(r)
         for s in statements(role)
@@ -164,8 +166,27 @@ def test_the_completeness_role_curates_in_the_workgroup_and_writes_curated_and_t
     }
     assert {w for w in writes if "/ledger/" not in w} == {
         "${LakeBucket.Arn}/curated/*",
+        "${LakeBucket.Arn}/curated-staging/*",
         "${AthenaResultsBucket.Arn}/results/*",
     }
+    # The UNLOAD writes into a new prefix under curated-staging/, whose objects are copied, then deleted
+    assert actions(sids["StageCurated"]) == [
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+    ]
+    assert sids["StageCurated"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/curated-staging/*"}
+    # And it never reads curated/: a copy reads its source (the staged object) and writes its target
+    reads = {
+        r["Fn::Sub"]
+        for s in statements(role)
+        if "s3:GetObject" in actions(s)
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+        if isinstance(r, dict) and "Fn::Sub" in r
+    }
+    assert "${LakeBucket.Arn}/curated/*" not in reads
     assert actions(sids["WriteCurated"]) == [
         "s3:PutObject",
         "s3:DeleteObject",
@@ -178,12 +199,18 @@ def test_the_completeness_role_curates_in_the_workgroup_and_writes_curated_and_t
         {"Fn::Sub": "${LakeBucket.Arn}/ledger/state/views.json"},
     ]
     assert sids["ReadRaw"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/raw/*"}
-    assert sids["ListRawAndCurated"]["Condition"] == {"StringLike": {"s3:prefix": ["raw/*", "curated/*"]}}
+    assert sids["ListRawAndCurated"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["raw/*", "curated/*", "curated-staging/*"]}
+    }
 
 
 @pytest.mark.parametrize(
     ("alarm", "metric"),
-    [("RunIncompleteAlarm", "sources_incomplete"), ("RunLandedNothingAlarm", "sources_landed_nothing")],
+    [
+        ("RunIncompleteAlarm", "sources_incomplete"),
+        ("RunLandedNothingAlarm", "sources_landed_nothing"),
+        ("CurationFailedAlarm", "curation_failed"),  # its sum over the sources, emitted by the curated step
+    ],
 )
 def test_a_run_incomplete_or_empty_by_its_due_time_alarms(resources: dict[str, Any], alarm: str, metric: str) -> None:
     properties = resources[alarm]["Properties"]
@@ -275,7 +302,7 @@ def test_the_dashboard_shows_every_alarm_directly_or_through_the_sources_alarm(
     [widget] = [w for w in board["widgets"] if w["type"] == "alarm"]
     shown = {arn.rsplit(":", 1)[-1] for arn in widget["properties"]["alarms"]}
     assert shown == stack_level | {"SourcesAlarm"}
-    assert {"RunIncompleteAlarm", "RunLandedNothingAlarm", "CompletenessErrorsAlarm"} <= shown
+    assert {"RunIncompleteAlarm", "RunLandedNothingAlarm", "CurationFailedAlarm", "CompletenessErrorsAlarm"} <= shown
 
 
 def test_sources_too_many_for_one_alarm_rule_are_refused() -> None:

@@ -255,6 +255,44 @@ def test_athena_enforces_encrypted_results_and_a_scan_cutoff(resources: dict[str
     assert configuration["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
 
 
+def test_athena_runs_the_engine_the_sql_is_written_for(resources: dict[str, Any]) -> None:
+    # The curated SQL (UNLOAD, "$file_modified_time", TRY_CAST) is Athena engine version 3's (Trino)
+    configuration = resources["AthenaWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+    assert configuration["EngineVersion"] == {"SelectedEngineVersion": "Athena engine version 3"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "prefix", "expires_after_days", "noncurrent_after_days"),
+    [
+        ("ExpireNoncurrentVersions", None, None, 30),
+        # what a failed or interrupted curation leaves in its staging prefix
+        ("ExpireCurationStaging", "curated-staging/", 2, 1),
+        # a date's Parquet replaced by a later curation
+        ("ExpireReplacedCurated", "curated/", None, 3),
+    ],
+)
+def test_the_lake_expires_what_is_no_longer_read(
+    resources: dict[str, Any],
+    rule: str,
+    prefix: str | None,
+    expires_after_days: int | None,
+    noncurrent_after_days: int,
+) -> None:
+    rules = {r["Id"]: r for r in resources["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    found = rules[rule]
+    assert found["Status"] == "Enabled"
+    assert found.get("Prefix") == prefix
+    assert found.get("ExpirationInDays") == expires_after_days
+    assert found["NoncurrentVersionExpiration"] == {"NoncurrentDays": noncurrent_after_days}
+
+
+def test_the_lake_removes_delete_markers_left_alone(resources: dict[str, Any]) -> None:
+    rules = {r["Id"]: r for r in resources["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    # Each staging object deleted after its copy leaves a marker: gone once its versions expire
+    assert rules["ExpireNoncurrentVersions"]["ExpiredObjectDeleteMarker"] is True
+    assert "Prefix" not in rules["ExpireNoncurrentVersions"]
+
+
 def test_crawler_failures_and_planner_errors_alarm(resources: dict[str, Any]) -> None:
     rule = resources["CrawlerFailedRule"]["Properties"]
     assert rule["EventPattern"]["detail"]["state"] == ["Failed"]

@@ -1,11 +1,12 @@
 """The curated zone on this machine: DuckDB runs apilake.curated's statements, transpiled, over the lake folder.
 
 ``source_<x>_lines`` reads the raw pages as Athena's text table does (one ``line`` per record, the
-``ingestion_date`` from the key, ``"$path"`` the file); each (source, ingestion date) is written to
-``<lake>/curated/source=<name>/ingestion_date=<D>/data.parquet`` (ZSTD), recomputed from all of the date's
-raw pages whenever it is missing, older than one of them, or of other columns than the sources file declares
-(an accepted change of ``columns``). ``source_<x>_curated`` reads those files back with the partition from
-the folder's name, and the ``_current`` and ``_recent`` views are Athena's statements transpiled.
+``ingestion_date`` from the key, ``"$path"`` the file, ``"$file_modified_time"`` its mtime); each (source,
+ingestion date) is written to ``<lake>/curated/source=<name>/ingestion_date=<D>/data.parquet`` (ZSTD),
+recomputed from all of the date's raw pages whenever it is missing, older than one of them, or of other
+columns than the sources file declares (an accepted change of ``columns``). ``source_<x>_curated`` reads
+those files back with the partition from the folder's name, and the ``_current`` and ``_recent`` views are
+Athena's statements transpiled.
 """
 
 from __future__ import annotations
@@ -57,12 +58,16 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 def create_lines_view(connection: duckdb.DuckDBPyConnection, lake: Path, source: str) -> None:
     """``source_<x>_lines`` over the source's raw pages (they must exist)."""
-    glob = (raw_folder(lake, source) / "*" / "*" / "*.json.gz").as_posix()
+    glob = _literal((raw_folder(lake, source) / "*" / "*" / "*.json.gz").as_posix())
+    # "$file_modified_time": the file's mtime (read_blob reads no content for it; the mirror of a bucket keeps
+    # each object's LastModified as its mtime, apilake_cli.lakefolder)
     connection.execute(
         f'CREATE OR REPLACE VIEW "{curated.lines_table(source)}" AS '
-        f'SELECT CAST(json AS VARCHAR) AS {curated.LINE}, {curated.PARTITION}, "{curated.PATH}" '
-        f"FROM read_json_objects({_literal(glob)}, format = 'newline_delimited', filename = '{curated.PATH}', "
-        f"hive_partitioning = true, hive_types = {{'{curated.PARTITION}': 'DATE', 'shard': 'VARCHAR'}})"
+        f'SELECT CAST(l.json AS VARCHAR) AS {curated.LINE}, l.{curated.PARTITION}, l."{curated.PATH}", '
+        f'f.last_modified AS "{curated.MODIFIED}" '
+        f"FROM read_json_objects({glob}, format = 'newline_delimited', filename = '{curated.PATH}', "
+        f"hive_partitioning = true, hive_types = {{'{curated.PARTITION}': 'DATE', 'shard': 'VARCHAR'}}) AS l "
+        f'JOIN read_blob({glob}) AS f ON f.filename = l."{curated.PATH}"'
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,17 @@ def source(name: str = "api-x", columns: dict[str, str] | None = COLUMNS, **more
     )
 
 
-def land(lake: Path, name: str, day: date, records: list[Any], *, shard: str = "all", page: int = 1) -> None:
-    """One page as the worker writes it: gzip NDJSON under its deterministic key."""
+def land(
+    lake: Path, name: str, day: date, records: list[Any], *, shard: str = "all", page: int = 1, at: int | None = None
+) -> None:
+    """One page as the worker writes it: gzip NDJSON under its deterministic key; ``at``: its mtime (S3's
+    LastModified in a mirror of the bucket), seconds after DAY_1's midnight."""
     path = lake / page_key(name, day, shard, page)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode()))
+    if at is not None:
+        written = datetime.combine(DAY_1, datetime.min.time(), UTC).timestamp() + at
+        os.utime(path, (written, written))
 
 
 def record(id_: str, **values: Any) -> dict[str, Any]:
@@ -113,15 +120,30 @@ def test_bad_input_is_named(call: Any, message: str) -> None:
         call()
 
 
+# Athena's UNLOAD (sqlglot reads it as an opaque command whatever follows): its query, location and options
+UNLOAD = re.compile(r"UNLOAD \((?P<query>.*)\)\nTO '(?P<to>[^']*)'\nWITH \((?P<options>[^()]*)\)", re.DOTALL)
+
+
+def unload_parts(statement: str) -> tuple[exp.Expr, str, dict[str, str]]:
+    """An UNLOAD's query parsed as Athena SQL, its TO location and its WITH options."""
+    match = UNLOAD.fullmatch(statement)
+    assert match is not None, statement
+    options = dict(re.findall(r"(\w+) = '([^']*)'(?:, |$)", match["options"]))
+    assert ", ".join(f"{k} = '{v}'" for k, v in options.items()) == match["options"]  # nothing else in it
+    return sqlglot.parse_one(match["query"], read=ATHENA), match["to"], options
+
+
 def test_every_statement_of_the_sources_files_parses_as_athena_sql() -> None:
     for config in [c for c in example_sources() if c.columns]:
         unload, *views = curated.statements(config, "2026-11-26", "lake-bucket")
         select = curated.curate_select(config, "2026-11-26")
-        # UNLOAD is Athena's own (sqlglot keeps it as a command): its query must parse, and is the SELECT's
-        assert unload.startswith(f"UNLOAD ({select})\nTO 's3://lake-bucket/curated/source={config.name}/")
-        assert unload.endswith("WITH (format = 'PARQUET', compression = 'ZSTD')")
-        assert isinstance(sqlglot.parse_one(unload, read=ATHENA), exp.Command)
-        parsed = sqlglot.parse_one(select, read=ATHENA)
+        # The UNLOAD's query parses as Athena SQL and is the SELECT; it writes ZSTD Parquet to the date's prefix
+        parsed, location, options = unload_parts(unload)
+        assert parsed == sqlglot.parse_one(select, read=ATHENA)
+        assert location == f"s3://lake-bucket/curated/source={config.name}/ingestion_date=2026-11-26/"
+        assert options == {"format": "PARQUET", "compression": "ZSTD"}
+        staged = curated.unload_statement(config, "2026-11-26", "lake-bucket", "curated-staging/x/attempt=1/")
+        assert unload_parts(staged)[1:] == ("s3://lake-bucket/curated-staging/x/attempt=1/", options)
         assert isinstance(parsed, exp.Select)
         assert [t.name for t in parsed.find_all(exp.Table)] == [curated.lines_table(config.name)]
         assert parsed.named_selects == list(config.column_names().values())
@@ -194,15 +216,35 @@ def test_current_has_one_row_per_id_with_the_newer_values(tmp_path: Path) -> Non
     assert len(rows(tmp_path, "SELECT * FROM source_api_x_curated", config)) == 5
 
 
-def test_within_a_date_the_later_shard_then_the_later_page_wins(tmp_path: Path) -> None:
-    config = source()
-    land(tmp_path, "api-x", DAY_1, [record("a", seq=2)], shard="a", page=2)
-    land(tmp_path, "api-x", DAY_1, [record("a", seq=1), record("b", seq=1)], shard="a", page=1)
-    land(tmp_path, "api-x", DAY_1, [record("c", seq=10)], shard="a", page=10)
-    land(tmp_path, "api-x", DAY_1, [record("c", seq=9)], shard="a", page=9)
-    land(tmp_path, "api-x", DAY_1, [record("b", seq=3)], shard="b", page=1)
-    found = rows(tmp_path, "SELECT id, seq FROM source_api_x_curated ORDER BY id", config)
-    assert [(r["id"], r["seq"]) for r in found] == [("a", 2), ("b", 3), ("c", 10)]
+@pytest.mark.parametrize(
+    ("pages", "latest"),
+    [
+        # (shard, page, written at, seq): the object written last wins, whatever its name
+        ([("since-999", 1, 10, 1), ("since-1000", 1, 20, 2)], 2),  # since-1000 sorts first, landed later
+        ([("since-1000", 1, 10, 1), ("since-999", 1, 20, 2)], 2),
+        ([("a", 2, 10, 2), ("a", 1, 20, 1)], 1),  # page 1 landed again, later
+        # the same time: the later object key (zero-padded pages, then shards)
+        ([("a", 10, 10, 10), ("a", 9, 10, 9)], 10),
+        ([("b", 1, 10, 3), ("a", 2, 10, 2)], 3),
+    ],
+)
+def test_within_a_date_the_object_written_last_wins_then_the_later_key(
+    tmp_path: Path, pages: list[tuple[str, int, int, int]], latest: int
+) -> None:
+    # Given one record landed in several pages of a date
+    for shard, page, at, seq in pages:
+        land(
+            tmp_path,
+            "api-x",
+            DAY_1,
+            [record("a", seq=seq), record(f"other-{shard}-{page}")],
+            shard=shard,
+            page=page,
+            at=at,
+        )
+    # Then the curated table has its latest version, and every other record
+    found = rows(tmp_path, "SELECT id, seq FROM source_api_x_curated ORDER BY id", source())
+    assert (found[0]["id"], found[0]["seq"]) == ("a", latest) and len(found) == 1 + len(pages)
 
 
 @pytest.mark.parametrize("days", [1, 2, 5])
@@ -217,6 +259,21 @@ def test_recent_keeps_the_last_n_ingestion_dates_up_to_today(tmp_path: Path, day
     assert len(rows(tmp_path, "SELECT * FROM source_api_x_curated", config)) == 7
 
 
+@pytest.mark.parametrize("record_id_path", ["id", None])
+def test_recent_has_each_record_landed_in_the_last_n_days_once_its_latest_version(
+    tmp_path: Path, record_id_path: str | None
+) -> None:
+    # Given a record landed before the window and twice in it, another once in it
+    config = source(curated={"recent_days": 3}, record_id_path=record_id_path)
+    land(tmp_path, "api-x", TODAY - timedelta(days=5), [record("a", seq=1), record("gone", seq=1)])
+    land(tmp_path, "api-x", TODAY - timedelta(days=2), [record("a", seq=2), record("b", seq=1)])
+    land(tmp_path, "api-x", TODAY, [record("a", seq=3)])
+    # Then _recent has each of them once, at its latest version (every row without a record id)
+    recent = rows(tmp_path, "SELECT id, seq FROM source_api_x_recent ORDER BY id, seq", config)
+    versions = [("a", 3), ("b", 1)] if record_id_path else [("a", 2), ("a", 3), ("b", 1)]
+    assert [(r["id"], r["seq"]) for r in recent] == versions
+
+
 @pytest.mark.parametrize(
     ("field", "landed", "column", "kept"),
     [
@@ -224,6 +281,14 @@ def test_recent_keeps_the_last_n_ingestion_dates_up_to_today(tmp_path: Path, day
         ("seq", 7.5, "seq", None),  # bigint seen as a number with a fraction
         ("seq", {"n": 7}, "seq", None),  # bigint seen as an object
         ("seq", "7", "seq", 7),  # digits are a bigint's text in Athena as in DuckDB
+        ("seq", " 7", "seq", None),
+        ("seq", "7\n", "seq", None),  # Trino's $ would match before a final newline: \z does not
+        ("seq", "9223372036854775807", "seq", 9223372036854775807),  # 19 digits (Snowflake-style ids)
+        ("seq", 1234567890123456789, "seq", 1234567890123456789),
+        ("seq", "-9223372036854775808", "seq", -9223372036854775808),
+        ("seq", "9223372036854775808", "seq", None),  # 19 digits over bigint: NULL, not an error
+        ("seq", 9223372036854775808, "seq", None),
+        ("seq", "12345678901234567890", "seq", None),  # 20 digits
         ("amount", {"value": 3.5}, "amount", None),  # double seen as an object
         ("amount", 3, "amount", 3.0),  # an integer is a double
         ("active", "yes", "active", None),  # boolean seen as a string
@@ -233,8 +298,26 @@ def test_recent_keeps_the_last_n_ingestion_dates_up_to_today(tmp_path: Path, day
         ("updatedAt", "yesterday", "updatedat", None),
         ("updatedAt", 1764064800, "updatedat", None),  # epoch seconds are not a timestamp
         ("updatedAt", "2026-11-25T12:00:00+02:00", "updatedat", datetime(2026, 11, 25, 10)),  # in UTC
-        ("updatedAt", "2026-11-25 12:00:00", "updatedat", datetime(2026, 11, 25, 12)),
+        ("updatedAt", "2026-11-26 13:00:05+02:00", "updatedat", datetime(2026, 11, 26, 11, 0, 5)),
+        ("updatedAt", "2026-11-26T00:30:00+01:00", "updatedat", datetime(2026, 11, 25, 23, 30)),
+        ("updatedAt", "2026-11-26T13:00:05-05:30", "updatedat", datetime(2026, 11, 26, 18, 30, 5)),
+        ("updatedAt", "2026-11-25 12:00:00", "updatedat", datetime(2026, 11, 25, 12)),  # no zone: UTC
         ("updatedAt", "2026-11-25T12:00:00.250Z", "updatedat", datetime(2026, 11, 25, 12, 0, 0, 250000)),
+        ("updatedAt", "2026-11-25T12:00:00.9999Z", "updatedat", datetime(2026, 11, 25, 12, 0, 0, 999000)),
+        ("updatedAt", "2026-11-25T12:00:00.123456+00:00", "updatedat", datetime(2026, 11, 25, 12, 0, 0, 123000)),
+        ("updatedAt", "2026-11-25T12:00:00.5", "updatedat", datetime(2026, 11, 25, 12, 0, 0, 500000)),
+        ("updatedAt", "2026-11-26 13:00:05 UTC", "updatedat", None),  # a zone's name
+        ("updatedAt", " 2026-11-26T13:00:05Z", "updatedat", None),  # a leading space
+        ("updatedAt", "2026-11-26T13:00:05Z\n", "updatedat", None),
+        ("updatedAt", "2026-11-26T24:00:00Z", "updatedat", None),  # hour 24
+        ("updatedAt", "2026-11-26T13", "updatedat", None),  # no minutes
+        ("updatedAt", "2026-11-26T13:00Z", "updatedat", None),  # no seconds
+        ("updatedAt", "2026-11-26T13:00:05.Z", "updatedat", None),
+        ("updatedAt", "2026-11-26T13:00:05+0200", "updatedat", None),  # an offset without its colon
+        ("updatedAt", "2026-02-30T13:00:05Z", "updatedat", None),  # no such day
+        ("updatedAt", "2026-11-26", "updatedat", None),  # a date
+        ("born", "2026-02-30", "born", None),
+        ("born", "26/11/2026", "born", None),
         ("born", "1990-05-01T00:00:00Z", "born", None),  # a timestamp is not a date
         ("born", "1990-05-01", "born", date(1990, 5, 1)),
         ("customer", "a string", "customer", '"a string"'),  # json keeps anything, as JSON text

@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from apilake.completeness import CompletenessCheck
 from apilake.config import ColumnType, Source, SourcesFile, parse_sources
-from apilake.drift import compare, merge_fields, rejudge, run_drift, source_drift
+from apilake.drift import FITS, compare, merge_fields, rejudge, run_drift, source_drift, text_kinds
 from apilake.incremental import HighWater
 from apilake.lake import encode_page
 from apilake.ledger import LandedPage, Ledger
@@ -43,9 +43,10 @@ def source(columns: dict[str, str] | None = COLUMNS) -> Source:
     return sources(columns).get("api-x")
 
 
-def observe(records: list[Any]) -> dict[str, list[str]]:
-    """The fields the worker notes of a page of ``records`` (as the lake writer encodes it)."""
-    kinds = FieldKinds(records)
+def observe(records: list[Any], columns: dict[str, str] | None = COLUMNS) -> dict[str, list[str]]:
+    """The fields the worker notes of a page of ``records`` of a source with ``columns`` (as the lake writer
+    encodes it)."""
+    kinds = FieldKinds(records, text_kinds(source(columns).columns))
     encode_page(kinds)
     return kinds.fields
 
@@ -95,6 +96,50 @@ def test_a_large_page_s_lazy_records_are_observed_under_the_high_water_mark_in_o
     assert high.highest == 5999
 
 
+@pytest.mark.parametrize(
+    ("declared", "value", "kind"),
+    [
+        # the shapes apilake.curated casts (tests/unit/test_curated.py: the same values in DuckDB): the kind fits
+        ("timestamp", "2026-11-26T13:00:05Z", "timestamp"),
+        ("timestamp", "2026-11-26 13:00:05+02:00", "timestamp"),
+        ("timestamp", "2026-11-26T13:00:05.123456-05:30", "timestamp"),
+        ("timestamp", "2026-11-26 13:00:05", "timestamp"),
+        ("date", "2026-11-26", "date"),
+        ("bigint", "9223372036854775807", "integer"),
+        ("bigint", "-7", "integer"),
+        # the others are NULL in the curated table: a string, which a timestamp, date or bigint does not fit
+        ("timestamp", "26/11/2026 13:00", "string"),
+        ("timestamp", "2026-11-26 13:00:05 UTC", "string"),
+        ("timestamp", " 2026-11-26T13:00:05Z", "string"),
+        ("timestamp", "2026-11-26T24:00:00Z", "string"),
+        ("timestamp", "2026-11-26T13", "string"),
+        ("timestamp", "2026-11-26T13:00:05Z\n", "string"),
+        ("timestamp", "2026-11-26", "string"),
+        ("date", "26/11/2026", "string"),
+        ("date", "2026-11-26T00:00:00Z", "string"),
+        ("bigint", "12345678901234567890", "string"),
+        ("bigint", "7.0", "string"),
+        ("string", "2026-11-26", "string"),  # a string column's strings are not looked into
+    ],
+)
+def test_a_declared_timestamp_date_or_bigint_s_strings_are_noted_by_the_curation_s_shape(
+    declared: str, value: str, kind: str
+) -> None:
+    # Given a page of a field declared so, with the value as a string and a null
+    noted = observe([{"f": value}, {"f": None}], {"f": declared})
+    # Then the string's kind is the type's when the curation casts it, else string, which the type does not fit
+    assert noted == {"f": [kind, "null"]}
+    assert (kind in FITS[ColumnType(declared)]) is (kind != "string" or declared == "string")
+
+
+def test_a_changed_date_format_is_drift() -> None:
+    # Given a date field whose vendor switched to day/month/year in some records
+    observed = observe([{"day": "2026-11-26"}, {"day": "27/11/2026"}], {"day": "date"})
+    # Then the drift says the type changed (the curated column is NULL for those records)
+    drift = compare({"day": ColumnType.DATE}, observed, records=2, pages_observed=1)
+    assert [(c.field, c.declared, c.seen) for c in drift.changed] == [("day", "date", ["string", "date"])]
+
+
 # -- the comparison ----------------------------------------------------------------------------------------
 
 
@@ -102,35 +147,41 @@ def test_a_large_page_s_lazy_records_are_observed_under_the_high_water_mark_in_o
     ("observed", "new", "missing", "changed"),
     [
         pytest.param(
-            {"id": ["integer"], "name": ["string"], "price": ["number"], "updated_at": ["string"]},
+            {"id": ["integer"], "name": ["string"], "price": ["number"], "updated_at": ["timestamp"]},
             {},
             {},
             [],
             id="as declared",
         ),
         pytest.param(
-            {"id": ["integer"], "name": ["integer", "null"], "price": ["integer"], "updated_at": ["string", "null"]},
+            {"id": ["integer"], "name": ["integer", "null"], "price": ["integer"], "updated_at": ["timestamp", "null"]},
             {},
             {},
             [],
             id="kinds the types hold: a number as string, an integer as double, nulls",
         ),
         pytest.param(
-            {"id": ["integer"], "name": ["string"], "price": ["number"], "updated_at": ["string"], "tags": ["array"]},
+            {
+                "id": ["integer"],
+                "name": ["string"],
+                "price": ["number"],
+                "updated_at": ["timestamp"],
+                "tags": ["array"],
+            },
             {"tags": ["array"]},
             {},
             [],
             id="a new field",
         ),
         pytest.param(
-            {"id": ["integer"], "name": ["string"], "price": ["number"], "updated_at": ["string"], "x": ["null"]},
+            {"id": ["integer"], "name": ["string"], "price": ["number"], "updated_at": ["timestamp"], "x": ["null"]},
             {},
             {},
             [],
             id="an undeclared field seen null only: not new (no value, no type)",
         ),
         pytest.param(
-            {"id": ["string"], "name": ["string"], "price": ["number"], "updated_at": ["string"]},
+            {"id": ["string"], "name": ["string"], "price": ["number"], "updated_at": ["timestamp"]},
             {},
             {},
             [("id", "bigint", ["string"])],
@@ -215,7 +266,13 @@ def test_a_source_without_columns_has_no_drift() -> None:
 
 def test_drift_accepted_in_the_columns_is_no_longer_drift() -> None:
     # Given a run whose records had a new field and a changed type
-    observed = {"id": ["string"], "name": ["string"], "price": ["number"], "updated_at": ["string"], "tags": ["array"]}
+    observed = {
+        "id": ["string"],
+        "name": ["string"],
+        "price": ["number"],
+        "updated_at": ["timestamp"],
+        "tags": ["array"],
+    }
     drift = source_drift(source(), [LandedPage(records=5, fields=observed)])
     assert drift is not None and drift.fields == 2
     # When the columns are changed to what the vendor sends now
@@ -230,10 +287,10 @@ def test_drift_accepted_in_the_columns_is_no_longer_drift() -> None:
 RUN_1 = "sched-20261125T010000Z"
 RUN_2 = "sched-20261126T010000Z"
 BEFORE = [{"id": 1, "name": "a", "price": 1.5, "updated_at": "2026-11-24T10:00:00Z"}]
-# The vendor added "tags" and now sends ids as text; "name" is null on every record
+# The vendor added "tags" and now sends ids as text that is no integer; "name" is null on every record
 AFTER = [
-    {"id": "2", "name": None, "price": 2.0, "updated_at": "2026-11-25T10:00:00Z", "tags": ["new"]},
-    {"id": "3", "name": None, "price": 3, "updated_at": "2026-11-25T11:00:00Z", "tags": []},
+    {"id": "x-2", "name": None, "price": 2.0, "updated_at": "2026-11-25T10:00:00Z", "tags": ["new"]},
+    {"id": "x-3", "name": None, "price": 3, "updated_at": "2026-11-25T11:00:00Z", "tags": []},
 ]
 
 

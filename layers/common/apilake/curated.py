@@ -3,23 +3,25 @@
 One definition of the SQL, in Athena's dialect (Trino), written here and nowhere else:
 
 - ``source_<x>_lines``: the raw zone as text, one varchar column ``line`` (a record's JSON), the partition
-  ``ingestion_date`` (a date) and Athena's hidden ``"$path"`` (the object a line was read from).
+  ``ingestion_date`` (a date) and Athena's hidden ``"$path"`` and ``"$file_modified_time"`` (the object a
+  line was read from, and when it was written).
 - :func:`curate_select`: one ingestion date's lines as the declared columns, each value extracted from the
   record and cast to its pinned type; a value of another type (a vendor's change not yet accepted in the
   sources file) is NULL, so the curated table keeps its types. One row per record id (``record_id_path``):
-  the one fetched last that day (the later shard, then the later page: the later ``"$path"``); rows
-  without an id are all kept.
-- :func:`unload_statement`: that SELECT written as Parquet (ZSTD) under :func:`curated_prefix` on AWS
-  (after the prefix is emptied: a date's partition is recomputed from all of the date's raw pages, so
-  running it twice gives the same partition). Locally, DuckDB runs the same SELECT transpiled by sqlglot
-  (``devtools/apilake_dev/curate.py``).
+  the one fetched last that day (the object written last: ``"$file_modified_time"``, then the later
+  ``"$path"``); rows without an id are all kept.
+- :func:`unload_statement`: that SELECT written as Parquet (ZSTD) on AWS, into an empty prefix whose files
+  then replace :func:`curated_prefix`'s (apilake.curation): a date's partition is recomputed from all of the
+  date's raw pages, so running it twice gives the same partition. Locally, DuckDB runs the same SELECT
+  transpiled by sqlglot (``devtools/apilake_dev/curate.py``).
 - ``source_<x>_current`` (:func:`create_current_view`): one row per record id over every date, the newest
-  ingestion date's; ``source_<x>_recent`` (:func:`create_recent_view`): the rows of the last
-  ``curated.recent_days`` ingestion dates up to today.
+  ingestion date's; ``source_<x>_recent`` (:func:`create_recent_view`): the same over the last
+  ``curated.recent_days`` ingestion dates up to today (each record landed then, once, its latest version;
+  every version of those dates is ``source_<x>_curated`` with an ``ingestion_date`` filter).
 
-The casts are written so that Trino and DuckDB agree on which values are of the pinned type: integers and
-dates by their text's shape, booleans by JSON's literals, timestamps as ISO 8601 (an offset converted to UTC)
-or ``YYYY-MM-DD HH:MM:SS``.
+The casts are written so that Trino and DuckDB agree on which values are of the pinned type: integers, dates
+and timestamps by their text's shape (:data:`TEXT_PATTERNS`, which the worker's drift checks too), booleans by
+JSON's literals; a timestamp's offset is converted to UTC by text functions, not either engine's parser.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from apilake.run_summary import SourceSummary
 
 CURATED_PREFIX = "curated/"
 PATH = "$path"  # Athena's hidden column: the S3 object a row was read from
+MODIFIED = "$file_modified_time"  # Athena's hidden column: when that object was written (locally: its mtime)
 LINE = "line"
 RANK = "version_rank"
 PARTITION = "ingestion_date"
@@ -101,6 +104,39 @@ def _json_path(path: str) -> str:
     return "'$." + path.replace("'", "''") + "'"
 
 
+# The text a declared bigint, date or timestamp takes, the same in Athena, DuckDB and the worker's drift
+# (apilake.drift): anything else is NULL in the curated table and a changed type in the drift.
+# Timestamps: ISO 8601 with seconds, 'T' or a space, any fraction (its first 3 digits kept), 'Z', an offset
+# (converted to UTC) or none (UTC); hours 00-23. A date's or time's impossible values (02-30) are NULL too.
+_DAY = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_OFFSET = "[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+TEXT_PATTERNS: dict[ColumnType, str] = {
+    ColumnType.BIGINT: "-?[0-9]{1,19}",  # 19 digits may overflow: NULL (TRY_CAST) in both engines
+    ColumnType.DATE: _DAY,
+    ColumnType.TIMESTAMP: f"{_DAY}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]((?:\\.[0-9]+)?)((?:Z|{_OFFSET})?)",
+}
+_FRACTION, _ZONE = 1, 2  # the timestamp pattern's groups (always matched, maybe empty: '' in both engines)
+
+
+def _regex(kind: ColumnType) -> str:
+    """The whole text, anchored (``\\z``: Trino's ``$`` also matches before a final newline, RE2's does not)."""
+    return f"'^(?:{TEXT_PATTERNS[kind]})\\z'"
+
+
+def _timestamp(text: str) -> str:
+    """An ISO 8601 text matching :data:`TEXT_PATTERNS` as a UTC ``timestamp(3)``, by plain text functions both
+    engines read alike (no zone or ISO parser of either)."""
+    regex = _regex(ColumnType.TIMESTAMP)
+    fraction = f"substr(regexp_extract({text}, {regex}, {_FRACTION}), 1, 4)"  # '.123' of '.123456'
+    zone = f"regexp_extract({text}, {regex}, {_ZONE})"
+    minutes = (
+        f"CASE WHEN length({zone}) = 6 THEN (CASE WHEN substr({zone}, 1, 1) = '-' THEN -1 ELSE 1 END)"
+        f" * (CAST(substr({zone}, 2, 2) AS integer) * 60 + CAST(substr({zone}, 5, 2) AS integer)) ELSE 0 END"
+    )
+    local = f"TRY_CAST(substr({text}, 1, 10) || ' ' || substr({text}, 12, 8) || {fraction} AS timestamp(3))"
+    return f"CASE WHEN regexp_like({text}, {regex}) THEN date_add('minute', -({minutes}), {local}) END"
+
+
 def extract(field: str, kind: ColumnType, line: str = f"{LINES_ALIAS}.{LINE}") -> str:
     """The value of the record's top-level ``field`` as the pinned ``kind``; NULL when it is of another type."""
     kind, path = ColumnType(kind), _json_path(field)
@@ -110,19 +146,14 @@ def extract(field: str, kind: ColumnType, line: str = f"{LINES_ALIAS}.{LINE}") -
     if kind is ColumnType.JSON:  # anything, as JSON text; JSON's null is SQL's NULL
         return f"NULLIF(json_format(json_extract({line}, {path})), 'null')"
     if kind is ColumnType.BIGINT:
-        return f"CASE WHEN regexp_like({text}, '^-?[0-9]{{1,18}}$') THEN TRY_CAST({text} AS bigint) END"
+        return f"CASE WHEN regexp_like({text}, {_regex(kind)}) THEN TRY_CAST({text} AS bigint) END"
     if kind is ColumnType.DOUBLE:
         return f"TRY_CAST({text} AS double)"
     if kind is ColumnType.BOOLEAN:
         return f"CASE {text} WHEN 'true' THEN true WHEN 'false' THEN false END"
     if kind is ColumnType.DATE:
-        return f"CASE WHEN regexp_like({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$') THEN TRY_CAST({text} AS date) END"
-    # timestamp: ISO 8601 (2026-11-26T13:00:05Z, an offset converted to UTC), else 2026-11-26 13:00:05
-    spaced = f"regexp_like({text}, '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ')"
-    return (
-        f"COALESCE(TRY(CAST(from_iso8601_timestamp({text}) AT TIME ZONE 'UTC' AS timestamp(3))), "
-        f"CASE WHEN {spaced} THEN TRY_CAST({text} AS timestamp(3)) END)"
-    )
+        return f"CASE WHEN regexp_like({text}, {_regex(kind)}) THEN TRY_CAST({text} AS date) END"
+    return _timestamp(text)
 
 
 def curate_select(source: Source, ingestion_date: date | str) -> str:
@@ -138,9 +169,10 @@ def curate_select(source: Source, ingestion_date: date | str) -> str:
     if not source.record_id_path:
         return f"SELECT\n    {values}\n  {lines}"
     record_id = f"json_extract_scalar({LINES_ALIAS}.{LINE}, {_json_path(source.record_id_path)})"
-    # The latest fetched of each id that day: the later shard, then page (the later object); the line itself
-    # settles a record seen twice on one page, so every run picks the same row.
-    latest = f'{LINES_ALIAS}."{PATH}" DESC, {LINES_ALIAS}.{LINE} DESC'
+    # The latest fetched of each id that day: the object written last (shard names do not sort: since-999 and
+    # since-1000), then the later object key (the later page of a shard), then the line itself (a record seen
+    # twice on one page), so every run picks the same row.
+    latest = f'{LINES_ALIAS}."{MODIFIED}" DESC, {LINES_ALIAS}."{PATH}" DESC, {LINES_ALIAS}.{LINE} DESC'
     return (
         f"SELECT {', '.join(names)} FROM (\n"
         f"  SELECT\n    {values},\n"
@@ -151,9 +183,10 @@ def curate_select(source: Source, ingestion_date: date | str) -> str:
     )
 
 
-def unload_statement(source: Source, ingestion_date: date | str, bucket: str) -> str:
-    """Athena's ``UNLOAD`` of :func:`curate_select` to the date's curated prefix (to be emptied first)."""
-    location = f"s3://{bucket}/{curated_prefix(source.name, ingestion_date)}"
+def unload_statement(source: Source, ingestion_date: date | str, bucket: str, prefix: str | None = None) -> str:
+    """Athena's ``UNLOAD`` of :func:`curate_select` to ``prefix`` (an empty one: UNLOAD refuses to write into a
+    prefix with objects), by default the date's curated prefix."""
+    location = f"s3://{bucket}/{prefix or curated_prefix(source.name, ingestion_date)}"
     return (
         f"UNLOAD ({curate_select(source, ingestion_date)})\n"
         f"TO '{location}'\nWITH (format = 'PARQUET', compression = 'ZSTD')"
@@ -170,12 +203,14 @@ def _id_column(source: Source) -> str | None:
     return f"json_extract_scalar({column}, {_json_path(rest)})" if rest else column
 
 
-def current_select(source: Source) -> str | None:
-    """The latest version of each record (the newest ingestion date's), Trino SQL; None without
-    ``record_id_path``."""
+def _latest_select(source: Source, where: str = "") -> str:
+    """The curated rows (``where`` filters them first: a partition filter prunes dates) as one row per record
+    id, the newest ingestion date's; every row without ``record_id_path`` (Trino SQL)."""
+    _columns(source)
+    table = f"{curated_table(source.name)} AS {CURATED_ALIAS}{where}"
     record_id = _id_column(source)
     if record_id is None:
-        return None
+        return f"SELECT {CURATED_ALIAS}.* FROM {table}"
     names = ", ".join([*(_quoted(name) for name in source.column_names().values()), PARTITION])
     return (
         f"SELECT {names} FROM (\n"
@@ -183,9 +218,15 @@ def current_select(source: Source) -> str | None:
         f"    CASE WHEN {record_id} IS NULL THEN 1\n"
         f"      ELSE row_number() OVER (PARTITION BY {record_id} ORDER BY {CURATED_ALIAS}.{PARTITION} DESC) END"
         f" AS {RANK}\n"
-        f"  FROM {curated_table(source.name)} AS {CURATED_ALIAS}\n"
+        f"  FROM {table}\n"
         f") WHERE {RANK} = 1"
     )
+
+
+def current_select(source: Source) -> str | None:
+    """The latest version of each record (the newest ingestion date's), Trino SQL; None without
+    ``record_id_path``."""
+    return _latest_select(source) if source.record_id_path else None
 
 
 def create_current_view(source: Source) -> str | None:
@@ -195,10 +236,10 @@ def create_current_view(source: Source) -> str | None:
 
 
 def recent_select(source: Source) -> str:
-    """The curated rows of the last ``curated.recent_days`` ingestion dates, today's included (Trino SQL)."""
-    _columns(source)
+    """The records landed in the last ``curated.recent_days`` ingestion dates, today's included, each once: its
+    latest version (as ``_current``, over those dates only; every row without ``record_id_path``), Trino SQL."""
     days = source.curated.recent_days
-    return f"SELECT * FROM {curated_table(source.name)}\nWHERE {PARTITION} > current_date - INTERVAL '{days}' DAY"
+    return _latest_select(source, f"\n  WHERE {CURATED_ALIAS}.{PARTITION} > current_date - INTERVAL '{days}' DAY")
 
 
 def create_recent_view(source: Source) -> str:

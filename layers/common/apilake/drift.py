@@ -7,7 +7,10 @@ over its landed pages, and compared with the declared columns:
 - **new**: a field seen with a value that is not declared (the curated table leaves it out until it is);
 - **missing**: a declared field never seen with a value (absent, or null only), in a run that landed records;
 - **changed**: a declared field seen with a kind its type cannot hold (:data:`FITS`): the curated column is
-  NULL for those values (``TRY_CAST``), until the change is accepted.
+  NULL for those values (``TRY_CAST``), until the change is accepted. A string of a field declared a
+  timestamp, date or bigint is noted ``timestamp``, ``date`` or ``integer`` when its text has the shape the
+  curation casts (:data:`apilake.curated.TEXT_PATTERNS`, :func:`text_kinds`), else ``string``: a changed
+  type (``26/11/2026`` for a date).
 
 Accepting drift is changing ``columns`` in the sources file (``apilake schema infer`` prints what the lake
 holds). Pages landed before the worker noted fields are counted, not judged.
@@ -15,24 +18,35 @@ holds). Pages landed before the worker noted fields are counted, not judged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
 from apilake.config import ColumnType, Source, SourcesFile
+from apilake.curated import TEXT_PATTERNS
 from apilake.ledger import LandedPage, RunStatus
-from apilake.records import KINDS
+from apilake.records import KINDS, TextKinds
 
-# The JSON kinds each declared type takes without losing the value (null fits every type).
+# The kinds each declared type takes without losing the value (null fits every type).
 FITS: dict[ColumnType, frozenset[str]] = {
-    ColumnType.STRING: frozenset({"string", "integer", "number", "boolean"}),  # scalars, kept as their text
-    ColumnType.BIGINT: frozenset({"integer"}),
+    ColumnType.STRING: frozenset({"string", "timestamp", "date", "integer", "number", "boolean"}),  # as text
+    ColumnType.BIGINT: frozenset({"integer"}),  # a number, or its digits as a string
     ColumnType.DOUBLE: frozenset({"integer", "number"}),
     ColumnType.BOOLEAN: frozenset({"boolean"}),
-    ColumnType.TIMESTAMP: frozenset({"string"}),  # ISO 8601 text: its parsing is the curation's
-    ColumnType.DATE: frozenset({"string"}),
+    ColumnType.TIMESTAMP: frozenset({"timestamp"}),  # a string of TEXT_PATTERNS' shape
+    ColumnType.DATE: frozenset({"date"}),
     ColumnType.JSON: frozenset(KINDS),
 }
+# A string of the shape the curation casts, by declared type -> the kind it is noted as.
+_TEXT_KIND = {ColumnType.BIGINT: "integer", ColumnType.DATE: "date", ColumnType.TIMESTAMP: "timestamp"}
+_ACCEPTS = {kind: re.compile(pattern).fullmatch for kind, pattern in TEXT_PATTERNS.items()}
+
+
+def text_kinds(columns: Mapping[str, ColumnType] | None) -> TextKinds:
+    """What the worker checks of a source's strings (:class:`apilake.records.FieldKinds`): each field declared
+    a timestamp, date or bigint -> the check of the curation's pattern, and the kind noted when it passes."""
+    return {field: (_ACCEPTS[kind], _TEXT_KIND[kind]) for field, kind in (columns or {}).items() if kind in _TEXT_KIND}
 
 
 class _Model(BaseModel):

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from apilake.auth import Credentials
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
 from apilake.config import Source, SourcesFile
+from apilake.drift import text_kinds
 from apilake.exceptions import (
     BadResponseError,
     CircuitOpenError,
@@ -219,7 +220,7 @@ class PageIngester:
         next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
         # Noted as the page is encoded: the top-level fields' kinds of a source with columns (its schema drift,
         # apilake.drift), an incremental source's highest cursor value.
-        kinds = FieldKinds(records) if source.columns is not None else None
+        kinds = FieldKinds(records, text_kinds(source.columns)) if source.columns is not None else None
         encoded: Sequence[Any] = records if kinds is None else kinds
         observed = HighWater(encoded, source.incremental) if source.incremental else None
         result = self.writer.write_page(

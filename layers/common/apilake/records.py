@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, overload
 
@@ -154,8 +154,9 @@ def _lazy_array(text: str, pos: int) -> tuple[LazyRecords, int]:
         pos = _skip(text, pos + 1)
 
 
-# A JSON value's kind, as the worker notes it per top-level field (the run's schema drift, apilake.drift).
-KINDS = ("string", "integer", "number", "boolean", "object", "array", "null")
+# A JSON value's kind, as the worker notes it per top-level field (the run's schema drift, apilake.drift); a
+# string of a field declared a timestamp, date or bigint is noted by its text's shape (FieldKinds' ``texts``).
+KINDS = ("string", "timestamp", "date", "integer", "number", "boolean", "object", "array", "null")
 _KIND_OF_TYPE: dict[type, str] = {
     str: "string",
     int: "integer",
@@ -172,14 +173,20 @@ def kind_of(value: Any) -> str:
     return _KIND_OF_TYPE[type(value)]
 
 
+# A field's strings -> the kind of those a check (a regex's fullmatch) accepts; the others stay "string".
+TextKinds = Mapping[str, tuple[Callable[[str], object], str]]
+
+
 class FieldKinds(Sequence[Any]):
     """A page's records, as the lake writer reads them (once, as it encodes them), noting the JSON kinds of
     each record's top-level fields on the way (as :class:`apilake.incremental.HighWater` notes its cursor):
-    a large page's lazily parsed records are not parsed twice. A record that is not an object has no fields."""
+    a large page's lazily parsed records are not parsed twice. A record that is not an object has no fields.
+    A string of a field in ``texts`` is noted as its kind there when its check accepts it."""
 
-    def __init__(self, records: Sequence[Any]) -> None:
+    def __init__(self, records: Sequence[Any], texts: TextKinds | None = None) -> None:
         self._records = records
-        self._seen: dict[str, set[type]] = {}
+        self._texts = texts or {}
+        self._seen: dict[str, set[type | str]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -192,22 +199,26 @@ class FieldKinds(Sequence[Any]):
         return self._records[index]
 
     def __iter__(self) -> Iterator[Any]:
-        seen = self._seen
+        seen, texts = self._seen, self._texts
         for record in self._records:
             if isinstance(record, dict):
                 for field, value in record.items():
+                    kind: type | str = type(value)
+                    if kind is str and texts and (check := texts.get(field)) is not None and check[0](value):
+                        kind = check[1]
                     kinds = seen.get(field)
                     if kinds is None:
-                        seen[field] = {type(value)}
+                        seen[field] = {kind}
                     else:
-                        kinds.add(type(value))
+                        kinds.add(kind)
             yield record
 
     @property
     def fields(self) -> dict[str, list[str]]:
         """Each top-level field seen -> its kinds (in :data:`KINDS`' order), the fields in the order first seen."""
         return {
-            field: sorted({_KIND_OF_TYPE[t] for t in types}, key=KINDS.index) for field, types in self._seen.items()
+            field: sorted({t if isinstance(t, str) else _KIND_OF_TYPE[t] for t in types}, key=KINDS.index)
+            for field, types in self._seen.items()
         }
 
 

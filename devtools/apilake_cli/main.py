@@ -18,7 +18,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from apilake.exceptions import ApilakeError
-from apilake_cli import develop, operate, runreport, runs
+from apilake_cli import curate, develop, operate, runreport, runs
 from apilake_cli.athena import MAX_ROWS
 from apilake_cli.exits import Exit, epilog
 from apilake_cli.output import print_json
@@ -197,6 +197,29 @@ def add_operator_commands(commands: Commands) -> None:
     report.add_argument("--open", action="store_true", help="open report.html in the web browser")
     report.add_argument("--sources", type=Path, help=DRIFT_SOURCES_HELP + " (for a report built now)")
     report.set_defaults(func=runreport.cmd_report)
+
+    recurate = command(
+        commands,
+        "curate",
+        "curate a source's ingestion dates again on the deployed stack (after accepting a type change), as the "
+        "completeness check does, and wait for them",
+        epilog("every date curated", "a date's curation failed (twice)", "still running at --timeout"),
+        parents=[stack],
+    )
+    recurate.add_argument("--source", required=True, help="the source, one with columns")
+    recurate.add_argument("--from", dest="from_", type=runs.iso_date, help="first ingestion date (default: the first)")
+    recurate.add_argument("--to", type=runs.iso_date, help="last ingestion date, included (default: the last)")
+    recurate.add_argument(
+        "--sources",
+        type=Path,
+        default=operate.SOURCES_FILE,
+        help="the deployed sources file (default: %(default)s, from a checkout)",
+    )
+    recurate.add_argument(
+        "--timeout", type=float, default=3600, help="stop waiting after SECONDS (default %(default)s)"
+    )
+    recurate.add_argument("--interval", type=float, default=15, help="seconds between looks (default %(default)s)")
+    recurate.set_defaults(func=curate.cmd_curate)
 
     sources = commands.add_parser("sources", help="the sources file")
     actions = sources.add_subparsers(required=True, metavar="ACTION")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from apilake.curation import marker_key, view_statements
 from apilake.names import dlq_name, queue_name
 from apilake.observability import Metric
 from apilake.report import report_keys
+from apilake.staging import staging_prefix
 from apilake_dev.local.event_source import LambdaContextStub
 from apilake_dev.vendors.fake import FakeVendor
 from tests.conftest import load_event, load_handler_module
@@ -186,17 +187,22 @@ def test_after_a_run_complete_for_a_source_with_columns_the_check_curates_it_in_
         first = handler(check_event(now), LambdaContextStub("completeness", 120))
         second = handler(check_event(now + timedelta(minutes=15)), LambdaContextStub("completeness", 120))
         # Then the first created the view over every run and started the UNLOAD of api-c's date (the run's) in the
-        # workgroup, the only complete source with columns; the second found it done (moto's Athena runs nothing)
-        # and created api-c's views
+        # workgroup (into its staging prefix), the only complete source with columns; the second found it done
+        # (moto's Athena runs nothing) and created api-c's views
         api_c = parse_sources(yaml.safe_load(harness.sources_path.read_text()), "sources.yaml").get("api-c")
         [run] = first["curation"]["runs"]
+        day = date.fromisoformat(run["ingestion_date"])
         assert (run["source"], run["run_id"], run["state"]) == ("api-c", RUN, "running")
         started = [
             athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
             for query_id in athena.list_query_executions(WorkGroup="apilake-test")["QueryExecutionIds"]
         ]
         assert sorted(execution["Query"] for execution in started) == sorted(
-            [create_runs_view(), unload_statement(api_c, run["ingestion_date"], BUCKET), *view_statements(api_c)]
+            [
+                create_runs_view(),
+                unload_statement(api_c, day, BUCKET, staging_prefix("api-c", day, RUN, 1)),
+                *view_statements(api_c),
+            ]
         )
         assert {execution["QueryExecutionContext"]["Database"] for execution in started} == {"apilake_test"}
         assert second["curation"]["runs"][0]["state"] == "done" and second["curation"]["views"] == {

@@ -1,11 +1,13 @@
 """The curated step on AWS, driven by the completeness check: which runs it curates, the statements it starts in
-Athena, the markers' states (started once, done, failed and retried once), the curated prefix emptied first, the
-view DDL after the first curation and again when the columns change, the bound per check. moto's Athena records
-the executions and answers SUCCEEDED without running them; a failure is Athena's answer rewritten."""
+Athena, the markers' states (started once, done, failed and retried once), the UNLOAD into a staging prefix swapped
+into the curated one once it succeeded, the view DDL after the first curation and again when the columns change,
+the bound per check. moto's Athena records the executions and answers SUCCEEDED without running them (the
+stand-in writes one file where an UNLOAD would); a failure is Athena's answer rewritten."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from apilake import curated
 from apilake.completeness import CompletenessCheck, CompletenessSummary
 from apilake.config import SourcesFile
 from apilake.curation import MAX_STARTS, Curation, State, marker_key, view_statements, views_key
+from apilake.staging import staging_prefix
 from tests.unit.test_completeness import (  # noqa: F401 - moto_lake: the fixture "lake"
     BUCKET,
     STAGE,
@@ -47,12 +50,18 @@ class Athena:
     """moto's Athena client, with the executions started and the ones to answer FAILED (Athena's reason)."""
 
     client: Any
+    s3: Any = None  # where an UNLOAD's file is written (None: nowhere)
     failing: dict[str, str] = field(default_factory=dict)  # statement prefix -> reason
     started: list[dict[str, Any]] = field(default_factory=list)
 
     def start_query_execution(self, **kwargs: Any) -> Any:
         self.started.append(kwargs)
-        return self.client.start_query_execution(**kwargs)
+        response = self.client.start_query_execution(**kwargs)
+        written = re.search(r"\nTO 's3://([^/]+)/([^']+)'", kwargs["QueryString"])
+        if self.s3 is not None and written:
+            key = f"{written.group(2)}{response['QueryExecutionId']}_00000.zstd.parquet"
+            self.s3.put_object(Bucket=written.group(1), Key=key, Body=b"PAR1")
+        return response
 
     def get_query_execution(self, QueryExecutionId: str) -> Any:  # noqa: N803 - boto3's name
         response = self.client.get_query_execution(QueryExecutionId=QueryExecutionId)
@@ -115,7 +124,7 @@ def curation_step(lake: Lake) -> Iterator[Step]:
     lake.s3.meta.events.register("before-call.s3.*", record)
     client.meta.events.register("before-call.athena.*", record)
     # The recent runs are found by their manifests' LastModified (moto's clock): the checks run at the clock's time.
-    yield Step(lake, Athena(client), datetime.now(UTC).replace(microsecond=0), calls)
+    yield Step(lake, Athena(client, lake.s3), datetime.now(UTC).replace(microsecond=0), calls)
 
 
 def test_a_run_complete_for_a_source_with_columns_starts_its_dates_unload_once(step: Step) -> None:
@@ -128,16 +137,19 @@ def test_a_run_complete_for_a_source_with_columns_starts_its_dates_unload_once(s
     # When the check runs
     step.calls.clear()
     summary = step.check(typed_sources())
-    # Then one UNLOAD is started, the one apilake.curated writes for the run's date, in the workgroup and database
+    # Then one UNLOAD is started, the one apilake.curated writes for the run's date but into the attempt's staging
+    # prefix, in the workgroup and database
     (unload,) = step.athena.started
-    assert unload["QueryString"] == curated.unload_statement(typed_sources().get("api-x"), day, BUCKET)
+    staged = staging_prefix("api-x", day, "manual-a", 1)
+    assert unload["QueryString"] == curated.unload_statement(typed_sources().get("api-x"), day, BUCKET, staged)
+    assert f"TO 's3://{BUCKET}/{staged}'" in unload["QueryString"]
+    assert staged == f"curated-staging/source=api-x/ingestion_date={day}/run=manual-a/attempt=1/"
     assert (unload["WorkGroup"], unload["QueryExecutionContext"]) == (WORKGROUP, {"Database": DATABASE})
     assert isinstance(sqlglot.parse_one(unload["QueryString"], read=ATHENA), exp.Command)
     select = unload["QueryString"].removeprefix("UNLOAD (").split(")\nTO '")[0]
     assert isinstance(sqlglot.parse_one(select, read=ATHENA), exp.Select)
-    # And the date's curated prefix was emptied before it started
-    assert "ListObjectsV2" in step.calls and step.calls.index("DeleteObjects") < step.calls.index("StartQueryExecution")
-    assert step.lake.s3.list_objects_v2(Bucket=BUCKET, Prefix=curated.curated_prefix("api-x", day))["KeyCount"] == 0
+    # And the date's curated prefix still holds its old object while the query runs (nothing deleted)
+    assert "DeleteObjects" not in step.calls and curated_keys(step, day) == [stale]
     # And the marker says running, with the query; the incomplete run and the raw-only source have none
     marker = step.marker("api-x", "manual-a")
     assert (marker["state"], marker["attempt"], marker["ingestion_date"]) == ("running", 1, day.isoformat())
@@ -148,8 +160,15 @@ def test_a_run_complete_for_a_source_with_columns_starts_its_dates_unload_once(s
     for source, run_id in [("api-x", "manual-b"), ("api-raw", "manual-a")]:
         with pytest.raises(step.lake.s3.exceptions.NoSuchKey):
             step.marker(source, run_id)
-    # And a second check starts nothing again: it finds the query done (with its bytes) and creates the views
+    # And a second check starts nothing again: it finds the query done (with its bytes), swaps the staged file in
+    # for the old one (copied before the old is deleted), and creates the views
+    step.calls.clear()
     again = step.check(typed_sources(), minutes=20)
+    assert curated_keys(step, day) == [
+        curated.curated_prefix("api-x", day) + f"{marker['query_execution_id']}_00000.zstd.parquet"
+    ]
+    assert step.calls.index("CopyObject") < step.calls.index("DeleteObjects")
+    assert step.lake.s3.list_objects_v2(Bucket=BUCKET, Prefix=staged)["KeyCount"] == 0
     assert step.athena.statements()[1:] == view_statements(typed_sources().get("api-x"))
     assert (step.marker("api-x", "manual-a")["state"], step.marker("api-x", "manual-a")["bytes_scanned"]) == ("done", 0)
     assert again.curation is not None and again.curation.started == 2
@@ -201,7 +220,16 @@ def test_a_failed_curation_is_started_once_again_then_left_failed(
     capsys.readouterr()
     step.check(typed_sources(), minutes=65)
     assert (step.marker("api-x", "manual-a")["state"], step.marker("api-x", "manual-a")["attempt"]) == ("failed", 2)
-    assert len(step.athena.statements()) == 2 and step.athena.statements()[0] == step.athena.statements()[1]
+    assert (
+        len(step.athena.statements()) == 2
+        and step.athena.statements()[0].replace("attempt=1", "attempt=2") == step.athena.statements()[1]
+    )
+    # And the live prefix was never touched, each attempt's staged file removed
+    day = (step.clock - timedelta(hours=2)).date()
+    assert (
+        curated_keys(step, day) == []
+        and step.lake.s3.list_objects_v2(Bucket=BUCKET, Prefix="curated-staging/")["KeyCount"] == 0
+    )
     assert emitted(capsys.readouterr().out)[("curation_failed", "api-x")] == 1
     # And no view is created over a source never curated
     with pytest.raises(step.lake.s3.exceptions.NoSuchKey):
@@ -274,7 +302,7 @@ def test_two_runs_of_one_date_are_curated_one_after_the_other(step: Step) -> Non
     assert [(run.run_id, run.state) for run in first.curation.runs] == [("manual-a", State.RUNNING), ("manual-b", None)]
     step.check(typed_sources(), minutes=20)
     assert step.marker("api-x", "manual-b")["state"] == "running"
-    assert step.athena.statements()[0] == step.athena.statements()[-1]
+    assert step.athena.statements()[0].replace("run=manual-a", "run=manual-b") == step.athena.statements()[-1]
 
 
 def test_a_curation_whose_check_stopped_before_recording_its_query_is_started_again(step: Step) -> None:
@@ -309,3 +337,8 @@ def test_the_stacks_views_are_created_at_the_first_check_and_again_when_they_cha
     assert (
         json.loads(step.lake.s3.get_object(Bucket=BUCKET, Key="ledger/state/views.json")["Body"].read())["source"] == ""
     )
+
+
+def curated_keys(step: Step, day: Any) -> list[str]:
+    listed = step.lake.s3.list_objects_v2(Bucket=BUCKET, Prefix=curated.curated_prefix("api-x", day))
+    return [obj["Key"] for obj in listed.get("Contents", [])]

@@ -210,8 +210,10 @@ class CompletenessCheck:
         current: list[str] = []
         for manifest, _, (report, stored) in judged:
             (written if self._store(report, stored) else current).append(manifest.run_id)
-        self._recent_reports(now, runs, {manifest.run_id for manifest, _ in due}, written, current)
+        broken = self._recent_reports(now, runs, {manifest.run_id for manifest, _ in due}, written, current)
         curation = self.curation.advance(self.curation_tasks(now), now) if self.curation is not None else None
+        if broken:  # after the curated step: a manifest that does not parse stops neither it nor the other reports
+            raise ApilakeError("reports not written: " + "; ".join(broken))
         return CompletenessSummary(
             checked_at=now,
             sources=sorted(verdicts, key=lambda verdict: verdict.source),
@@ -298,10 +300,10 @@ class CompletenessCheck:
 
     def _recent_reports(
         self, now: datetime, runs: dict[str, LedgerRun], judged: set[str], written: list[str], current: list[str]
-    ) -> None:
+    ) -> list[str]:
         """Keep current the reports of the runs planned in the :data:`RECENT` before ``now`` (not judged), newest
-        first, :data:`RECENT_REPORTS` at most. A manifest that does not parse does not stop the others: the check
-        fails at the end, naming each."""
+        first, :data:`RECENT_REPORTS` at most. A manifest that does not parse does not stop the others (logged
+        and skipped): the errors naming each are returned, the check fails with them at its end."""
         recent = [run for run in runs.values() if now - RECENT <= run.planned <= now and run.run_id not in judged]
         recent.sort(key=lambda run: (run.planned, run.run_id), reverse=True)
         if len(recent) > RECENT_REPORTS:
@@ -312,6 +314,7 @@ class CompletenessCheck:
             try:
                 manifest = self._manifest(run.run_id)
             except ApilakeError as exc:
+                logger.error("run manifest skipped", extra={"run_id": run.run_id, "error": str(exc)})
                 broken.append(str(exc))
                 continue
             if manifest is None:
@@ -319,8 +322,7 @@ class CompletenessCheck:
             report, stored = self._report(manifest, run, now)
             self._held.append((run, manifest, report))
             (written if self._store(report, stored) else current).append(run.run_id)
-        if broken:
-            raise ApilakeError("reports not written: " + "; ".join(broken))
+        return broken
 
     def _verdict(self, report: RunReport, name: str) -> SourceVerdict:
         (source,) = [source for source in report.sources if source.source == name]

@@ -4,15 +4,23 @@ The completeness check drives it (:meth:`apilake.completeness.CompletenessCheck.
 run of the last :data:`apilake.completeness.RECENT` that is complete for a source with ``columns`` (its report
 says so), the run's ingestion date (a run lands every page under its manifest's date) is curated once:
 
+- the date is locked (``ledger/source=<S>/state/curating/ingestion_date=<D>.json``, :class:`DateLock`, a
+  conditional write naming the marker that holds it): one curation of a date at a time, whoever starts it (a
+  check, ``apilake curate``); a lock whose marker ended is free, a running one's marker is followed first;
 - a marker ``ledger/source=<S>/run=<R>/curated.json`` (:class:`CurationMarker`) is created with a conditional
-  write (two checks never both start it), the date's curated prefix (``curated/source=<S>/ingestion_date=<D>/``)
-  is emptied, and :func:`apilake.curated.unload_statement` is started in the stack's workgroup (its
-  ``BytesScannedCutoffPerQuery`` bounds the scan; ``ClientRequestToken`` makes a repeated start one query);
-  the marker keeps the query execution id;
-- at later checks a running marker is looked at (``GetQueryExecution``): SUCCEEDED makes it ``done`` (with the
-  bytes scanned), FAILED or CANCELLED ``failed`` with Athena's reason. A failed curation is started once again
-  at a later check (:data:`MAX_ATTEMPTS`), then left failed; the metric ``curation_failed`` (per source) counts
-  the failed ones of the window, the log says why;
+  write (two checks never both start it), and :func:`apilake.curated.unload_statement` is started in the stack's
+  workgroup (its ``BytesScannedCutoffPerQuery`` bounds the scan; ``ClientRequestToken`` makes a repeated start
+  one query), writing into a new, empty staging prefix (:mod:`apilake.staging`:
+  ``curated-staging/source=<S>/ingestion_date=<D>/run=<R>/attempt=<n>/``); the marker keeps the query id;
+- at later checks a running marker is looked at (``GetQueryExecution``): SUCCEEDED swaps the staged files into
+  the date's curated prefix (``curated/source=<S>/ingestion_date=<D>/``: the objects there are listed, the
+  staged ones copied in, the listed ones deleted, then the staged ones; the partition is never empty, briefly
+  doubled, which ``_current`` dedups by id) and makes the marker ``done`` (with the bytes scanned); FAILED or
+  CANCELLED ``failed`` with Athena's reason, the live partition untouched. A failed curation is started once
+  again at a later check (:data:`MAX_ATTEMPTS`), then left failed; the metric ``curation_failed`` (per source)
+  counts the failed ones of the window, the log says why. A stale ``starting`` marker (its check stopped) is a
+  failed attempt: its retry may overlap an UNLOAD started just before the stop, but each attempt has its own
+  staging prefix and only a SUCCEEDED one's marker swaps, so the overlap never reaches the live partition;
 - after a source's first curation done, and whenever its view DDL changes (the ``columns``, the record id, the
   ``curated.recent_days``: a hash of the statements kept in ``ledger/source=<S>/state/views.json``,
   :class:`ViewsState`), :func:`apilake.curated.create_current_view` and
@@ -20,9 +28,13 @@ says so), the run's ingestion date (a run lands every page under its manifest's 
 (``stack_views``: over every run's summary) at the first check, likewise (``ledger/state/views.json``).
 
 At most :data:`MAX_STARTS` queries are started a check (views first, then the runs oldest first); the rest wait
-for the next check. A date being curated is not started again for another run until that query ends (the
-prefix would be emptied under it). Idempotent: a curation of a date recomputes its partition from all the date's
-raw pages, so running it again (another run of the date, a retry) gives the same partition.
+for the next check. A date being curated (a claim not done or failed, this check's or another's) is not started
+again for another run until that one ends. Idempotent: a curation of a date recomputes its partition from all the
+date's raw pages, so running it again (another run of the date, a retry, ``apilake curate``) gives the same
+partition; a swap repeated (a check stopped in it) copies to the same keys and deletes the same objects.
+
+``apilake curate`` (:func:`request_tasks`) re-curates a source's older dates through the same steps, its markers
+under ``ledger/source=<S>/curate/request=<R>/ingestion_date=<D>.json``.
 """
 
 from __future__ import annotations
@@ -44,13 +56,13 @@ from apilake.exceptions import ApilakeError, describe_validation_error
 from apilake.lake import ALREADY_EXISTS_CODES, NOT_FOUND_CODES, is_not_found
 from apilake.ledger import LEDGER_PREFIX, source_ledger_prefix
 from apilake.observability import Metric, count, logger
+from apilake.staging import delete, keys, staging_prefix, swap
 
 MAX_STARTS = 10  # queries started per check at most
 MAX_ATTEMPTS = 2  # a failed curation (or view DDL) is started once again, at a later check, then left failed
 # A marker still ``starting`` this long after it was written: the check that wrote it stopped before it recorded
 # its query (the Lambda's timeout is well under it); it counts as a failed attempt.
 STALE_START = timedelta(minutes=15)
-_DELETE_BATCH = 1000  # DeleteObjects' limit
 
 
 class State(StrEnum):
@@ -65,6 +77,16 @@ _FINISHED = {"SUCCEEDED": State.DONE, "FAILED": State.FAILED, "CANCELLED": State
 
 def marker_key(source: str, run_id: str) -> str:
     return f"{source_ledger_prefix(source)}run={run_id}/curated.json"
+
+
+def request_marker_key(source: str, request_id: str, ingestion_date: date) -> str:
+    """``apilake curate``'s marker of one date: ``ledger/source=<S>/curate/request=<R>/ingestion_date=<D>.json``."""
+    return f"{source_ledger_prefix(source)}curate/request={request_id}/ingestion_date={ingestion_date.isoformat()}.json"
+
+
+def lock_key(source: str, ingestion_date: date) -> str:
+    """The date's :class:`DateLock`: ``ledger/source=<S>/state/curating/ingestion_date=<D>.json``."""
+    return f"{source_ledger_prefix(source)}state/curating/ingestion_date={ingestion_date.isoformat()}.json"
 
 
 STACK_VIEWS = ""  # the views' scope that is no source's: the stack's (every run's summary)
@@ -105,6 +127,16 @@ class CurationMarker(_Stored):
     bytes_scanned: int | None = None
 
 
+class DateLock(BaseModel):
+    """``ledger/source=<S>/state/curating/ingestion_date=<D>.json``: the marker of the date's curation (free once
+    that marker is done or failed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    marker: str  # its key
+    locked_at: datetime
+
+
 class ViewsState(_Stored):
     """``ledger/source=<S>/state/views.json``: the source's view DDL as last run (``sha256`` of the statements);
     ``ledger/state/views.json`` the stack's (``source`` empty)."""
@@ -122,6 +154,18 @@ class CurationTask:
     run_id: str
     ingestion_date: date
     planned: datetime  # the run's manifest's LastModified: oldest first
+    request: bool = False  # ``apilake curate``'s: ``run_id`` is the request's id
+
+    @property
+    def key(self) -> str:
+        """Its marker's key."""
+        name, day = self.source.name, self.ingestion_date
+        return request_marker_key(name, self.run_id, day) if self.request else marker_key(name, self.run_id)
+
+
+def request_tasks(source: Source, dates: Sequence[date], request_id: str, now: datetime) -> list[CurationTask]:
+    """``apilake curate``'s work: each date of ``source`` curated again, under the request's id."""
+    return [CurationTask(source, request_id, day, now, request=True) for day in sorted(set(dates))]
 
 
 class CurationOutcome(BaseModel):
@@ -148,7 +192,7 @@ class CurationSummary(BaseModel):
 
 
 @dataclass
-class _Doc[M: _Stored]:
+class _Doc[M: BaseModel]:
     """A stored document at ``key`` with the ETag it was read or written with (None: absent)."""
 
     key: str
@@ -176,11 +220,11 @@ class Curation:
         self.max_starts = max_starts
         self.stack_views = list(stack_views)  # DDL of views over every source (created at the first check)
 
-    def advance(self, tasks: Sequence[CurationTask], now: datetime) -> CurationSummary:
+    def advance(self, tasks: Sequence[CurationTask], now: datetime, emit: bool = True) -> CurationSummary:
         """Look at the running curations and view DDL of ``tasks``' sources, start what is due (within the bound),
-        and emit ``curation_failed`` per source."""
+        and emit ``curation_failed`` per source (``emit``: the check's, not ``apilake curate``'s)."""
         tasks = sorted(tasks, key=lambda task: (task.planned, task.run_id, task.source.name))
-        markers = {id(task): self._read(marker_key(task.source.name, task.run_id), CurationMarker) for task in tasks}
+        markers = {id(task): self._read(task.key, CurationMarker) for task in tasks}
         for doc in markers.values():
             self._follow(doc, now)
         sources = {task.source.name: task.source for task in tasks}
@@ -197,6 +241,8 @@ class Curation:
             self._follow(view, now)
             if ready and budget >= len(statements) and _views_due(statements, view):
                 budget -= self._start_views(scope, statements, view, now)
+        # A date is busy while a claim of it is not done or failed: this check's markers here, another's (a check,
+        # apilake curate) through the date's lock; a claim lost to another check keeps it busy too.
         busy = {
             (doc.model.source, doc.model.ingestion_date)
             for doc in markers.values()
@@ -206,10 +252,11 @@ class Curation:
             doc = markers[id(task)]
             if budget <= 0 or (task.source.name, task.ingestion_date) in busy or not _due(doc):
                 continue
+            busy.add((task.source.name, task.ingestion_date))
             if self._start(task, doc, now):
                 budget -= 1
-                busy.add((task.source.name, task.ingestion_date))
-        self._count_failed(sources, tasks, markers, views)
+        if emit:
+            self._count_failed(sources, tasks, markers, views)
         return CurationSummary(
             runs=[_outcome(task, markers[id(task)].model) for task in tasks],
             views={name: doc.model.state for name, doc in views.items() if doc.model is not None},
@@ -218,7 +265,8 @@ class Curation:
 
     # -- following what runs -------------------------------------------------------------------------------------
     def _follow[M: _Stored](self, doc: _Doc[M], now: datetime) -> None:
-        """Update a running marker (or views state) from Athena; a stale ``starting`` one fails."""
+        """Update a running marker (or views state) from Athena; a stale ``starting`` one fails. A curation that
+        SUCCEEDED has its staged files swapped into the curated prefix first (:meth:`_swap`)."""
         model = doc.model
         if model is None or model.state not in (State.STARTING, State.RUNNING):
             return
@@ -230,6 +278,8 @@ class Curation:
             update = self._finished(_query_ids(model))
             if not update:
                 return
+            if isinstance(model, CurationMarker):
+                update |= self._settle(model, update["state"])
         updated = model.model_copy(update={**update, "finished_at": now})
         etag = self._write(doc.key, updated, doc.etag)
         if etag is None:  # another check updated it first: read again at the next one
@@ -255,21 +305,48 @@ class Curation:
         return {"state": State.DONE, "bytes_scanned": scanned}
 
     # -- starting ------------------------------------------------------------------------------------------------
+    def _settle(self, marker: CurationMarker, state: State) -> dict[str, Any]:
+        """A finished UNLOAD's files: swapped in (SUCCEEDED), or removed (failed); the marker's failure if the swap
+        did not go through (the live partition then still holds every row: its old objects are deleted last)."""
+        staged = staging_prefix(marker.source, marker.ingestion_date, marker.run_id, marker.attempt)
+        try:
+            if state is State.DONE:
+                swap(self._s3, self.bucket, staged, curated_prefix(marker.source, marker.ingestion_date))
+            else:
+                delete(self._s3, self.bucket, keys(self._s3, self.bucket, staged), staged)
+        except (ClientError, ApilakeError) as exc:
+            if state is State.DONE:
+                return {"state": State.FAILED, "reason": f"not swapped into the curated prefix: {exc}"}
+            logger.warning("failed curation's staged files left", extra={"prefix": staged, "error": str(exc)})
+        return {}
+
+    def _lock(self, task: CurationTask, owner: str, now: datetime) -> bool:
+        """Take the date's lock for the marker ``owner``: free when absent, ``owner``'s, or its marker's curation
+        ended (followed first: a running one may have ended, its swap is done then). False: busy."""
+        doc = self._read(lock_key(task.source.name, task.ingestion_date), DateLock)
+        if doc.model is not None and doc.model.marker != owner:
+            held = self._read(doc.model.marker, CurationMarker)
+            self._follow(held, now)
+            if held.model is not None and held.model.state in (State.STARTING, State.RUNNING):
+                return False
+        return self._write(doc.key, DateLock(marker=owner, locked_at=now), doc.etag) is not None
+
     def _start(self, task: CurationTask, doc: _Doc[CurationMarker], now: datetime) -> bool:
-        """Claim the run's curation (the marker's conditional write), empty the date's prefix, start the UNLOAD.
-        False when another check claimed it first."""
+        """Take the date's lock, claim the run's curation (the marker's conditional write), start the UNLOAD into
+        the attempt's staging prefix. False when the date is busy or another check claimed the run first."""
         name, day = task.source.name, task.ingestion_date
         attempt = doc.model.attempt + 1 if doc.model is not None else 1
         marker = CurationMarker(
             source=name, run_id=task.run_id, ingestion_date=day, state=State.STARTING, attempt=attempt, started_at=now
         )
         key = doc.key
+        if not self._lock(task, key, now):
+            return False
         etag = self._write(key, marker, doc.etag)
         if etag is None:
             return False
-        statement = unload_statement(task.source, day, self.bucket)
+        statement = unload_statement(task.source, day, self.bucket, staging_prefix(name, day, task.run_id, attempt))
         try:
-            self._empty(curated_prefix(name, day))
             query_id = self._query(statement, _sha256(name, task.run_id, day.isoformat(), str(attempt)))
         except ClientError as exc:
             update: dict[str, Any] = {"state": State.FAILED, "reason": f"not started: {exc}", "finished_at": now}
@@ -296,7 +373,8 @@ class Curation:
         update: dict[str, Any] = {"state": State.RUNNING}
         try:
             for number, statement in enumerate(statements):
-                started.append(self._query(statement, _sha256("views", digest, str(attempt), str(number))))
+                token = _sha256("views", digest, str(attempt), str(number), now.isoformat())  # A->B->A: new
+                started.append(self._query(statement, token))
         except ClientError as exc:
             update = {"state": State.FAILED, "reason": f"not started: {exc}", "finished_at": now}
         state = state.model_copy(update={**update, "query_execution_ids": started})
@@ -315,23 +393,8 @@ class Curation:
         )
         return str(response["QueryExecutionId"])
 
-    def _empty(self, prefix: str) -> None:
-        """Delete every object under ``prefix`` (an UNLOAD writes only to an empty location)."""
-        paginator = self._s3.get_paginator("list_objects_v2")
-        keys = [
-            {"Key": obj["Key"]}
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-        ]
-        for first in range(0, len(keys), _DELETE_BATCH):
-            batch = keys[first : first + _DELETE_BATCH]
-            errors = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}).get("Errors")
-            if errors:
-                shown = "; ".join(f"{error.get('Key')}: {error.get('Message')}" for error in errors[:3])
-                raise ApilakeError(f"s3://{self.bucket}/{prefix}: {len(errors)} objects not deleted ({shown})")
-
     # -- the stored documents ------------------------------------------------------------------------------------
-    def _read[M: _Stored](self, key: str, model: type[M]) -> _Doc[M]:
+    def _read[M: BaseModel](self, key: str, model: type[M]) -> _Doc[M]:
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
@@ -346,7 +409,7 @@ class Curation:
                 raise ApilakeError(describe_validation_error(where, exc, whole="(document)")) from exc
             raise ApilakeError(f"{where}: not JSON ({exc})") from exc
 
-    def _write(self, key: str, document: _Stored, etag: str | None) -> str | None:
+    def _write(self, key: str, document: BaseModel, etag: str | None) -> str | None:
         """Create ``key`` if absent (``etag`` None) or replace the version read (``etag``); its new ETag, or None
         when another writer got there first."""
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from apilake import curation
 from apilake.config import SourcesFile
 from apilake.curated import current_view, recent_view
 from apilake.exceptions import ConfigError
@@ -193,11 +195,18 @@ def test_the_completeness_role_curates_in_the_workgroup_and_writes_curated_and_t
         "s3:AbortMultipartUpload",
         "s3:ListMultipartUploadParts",
     ]
-    assert sids["WriteCurationMarkers"]["Resource"] == [
-        {"Fn::Sub": "${LakeBucket.Arn}/ledger/source=*/run=*/curated.json"},
-        {"Fn::Sub": "${LakeBucket.Arn}/ledger/source=*/state/views.json"},
-        {"Fn::Sub": "${LakeBucket.Arn}/ledger/state/views.json"},
+    # Every key the curated step writes (apilake.curation's own functions name them), and no other ledger key
+    patterns = [r["Fn::Sub"].removeprefix("${LakeBucket.Arn}/") for r in sids["WriteCurationMarkers"]["Resource"]]
+    day = date(2026, 11, 26)
+    written = [
+        curation.marker_key("api-a", "sched-20261126T010000Z"),
+        curation.request_marker_key("api-a", "r1", day),
+        curation.lock_key("api-a", day),
+        curation.views_key("api-a"),
+        curation.views_key(curation.STACK_VIEWS),
     ]
+    assert all(any(fnmatch(key, pattern) for pattern in patterns) for key in written), (written, patterns)
+    assert not any(fnmatch("ledger/runs/run=x/manifest.json", p) or fnmatch("raw/x", p) for p in patterns)
     assert sids["ReadRaw"]["Resource"] == {"Fn::Sub": "${LakeBucket.Arn}/raw/*"}
     assert sids["ListRawAndCurated"]["Condition"] == {
         "StringLike": {"s3:prefix": ["raw/*", "curated/*", "curated-staging/*"]}

@@ -210,7 +210,9 @@ def test_a_failed_curation_is_started_once_again_then_left_failed(
     # Then the marker says failed with Athena's reason, the metric counts it, and nothing is started in that check
     marker = step.marker("api-x", "manual-a")
     assert (marker["state"], marker["attempt"]) == ("failed", 1) and reason in marker["reason"]
-    assert emitted(capsys.readouterr().out)[("curation_failed", "api-x")] == 1
+    metrics = emitted(capsys.readouterr().out)
+    # (per source, and for the stack: what CurationFailedAlarm watches)
+    assert metrics[("curation_failed", "api-x")] == metrics[("curation_failed", None)] == 1
     assert len(step.athena.statements()) == 1 and failed.curation is not None
     assert [(run.state, run.reason) for run in failed.curation.runs] == [(State.FAILED, marker["reason"])]
     # And the check after starts it again (attempt 2), which fails too and is then left failed

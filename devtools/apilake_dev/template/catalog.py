@@ -78,7 +78,7 @@ def view_queries(source: Source) -> list[dict[str, str]]:
             ("Current", "the latest version of each record", curated.create_current_view(source)),
             (
                 "Recent",
-                f"the curated rows of the last {source.curated.recent_days} days",
+                f"the latest version of each record landed in the last {source.curated.recent_days} days",
                 curated.create_recent_view(source),
             ),
         ]

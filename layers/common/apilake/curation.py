@@ -55,7 +55,7 @@ from apilake.curated import create_current_view, create_recent_view, curated_pre
 from apilake.exceptions import ApilakeError, describe_validation_error
 from apilake.lake import ALREADY_EXISTS_CODES, NOT_FOUND_CODES, is_not_found
 from apilake.ledger import LEDGER_PREFIX, source_ledger_prefix
-from apilake.observability import Metric, count, logger
+from apilake.observability import Metric, count, count_stack, logger
 from apilake.staging import delete, keys, staging_prefix, swap
 
 MAX_STARTS = 10  # queries started per check at most
@@ -434,16 +434,13 @@ class Curation:
         markers: dict[int, _Doc[CurationMarker]],
         views: dict[str, _Doc[ViewsState]],
     ) -> None:
+        total = 0  # and for the stack, which CurationFailedAlarm watches
         for name in sources:
-            failed = sum(
-                1
-                for task in tasks
-                if task.source.name == name
-                and (marker := markers[id(task)].model) is not None
-                and marker.state is State.FAILED
-            )
-            view = views[name].model
-            count(name, Metric.CURATION_FAILED, failed + int(view is not None and view.state is State.FAILED))
+            docs = [markers[id(task)].model for task in tasks if task.source.name == name] + [views[name].model]
+            failed = sum(doc is not None and doc.state is State.FAILED for doc in docs)
+            count(name, Metric.CURATION_FAILED, failed)
+            total += failed
+        count_stack(Metric.CURATION_FAILED, total)
 
 
 def _views_due(statements: list[str], doc: _Doc[ViewsState]) -> bool:

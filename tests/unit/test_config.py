@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,10 @@ VALID = [
     pytest.param(doc(columns={"id": "string"}, record_id_path="id"), id="columns: the record id"),
     pytest.param(
         doc(columns={"customer": "json"}, record_id_path="customer.id"), id="columns: a nested id in a json column"
+    ),
+    pytest.param(
+        doc(params={"per_page": 200, "ratio": 0.5, "expand": True, "q": "all"}, headers={"X-Version": 2}),
+        id="params and headers: scalars",
     ),
 ]
 
@@ -311,6 +316,34 @@ INVALID = [
         "sources.yaml: source 'api-x': curated.days: Extra inputs are not permitted",
         id="curated: typo",
     ),
+    pytest.param(
+        doc(params={"per_page": None}),
+        "sources.yaml: source 'api-x': params.per_page: Value error, must be a string, a number or a boolean, "
+        "not null (write '' for an empty value)",
+        id="params: null",
+    ),
+    pytest.param(
+        doc(params={"ids": [1, 2]}),
+        "sources.yaml: source 'api-x': params.ids: Value error, must be a string, a number or a boolean, not a list",
+        id="params: a list",
+    ),
+    pytest.param(
+        doc(headers={"X-Filter": {"a": 1}}),
+        "sources.yaml: source 'api-x': headers.X-Filter: Value error, must be a string, a number or a boolean, "
+        "not a mapping",
+        id="headers: a mapping",
+    ),
+    pytest.param(
+        doc(params={"since": date(2026, 1, 1)}),
+        "sources.yaml: source 'api-x': params.since: Value error, must be a string, a number or a boolean, "
+        "not a date (quote it to send it as written)",
+        id="params: an unquoted YAML date",
+    ),
+    pytest.param(
+        doc(params={"ratio": float("inf")}),
+        "sources.yaml: source 'api-x': params.ratio: Value error, must be a finite number, not inf",
+        id="params: infinity",
+    ),
     pytest.param({"version": 2, "sources": [BASE]}, "sources.yaml: version: Input should be 1", id="version"),
     pytest.param(
         ["not", "a", "mapping"], "sources.yaml: (file): Input should be a valid dictionary", id="not a mapping"
@@ -323,6 +356,34 @@ def test_invalid_configs_say_file_source_and_field(raw: Any, message: str) -> No
     with pytest.raises(ConfigError) as raised:
         parse_sources(raw, "sources.yaml")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("all", "all"),
+        ("'200'", "200"),
+        ("200", "200"),
+        ("-3", "-3"),
+        ("1_000", "1000"),
+        ("2.5", "2.5"),
+        ("1.0", "1.0"),
+        ("0.0000001", "0.0000001"),
+        ("1.5e+20", "150000000000000000000"),
+        ("true", "true"),
+        ("False", "false"),
+        ("'true'", "true"),
+        ("''", ""),
+    ],
+)
+def test_a_scalar_in_params_and_headers_is_sent_as_text(written: str, sent: str) -> None:
+    # given a value written in the sources file, unquoted or quoted
+    raw = yaml.safe_load(f"{{params: {{v: {written}}}, headers: {{X-V: {written}}}}}")
+    # when the file is validated
+    source = parse_sources(doc(**raw), "sources.yaml").get("api-x")
+    # then both carry the text the vendor receives; a string is kept as written
+    assert source.params == {"v": sent}
+    assert source.headers == {"X-V": sent}
 
 
 @pytest.mark.parametrize("path", [paths.SOURCES, paths.EXAMPLE_SOURCES], ids=["the user's", "the examples"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -18,8 +18,10 @@ from apilake.auth import Credentials
 from apilake.config import Source, parse_sources
 from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
 from apilake.http import Deadline, VendorClient, parse_retry_after
+from apilake.ingest import request_fingerprint
+from apilake.messages import WorkItem
 from apilake.observability import Metric, totals
-from apilake.pagination import PageRequest
+from apilake.pagination import PageRequest, paginator_for
 
 NOW = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)
 
@@ -224,6 +226,39 @@ def test_requests_go_out_with_timeouts_credentials_and_no_automatic_redirects() 
     assert call["allow_redirects"] is False
     assert call["headers"]["X-Api-Key"] == "k"
     assert call["url"] == "https://api.example.com/things?page=1&token=t"
+
+
+def scalar_source(per_page: Any, expand: Any, version: Any) -> Source:
+    raw = {
+        "name": "api-x",
+        "base_url": "https://api.example.com",
+        "path": "/things",
+        "params": {"per_page": per_page, "expand": expand, "min": 0.0000001},
+        "headers": {"X-Api-Version": version},
+        "records_path": "data",
+        "pagination": {"type": "single"},
+    }
+    return parse_sources({"sources": [raw]}, "test").get("api-x")
+
+
+def test_scalars_in_params_and_headers_go_out_as_the_vendor_expects() -> None:
+    # given a source with an integer, a boolean and a float in its params and an integer header
+    source = scalar_source(200, True, 2)
+    request = paginator_for(source).request(
+        WorkItem(run_id="r1", source="api-x", ingestion_date=date(2026, 11, 26), shard="all", page=1)
+    )
+    session = StubSession(response(200))
+    # when the page is fetched
+    VendorClient(source, session, Credentials(), sleep=lambda _: None).fetch(request, Deadline.unbounded())
+    # then the request carries their text: decimal, lowercase, no exponent
+    call = session.calls[0]
+    assert call["url"] == "https://api.example.com/things?per_page=200&expand=true&min=0.0000001"
+    assert call["headers"]["X-Api-Version"] == "2"
+    # and the request is the one a config with the same values quoted asks for
+    quoted = paginator_for(scalar_source("200", "true", "2")).request(
+        WorkItem(run_id="r1", source="api-x", ingestion_date=date(2026, 11, 26), shard="all", page=1)
+    )
+    assert request_fingerprint(request) == request_fingerprint(quoted)
 
 
 def test_query_credentials_never_appear_in_errors() -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
 from apilake.incremental import parse_value
+from apilake.param_text import ParamValue
 
 # At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
@@ -327,8 +328,8 @@ class Source(_Model):
     name: SourceName
     base_url: str
     path: str = ""
-    params: dict[ParamName, str] = Field(default_factory=dict)
-    headers: dict[ParamName, str] = Field(default_factory=dict)
+    params: dict[ParamName, ParamValue] = Field(default_factory=dict)  # scalars, sent as text (param_text)
+    headers: dict[ParamName, ParamValue] = Field(default_factory=dict)
     records_path: JsonPath
     record_id_path: JsonPath | None = None
     incremental: Incremental | None = None  # None: every run fetches everything

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from apilake.config import Budget, ColumnType, CursorPagination, load_sources, parse_sources
+from apilake.config import Budget, ColumnType, load_sources, parse_sources
 from apilake.exceptions import ConfigError
+from apilake.pagination_config import CursorPagination
 from apilake_dev import paths
 
 BASE: dict[str, Any] = {
@@ -43,6 +44,23 @@ VALID = [
     ),
     pytest.param(doc(pagination={"type": "offset", "limit": 25, "total_path": "total"}), id="offset"),
     pytest.param(doc(pagination={"type": "cursor", "cursor_path": "next", "has_more_path": "more"}), id="cursor"),
+    pytest.param(
+        doc(
+            pagination={
+                "type": "cursor",
+                "cursor_param": "starting_after",
+                "cursor_from": "last_record",
+                "cursor_field": "id",
+                "has_more_path": "has_more",
+            }
+        ),
+        id="cursor from the last record (Stripe)",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_from": "first_record", "cursor_field": "meta.key"}),
+        id="cursor from the first record, nested field",
+    ),
+    pytest.param(doc(pagination={"type": "cursor", "cursor_from": "body", "cursor_path": "n"}), id="cursor from body"),
     pytest.param(doc(pagination={"type": "next_url", "next_url_path": "links.next"}), id="next url"),
     pytest.param(doc(pagination={"type": "link_header"}, records_path=""), id="link header, records at the root"),
     pytest.param(
@@ -101,8 +119,38 @@ def test_valid_configs_load(raw: dict[str, Any]) -> None:
 INVALID = [
     pytest.param(
         doc(pagination={"type": "cursor"}),
-        "sources.yaml: source 'api-x': pagination.cursor_path: Field required",
-        id="cursor without cursor_path",
+        "sources.yaml: source 'api-x': pagination: Value error, "
+        "give cursor_path (where the body holds the next cursor), "
+        "or cursor_from: last_record with cursor_field",
+        id="cursor without cursor_path or cursor_field",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_path": "next", "cursor_field": "id"}),
+        "sources.yaml: source 'api-x': pagination: Value error, "
+        "cursor_field is the record's field for cursor_from: last_record (or first_record)",
+        id="cursor_field with the cursor in the body",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_from": "last_record"}),
+        "sources.yaml: source 'api-x': pagination: Value error, "
+        "cursor_from: last_record needs cursor_field (the record's field, e.g. id)",
+        id="last_record without cursor_field",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_from": "last_record", "cursor_field": "id", "cursor_path": "n"}),
+        "sources.yaml: source 'api-x': pagination: Value error, "
+        "cursor_from: last_record takes the cursor from a record's cursor_field: drop cursor_path",
+        id="both cursor styles",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_from": "last", "cursor_field": "id"}),
+        "sources.yaml: source 'api-x': pagination.cursor_from: Input should be 'body', 'last_record' or 'first_record'",
+        id="unknown cursor_from",
+    ),
+    pytest.param(
+        doc(pagination={"type": "cursor", "cursor_from": "last_record", "cursor_field": ""}),
+        "sources.yaml: source 'api-x': pagination.cursor_field: String should have at least 1 character",
+        id="empty cursor_field",
     ),
     pytest.param(
         doc(pagination={"type": "scroll"}),

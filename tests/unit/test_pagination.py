@@ -125,6 +125,74 @@ class TestCursor:
             paginator_for(source(self.config)).next_page(item(1), vendor_page({"paging": {"more": True}}), [1])
 
 
+class TestCursorFromTheLastRecord:
+    """Stripe's lists: ``has_more`` and ``starting_after=<id of the last record>``."""
+
+    config: ClassVar[dict[str, Any]] = {
+        "type": "cursor",
+        "cursor_param": "starting_after",
+        "cursor_from": "last_record",
+        "cursor_field": "id",
+        "has_more_path": "has_more",
+    }
+
+    def test_first_page_has_no_cursor_the_next_starts_after_the_carried_id(self) -> None:
+        paginator = paginator_for(source(self.config, params={"limit": "100"}))
+        assert paginator.request(item(1)).params == {"limit": "100"}
+        assert paginator.request(item(2, cursor="cus_9")).params == {"limit": "100", "starting_after": "cus_9"}
+
+    @pytest.mark.parametrize(
+        ("config", "document", "records", "expected"),
+        [
+            ({}, {"has_more": True}, [{"id": "cus_1"}, {"id": "cus_2"}], NextPage("cus_2")),
+            ({}, {"has_more": True}, [{"id": 7}], NextPage("7")),
+            ({}, {"has_more": False}, [{"id": "cus_1"}], None),
+            ({}, {"has_more": False}, [], None),
+            ({"has_more_path": None}, {}, [{"id": "cus_1"}], NextPage("cus_1")),
+            ({"has_more_path": None}, {}, [], None),
+            ({"cursor_field": "ref.key"}, {"has_more": True}, [{"ref": {"key": "k1"}}], NextPage("k1")),
+            ({"cursor_from": "first_record"}, {"has_more": True}, [{"id": "a"}, {"id": "b"}], NextPage("a")),
+        ],
+        ids=[
+            "last id",
+            "numeric id",
+            "no more",
+            "empty, no more",
+            "no has_more: go on",
+            "no has_more: empty ends",
+            "nested field",
+            "first record",
+        ],
+    )
+    def test_the_chain_starts_after_the_record_until_it_ends(
+        self, config: dict[str, Any], document: dict[str, Any], records: list[Any], expected: NextPage | None
+    ) -> None:
+        paginator = paginator_for(source({**self.config, **config}))
+        assert paginator.next_page(item(1), vendor_page(document), records) == expected
+
+    @pytest.mark.parametrize(
+        ("records", "message"),
+        [
+            ([], "holds no record but has_more is true"),
+            ([{"id": "cus_1"}, {"name": "no id"}], "last record of page 1 has no 'id'"),
+            ([{"id": ""}], "has no 'id'"),
+            ([{"id": {"nested": 1}}], "'id' of the last record is a dict, not a cursor"),
+            ([{"id": True}], "is a bool"),
+            ([{"id": "x" * 5000}], "more than the 4096"),
+        ],
+        ids=["empty page with has_more", "last record without the field", "empty id", "object id", "bool id", "long"],
+    )
+    def test_a_page_with_no_cursor_to_go_on_from_is_a_bad_response(self, records: list[Any], message: str) -> None:
+        with pytest.raises(BadResponseError, match=message):
+            paginator_for(source(self.config)).next_page(item(1), vendor_page({"has_more": True}), records)
+
+    def test_the_same_last_id_again_stops_instead_of_looping(self) -> None:
+        with pytest.raises(BadResponseError, match="same cursor again"):
+            paginator_for(source(self.config)).next_page(
+                item(2, "cus_1"), vendor_page({"has_more": True}), [{"id": "cus_1"}]
+            )
+
+
 class TestNextUrl:
     config: ClassVar[dict[str, Any]] = {"type": "next_url", "next_url_path": "links.next"}
 

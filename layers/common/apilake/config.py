@@ -18,89 +18,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
 from apilake.incremental import parse_value
+from apilake.pagination_config import JsonPath, Pagination, ParamName, _Model  # the pagination models
 from apilake.param_text import ParamValue
 
 # At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
-# A dotted path into a JSON document ("data.items"); "" is the document itself.
-JsonPath = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*)?$")]
-ParamName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PageNumberPagination(_Model):
-    """``?page=N&per_page=S``; fans out when the response says how many records or pages there are."""
-
-    type: Literal["page_number"]
-    page_param: ParamName = "page"
-    size_param: ParamName | None = "per_page"
-    page_size: int = Field(default=100, ge=1, le=10_000)
-    first_page: int = Field(default=1, ge=0, le=1)
-    total_path: JsonPath | None = None
-    total_pages_path: JsonPath | None = None
-    stop_on_short_page: bool = True
-
-    @model_validator(mode="after")
-    def _one_total(self) -> PageNumberPagination:
-        if self.total_path is not None and self.total_pages_path is not None:
-            raise ValueError("give total_path or total_pages_path, not both")
-        return self
-
-
-class OffsetPagination(_Model):
-    """``?offset=O&limit=L`` with the total number of records in the response."""
-
-    type: Literal["offset"]
-    offset_param: ParamName = "offset"
-    limit_param: ParamName = "limit"
-    limit: int = Field(default=100, ge=1, le=10_000)
-    total_path: JsonPath
-
-
-class CursorPagination(_Model):
-    """A cursor in the body is sent back as a query parameter; stops on a null cursor or has_more false."""
-
-    type: Literal["cursor"]
-    cursor_param: ParamName = "cursor"
-    cursor_path: JsonPath
-    has_more_path: JsonPath | None = None
-
-
-class NextUrlPagination(_Model):
-    """The body holds the URL of the next page (on the same host)."""
-
-    type: Literal["next_url"]
-    next_url_path: JsonPath
-
-
-class LinkHeaderPagination(_Model):
-    """``Link: <https://...>; rel="next"`` (RFC 8288), as GitHub and many others do."""
-
-    type: Literal["link_header"]
-
-
-class SinglePagePagination(_Model):
-    """The whole result in one response."""
-
-    type: Literal["single"]
-
-
-Pagination = Annotated[
-    PageNumberPagination
-    | OffsetPagination
-    | CursorPagination
-    | NextUrlPagination
-    | LinkHeaderPagination
-    | SinglePagePagination,
-    Field(discriminator="type"),
-]
 
 
 class NoSharding(_Model):

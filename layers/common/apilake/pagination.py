@@ -19,19 +19,18 @@ from urllib.parse import urljoin, urlsplit
 
 from requests.utils import parse_header_links
 
-from apilake.config import (
+from apilake.config import DailySharding, Source
+from apilake.exceptions import BadResponseError
+from apilake.incremental import is_window_shard, window_params
+from apilake.messages import MAX_CURSOR_CHARS, MAX_PAGES_PER_SHARD, WorkItem
+from apilake.pagination_config import (
     CursorPagination,
-    DailySharding,
     LinkHeaderPagination,
     NextUrlPagination,
     OffsetPagination,
     PageNumberPagination,
     SinglePagePagination,
-    Source,
 )
-from apilake.exceptions import BadResponseError
-from apilake.incremental import is_window_shard, window_params
-from apilake.messages import MAX_CURSOR_CHARS, MAX_PAGES_PER_SHARD, WorkItem
 from apilake.records import extract_records, find, find_optional
 
 
@@ -185,13 +184,35 @@ class CursorPaginator(Paginator):
         has_more = find_optional(page.document, self.config.has_more_path)
         if self.config.has_more_path is not None and has_more is False:
             return None
+        if self.config.cursor_from != "body":
+            return self._from_record(item, records, has_more)
         cursor = find_optional(page.document, self.config.cursor_path)
         if cursor is None or cursor == "":
             if has_more is True:
                 raise BadResponseError(f"has_more is true but there is no cursor at {self.config.cursor_path!r}")
             return None
+        return self._following(item, cursor, f"cursor at {self.config.cursor_path!r}")
+
+    def _from_record(self, item: WorkItem, records: Sequence[Any], has_more: Any) -> NextPage | None:
+        """Stripe's ``starting_after=<id of the last record>``: an empty page ends the chain, unless the vendor
+        says there is more (a cursor taken from nothing would ask for the same page again)."""
+        which = "last" if self.config.cursor_from == "last_record" else "first"
+        if not records:
+            if has_more is True:
+                raise BadResponseError(
+                    f"page {item.page} holds no record but has_more is true: no {which} record to take "
+                    "the cursor from, stopping a loop"
+                )
+            return None
+        field = self.config.cursor_field
+        cursor = find_optional(records[-1] if which == "last" else records[0], field)
+        if cursor is None or cursor == "":
+            raise BadResponseError(f"the {which} record of page {item.page} has no {field!r} to take the cursor from")
+        return self._following(item, cursor, f"{field!r} of the {which} record")
+
+    def _following(self, item: WorkItem, cursor: Any, what: str) -> NextPage:
         if isinstance(cursor, bool) or not isinstance(cursor, str | int):
-            raise BadResponseError(f"cursor at {self.config.cursor_path!r} is a {type(cursor).__name__}")
+            raise BadResponseError(f"{what} is a {type(cursor).__name__}, not a cursor")
         cursor = _carried(str(cursor), "cursor")
         if cursor == item.cursor:
             raise BadResponseError(f"the vendor returned the same cursor again on page {item.page}: stopping a loop")

@@ -3,7 +3,7 @@
 One file (``sources.yaml``) declares every source. It is validated as a whole before anything
 runs, and an error names the file, the source and the field::
 
-    sources.yaml: source 'api-b': pagination.cursor_path: Field required
+    sources.yaml: source 'api-b': pagination.page_size: Input should be greater than or equal to 1
 """
 
 from __future__ import annotations

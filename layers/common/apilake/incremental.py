@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from apilake.exceptions import BadResponseError
-from apilake.records import find
+from apilake.records import ObservedRecords, find
 
 if TYPE_CHECKING:
     from apilake.config import Incremental
@@ -113,26 +113,16 @@ def window_params(config: Incremental, shard: str) -> dict[str, str]:
     return params
 
 
-class HighWater(Sequence[Any]):
+class HighWater(ObservedRecords):
     """A page's records, as the lake writer reads them (once, as it encodes them), noting the largest
     value of the cursor field on the way: a large page's lazily parsed records are not parsed twice.
     A record without the field, or with a value of another format, is a permanent error: its page could
     otherwise move the mark past records it never saw."""
 
     def __init__(self, records: Sequence[Any], config: Incremental) -> None:
-        self._records = records
+        super().__init__(records)
         self._config = config
         self.highest: Value | None = None
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Any]: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        return self._records[index]
 
     def __iter__(self) -> Iterator[Any]:
         for record in self._records:

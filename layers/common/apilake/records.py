@@ -177,16 +177,12 @@ def kind_of(value: Any) -> str:
 TextKinds = Mapping[str, tuple[Callable[[str], object], str]]
 
 
-class FieldKinds(Sequence[Any]):
-    """A page's records, as the lake writer reads them (once, as it encodes them), noting the JSON kinds of
-    each record's top-level fields on the way (as :class:`apilake.incremental.HighWater` notes its cursor):
-    a large page's lazily parsed records are not parsed twice. A record that is not an object has no fields.
-    A string of a field in ``texts`` is noted as its kind there when its check accepts it."""
+class ObservedRecords(Sequence[Any]):
+    """A page's records, passed through unchanged to the lake writer, which reads them once as it encodes them:
+    a subclass notes what it needs in ``__iter__`` on the way, so a large page is not parsed twice."""
 
-    def __init__(self, records: Sequence[Any], texts: TextKinds | None = None) -> None:
+    def __init__(self, records: Sequence[Any]) -> None:
         self._records = records
-        self._texts = texts or {}
-        self._seen: dict[str, set[type | str]] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -197,6 +193,18 @@ class FieldKinds(Sequence[Any]):
     def __getitem__(self, index: slice) -> Sequence[Any]: ...
     def __getitem__(self, index: int | slice) -> Any:
         return self._records[index]
+
+
+class FieldKinds(ObservedRecords):
+    """A page's records, as the lake writer reads them (once, as it encodes them), noting the JSON kinds of
+    each record's top-level fields on the way (as :class:`apilake.incremental.HighWater` notes its cursor):
+    a large page's lazily parsed records are not parsed twice. A record that is not an object has no fields.
+    A string of a field in ``texts`` is noted as its kind there when its check accepts it."""
+
+    def __init__(self, records: Sequence[Any], texts: TextKinds | None = None) -> None:
+        super().__init__(records)
+        self._texts = texts or {}
+        self._seen: dict[str, set[type | str]] = {}
 
     def __iter__(self) -> Iterator[Any]:
         seen, texts = self._seen, self._texts

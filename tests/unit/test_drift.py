@@ -22,6 +22,8 @@ from apilake.ledger import LandedPage, Ledger
 from apilake.records import LAZY_ABOVE_BYTES, FieldKinds, LazyRecords, parse_document
 from apilake.report import build_report, render_html
 from apilake_cli.output import print_status, status_document
+from tests.unit import fakes
+from tests.unit.fakes import Worker, document, item
 from tests.unit.test_completeness import BUCKET, NIGHT, NOW, STAGE, Lake, emitted, fanout
 
 COLUMNS = {"id": "bigint", "name": "string", "price": "double", "updated_at": "timestamp"}
@@ -400,3 +402,29 @@ def test_a_final_report_s_drift_is_judged_again_against_the_columns_as_they_are_
     # Then the stored report is kept, and the metric says no drift
     assert summary.reports == [] and summary.sources[0].schema_drift_fields == 0
     assert emitted(capsys.readouterr().out)[("schema_drift_fields", "api-x")] == 0
+
+
+# -- schema drift: the fields noted -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("columns", "fields"),
+    [({"id": "bigint"}, {"id": ["integer"]}), (None, None)],
+    ids=["a source with columns notes its fields", "a source without columns notes none"],
+)
+def test_a_landed_page_s_details_hold_its_top_level_fields_kinds(
+    monkeypatch: pytest.MonkeyPatch, columns: dict[str, str] | None, fields: dict[str, list[str]] | None
+) -> None:
+    # Given the fan-out source, with or without declared columns
+    document_ = fakes.SOURCES.model_dump(mode="json", exclude_defaults=True)
+    for source in document_["sources"]:
+        if columns is not None:
+            source["columns"] = columns
+    monkeypatch.setattr(fakes, "SOURCES", parse_sources(document_, "test"))
+    worker = Worker("fan")
+    worker.vendor.answer("page=2", document(2))
+    # When its page lands
+    assert worker.run(item("fan", 2)) == []
+    # Then the ledger's details say the kinds of each top-level field (what apilake.drift compares), or nothing
+    (((_, details),),) = worker.ledger.landed
+    assert details.get("fields") == fields

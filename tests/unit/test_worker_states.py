@@ -11,19 +11,16 @@ from datetime import timedelta
 
 import pytest
 
-from apilake.config import parse_sources
 from apilake.exceptions import BadResponseError, ParkMessageError, TransientHttpError
 from apilake.ingest import CIRCUIT_THRESHOLD, MAX_PARKED_SECONDS, request_fingerprint
 from apilake.lake import encode_page
 from apilake.messages import Parking
 from apilake.observability import Metric, totals
 from apilake.pagination import PageRequest
-from tests.unit import fakes
 from tests.unit.fakes import (
     NOW,
     QUEUE_URL,
     RUN,
-    SOURCES,
     STALE_SECONDS,
     StoredClaim,
     Worker,
@@ -479,29 +476,3 @@ def test_a_page_that_would_wait_past_the_limit_is_not_parked_and_fails_like_any_
     assert worker.sender.sent == []
     assert worker.ledger.failures[1]["error"] == "RetryableError"
     assert worker.ledger.failures[1]["reason"].endswith("the page would wait past the 48-hour limit: not parked again")
-
-
-# -- schema drift: the fields noted -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("columns", "fields"),
-    [({"id": "bigint"}, {"id": ["integer"]}), (None, None)],
-    ids=["a source with columns notes its fields", "a source without columns notes none"],
-)
-def test_a_landed_page_s_details_hold_its_top_level_fields_kinds(
-    monkeypatch: pytest.MonkeyPatch, columns: dict[str, str] | None, fields: dict[str, list[str]] | None
-) -> None:
-    # Given the fan-out source, with or without declared columns
-    document_ = SOURCES.model_dump(mode="json", exclude_defaults=True)
-    for source in document_["sources"]:
-        if columns is not None:
-            source["columns"] = columns
-    monkeypatch.setattr(fakes, "SOURCES", parse_sources(document_, "test"))
-    worker = Worker("fan")
-    worker.vendor.answer("page=2", document(2))
-    # When its page lands
-    assert worker.run(item("fan", 2)) == []
-    # Then the ledger's details say the kinds of each top-level field (what apilake.drift compares), or nothing
-    (((_, details),),) = worker.ledger.landed
-    assert details.get("fields") == fields

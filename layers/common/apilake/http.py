@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -37,15 +37,17 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 
-from apilake.auth import Credentials, CredentialStore
+from apilake.auth import Authenticator, Credentials, CredentialStore
 from apilake.config import Source
 from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage
 from apilake.ratelimit import Pacer
 from apilake.records import MAX_DEPTH, NestingError, parse_document
+from apilake.request_body import reported_errors
 
 MAX_REDIRECTS = 5
+KEEPS_METHOD = (307, 308)  # the redirects that repeat a request as it was (RFC 9110 15.4); others turn a POST to a GET
 CHUNK_BYTES = 256 * 1024
 USER_AGENT = "apilake/0.1 (+https://github.com/apilake)"
 # The longest wait a vendor can ask for: SQS's longest visibility timeout (the longest a message can be parked).
@@ -207,13 +209,14 @@ def new_session(pool_size: int = 10) -> requests.Session:
 
 
 class VendorClient:
-    """GETs pages of one source with its budget, retries, timeouts and credentials."""
+    """Fetches pages of one source (GET, or POST with a JSON body) with its budget, retries, timeouts and
+    credentials."""
 
     def __init__(
         self,
         source: Source,
         session: requests.Session,
-        credentials: Credentials,
+        credentials: Authenticator,
         pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[float, float], float] = random.uniform,
@@ -236,7 +239,23 @@ class VendorClient:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._attempt, request, deadline, _Tally())
+        tally = _Tally()
+        try:
+            return retrying(self._attempt, request, deadline, tally)
+        except PermanentHttpError as exc:
+            if exc.status != 401 or not self.credentials.renew(tally.credentials):
+                raise
+            logger.info("401 from the vendor: trying once more with renewed credentials", extra={"error": str(exc)})
+        try:
+            return retrying(self._attempt, request, deadline, tally)
+        except PermanentHttpError as exc:
+            if exc.status != 401:
+                raise
+            raise PermanentHttpError(
+                f"{exc}, again with renewed credentials: the vendor refuses them (check the client's scopes, "
+                "audience and access to this API)",
+                status=401,
+            ) from None
 
     def _wait(self, state: RetryCallState) -> float:
         retries = self.source.retries
@@ -261,23 +280,26 @@ class VendorClient:
     def _attempt(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
         if deadline.remaining() <= 0:
             raise TransientHttpError("no time left in this invocation to call the vendor")
+        credentials = tally.credentials = self.credentials.current()  # per attempt: a token may expire mid-run
         if self.pacer is not None:
             self.pacer.wait()
         tally.attempts += 1
-        url, params = request.url, {**request.params, **self.credentials.params}
-        headers = {**self.source.headers, **self.credentials.headers}
+        url, params = request.url, {**request.params, **credentials.params}
+        headers = {**self.source.headers, **credentials.headers}
         started = time.monotonic()
         with ResponseDeadline(max(0.1, min(self.source.timeouts.read_seconds, deadline.remaining()))) as cutoff:
             for _ in range(MAX_REDIRECTS + 1):
-                response = self._send(url, params, headers, cutoff)
+                response = self._send(url, params, headers, cutoff, request.method, request.body)
                 if not response.is_redirect:
                     break
-                url = self._redirect_target(url, response)
-                params = dict(self.credentials.params)
+                url = self._redirect_target(url, response, request.method)
+                params = dict(credentials.params)
             else:
                 raise PermanentHttpError(f"more than {MAX_REDIRECTS} redirects from {self.credentials.redact(url)}")
             with response:
                 count(self.source.name, Metric.API_LATENCY, (time.monotonic() - started) * 1000.0)
+                if self.pacer is not None:  # what the vendor says is left of its limit paces what comes next
+                    self.pacer.observe(response.headers)
                 self._raise_for_status(response, deadline, tally)
                 body = self._read_capped(response, cutoff)
         try:
@@ -293,6 +315,8 @@ class VendorClient:
                 f"the response of {self._shown(response)} is not JSON ({content_type}, {len(body)} bytes): "
                 f"{type(exc).__name__}"
             ) from None
+        if self.source.error_path and (reported := reported_errors(document, self.source.error_path)):
+            raise BadResponseError(f"the response of {self._shown(response)} {reported}")
         return VendorPage(
             document=document,
             headers=response.headers,
@@ -304,11 +328,19 @@ class VendorClient:
         )
 
     def _send(
-        self, url: str, params: dict[str, str], headers: dict[str, str], cutoff: ResponseDeadline
+        self,
+        url: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        cutoff: ResponseDeadline,
+        method: str = "GET",
+        body: dict[str, Any] | None = None,
     ) -> requests.Response:
-        """The request prepared, its origin checked on the URL as it will be sent, then sent."""
+        """The request prepared (a POST's body as JSON, with Content-Type application/json unless the source's
+        headers say otherwise), its origin checked on the URL as it will be sent, then sent."""
         try:
-            prepared = self.session.prepare_request(requests.Request("GET", url, params=params, headers=headers))
+            request = requests.Request(method, url, params=params, headers=headers, json=body)
+            prepared = self.session.prepare_request(request)
             target = _origin(prepared.url or "")
             if target is None or target != self._origin:
                 raise PermanentHttpError(
@@ -348,7 +380,7 @@ class VendorClient:
             f"the response of {shown} took longer than {round(cutoff.seconds, 1):g}s, the limit for a whole response"
         )
 
-    def _redirect_target(self, url: str, response: requests.Response) -> str:
+    def _redirect_target(self, url: str, response: requests.Response, method: str = "GET") -> str:
         location = response.headers.get("Location", "")
         response.close()
         try:
@@ -359,6 +391,13 @@ class VendorClient:
             raise PermanentHttpError(
                 f"redirect ({response.status_code}) to {_shown_origin(_origin(target))} refused: "
                 f"source '{self.source.name}' may only call {self.source.base_url}",
+                status=response.status_code,
+            )
+        if method == "POST" and response.status_code not in KEEPS_METHOD:
+            # Browsers and requests would follow with a GET and no body: another question, whose answer could land.
+            raise PermanentHttpError(
+                f"redirect ({response.status_code}) of a POST to {self.credentials.redact(target)} refused: "
+                "only 307 and 308 keep the method and the body; point the source's path at where it leads",
                 status=response.status_code,
             )
         return self.credentials.strip(target)
@@ -413,6 +452,7 @@ class _Tally:
 
     attempts: int = 0
     throttled: int = 0
+    credentials: Credentials = field(default_factory=Credentials)  # those of the latest attempt
 
 
 class _StopAtDeadline(stop_base):
@@ -430,11 +470,17 @@ class VendorClients:
     pacer per source that keeps its pace across invocations."""
 
     def __init__(
-        self, session: requests.Session, credentials: CredentialStore, sleep: Callable[[float], None] = time.sleep
+        self,
+        session: requests.Session,
+        credentials: CredentialStore,
+        sleep: Callable[[float], None] = time.sleep,
+        shared_by: Callable[[Source], int] | None = None,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._sleep = sleep
+        # How many processes spend one source's vendor quota: its Lambda workers (default), 1 in one process.
+        self._shared_by = shared_by or (lambda source: source.budget.max_concurrency)
         self._clients: dict[str, VendorClient] = {}
         self._lock = threading.Lock()
 
@@ -447,7 +493,9 @@ class VendorClients:
                     source,
                     self._session,
                     self._credentials.for_source(source),
-                    pacer=Pacer(rate, sleep=self._sleep) if rate else None,
+                    # Always a pacer: with no budget, the vendor's rate-limit headers alone pace the source;
+                    # its quota is shared by the source's workers (at most max_concurrency of them).
+                    pacer=Pacer(rate, shared_by=self._shared_by(source), sleep=self._sleep),
                     sleep=self._sleep,
                 )
                 self._clients[source.name] = client

@@ -250,8 +250,21 @@ def cmd_sources_validate(args: argparse.Namespace) -> int:
     for source in sources.sources:
         print(
             f"{source.name}: {source.pagination.type} pagination, {source.sharding.type} sharding, "
-            f"auth {source.auth.type}, {source.budget.requests_per_second or 'unlimited'} req/s over "
-            f"{source.budget.max_concurrency} workers"
+            f"auth {source.auth.type}, {budget_text(sources, source.name)}"
         )
+    for group in sources.unused_budget_groups:
+        print(f"{args.file}: warning: budget group {group!r} is declared but no source uses it", file=sys.stderr)
     print(f"{args.file}: {len(sources.sources)} sources, valid")
     return Exit.DONE
+
+
+def budget_text(sources: SourcesFile, name: str) -> str:
+    """A source's budget for people: its own rate over its workers, or its share of its group's."""
+    budget = sources.get(name).budget
+    if budget.group is None:
+        return f"{budget.requests_per_second or 'unlimited'} req/s over {budget.max_concurrency} workers"
+    group_rps = sources.budget_groups[budget.group].requests_per_second
+    return (
+        f"budget group {budget.group} ({group_rps:g} req/s shared), {budget.per_worker_rps:.3g} req/s "
+        f"each of {budget.max_concurrency} workers"
+    )

@@ -8,7 +8,6 @@ runs, and an error names the file, the source and the field::
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import zoneinfo
 from enum import StrEnum
@@ -17,13 +16,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from apilake.exceptions import ConfigError, Location, describe_validation_error, dotted
+# The auth models live in apilake.auth_config (importable from here too, as before).
+from apilake.auth_config import ApiKeyAuth as ApiKeyAuth
+from apilake.auth_config import Auth, NoAuth, is_loopback
+from apilake.auth_config import BearerAuth as BearerAuth
+from apilake.auth_config import HeadersFromSecretAuth as HeadersFromSecretAuth
+from apilake.auth_config import HttpBasicAuth as HttpBasicAuth
+from apilake.auth_config import OAuth2ClientCredentialsAuth as OAuth2ClientCredentialsAuth
+from apilake.budget_config import Budget as Budget  # importable from here too, as before
+from apilake.budget_config import BudgetGroup, BudgetGroupName, share_groups, unused_groups
+from apilake.config_errors import Places, read_yaml, validate
+from apilake.exceptions import ConfigError, field_error
 from apilake.incremental import parse_value
-from apilake.pagination_config import JsonPath, Pagination, ParamName, _Model  # the pagination models
+from apilake.pagination_config import JsonPath, Pagination, ParamName, _Model, body_paths  # the models
 from apilake.param_text import ParamValue
+from apilake.parent_config import ParentConfig, check_child, check_parents
+from apilake.request_body import JsonObject, json_object, path_problem
 
 # At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
@@ -44,47 +54,6 @@ class DailySharding(_Model):
 
 
 Sharding = Annotated[NoSharding | DailySharding, Field(discriminator="type")]
-
-
-class NoAuth(_Model):
-    type: Literal["none"]
-
-
-class ApiKeyAuth(_Model):
-    """An API key read from Secrets Manager by name, sent in a header or a query parameter."""
-
-    type: Literal["api_key"]
-    secret_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$")]
-    # When the secret is a JSON object, the key whose value is the API key.
-    secret_field: ParamName | None = None
-    location: Literal["header", "query"] = "header"
-    name: ParamName = "X-Api-Key"
-
-
-class BearerAuth(_Model):
-    """``Authorization: Bearer <token>``, the token read from Secrets Manager by name."""
-
-    type: Literal["bearer"]
-    secret_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$")]
-    secret_field: ParamName | None = None
-
-
-Auth = Annotated[NoAuth | ApiKeyAuth | BearerAuth, Field(discriminator="type")]
-
-
-class Budget(_Model):
-    """How hard we may call the vendor: requests per second for the whole source, and how many
-    workers may run at once (the event source mapping's MaximumConcurrency, at least 2)."""
-
-    requests_per_second: float | None = Field(default=None, gt=0, le=10_000)
-    max_concurrency: int = Field(default=2, ge=2, le=1000)
-
-    @property
-    def per_worker_rps(self) -> float | None:
-        """Each worker keeps to its share, so that all of them together stay under the limit."""
-        if self.requests_per_second is None:
-            return None
-        return self.requests_per_second / self.max_concurrency
 
 
 class Retries(_Model):
@@ -120,7 +89,7 @@ class Incremental(_Model):
         try:
             parse_value(self, self.initial_value)
         except ValueError as exc:
-            raise ValueError(f"initial_value: {exc}") from None
+            raise field_error(self, "initial_value", str(exc)) from None
         return self
 
 
@@ -241,21 +210,18 @@ class Curated(_Model):
     recent_days: int = Field(default=7, ge=1, le=3650)  # the ``_recent`` view's days, up to today
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Source(_Model):
     name: SourceName
     base_url: str
     path: str = ""
     params: dict[ParamName, ParamValue] = Field(default_factory=dict)  # scalars, sent as text (param_text)
     headers: dict[ParamName, ParamValue] = Field(default_factory=dict)
+    # POST: each page's request carries a JSON body, the ``body`` template ({} if none) with the page's values
+    # set in it when the pagination's placement is body (apilake.request_body); params stay in the query string.
+    method: Literal["GET", "POST"] = "GET"
+    body: JsonObject | None = None
+    # Where a response that answers 200 reports its errors (GraphQL's "errors"): anything there fails the page.
+    error_path: Annotated[JsonPath, StringConstraints(min_length=1)] | None = None
     records_path: JsonPath
     record_id_path: JsonPath | None = None
     incremental: Incremental | None = None  # None: every run fetches everything
@@ -271,6 +237,8 @@ class Source(_Model):
     # The pinned schema: top-level record field -> type. None: raw only (no curated table, no drift check).
     columns: dict[str, ColumnType] | None = None
     curated: Curated = Curated()
+    # A child source: fetched once per record of its parent's pages, {placeholders} filled from them (parent_config)
+    parent: ParentConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -278,11 +246,39 @@ class Source(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(f"must use https (plain http is allowed for loopback hosts only), got {value!r}")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment: use params")
         return value.rstrip("/")
+
+    @field_validator("body", mode="before")
+    @classmethod
+    def _body(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("method") == "GET":
+            raise ValueError(
+                "a request body goes with method: POST only: add method: POST, or put the values in params "
+                "(the query string)"
+            )
+        return None if value is None else json_object(value)
+
+    @field_validator("pagination")
+    @classmethod
+    def _placement(cls, value: Pagination, info: ValidationInfo) -> Pagination:
+        if getattr(value, "placement", "query") != "body":
+            return value
+        if info.data.get("method", "POST") != "POST":  # absent: the method itself is wrong, and said so
+            raise field_error(
+                value,
+                "placement",
+                "'body' needs method: POST (the page's values go in the JSON body of a POST request): "
+                "add method: POST, or use placement: query",
+            )
+        for name, path in body_paths(value).items():
+            problem = path_problem(info.data.get("body") or {}, path)
+            if problem is not None:
+                raise field_error(value, name, f"{path!r}: {problem}")
+        return value
 
     @field_validator("path")
     @classmethod
@@ -317,13 +313,13 @@ class Source(_Model):
     @model_validator(mode="after")
     def _curated_needs_columns(self) -> Source:
         if "curated" in self.model_fields_set and self.columns is None:
-            raise ValueError("curated: a source has a curated table only with columns; declare columns or drop curated")
+            raise field_error(self, "curated", "a curated table needs columns; declare columns or drop curated")
         if self.columns is not None and self.record_id_path:
             # The _current view keeps one row per id of the curated table: the id must be one of its columns.
             head, nested = self.record_id_path.split(".")[0], "." in self.record_id_path
             if self.columns.get(head) not in ((ColumnType.JSON,) if nested else tuple(ColumnType)):
                 kind = "as json (the id is nested in it)" if nested else ""
-                raise ValueError(f"record_id_path {self.record_id_path!r}: declare {head!r} in columns {kind}".strip())
+                raise field_error(self, "record_id_path", f"declare {head!r} in columns {kind}".strip())
         return self
 
     def column_names(self) -> dict[str, str]:
@@ -333,7 +329,12 @@ class Source(_Model):
     @model_validator(mode="after")
     def _incremental_unsharded(self) -> Source:
         if self.incremental is not None and not isinstance(self.sharding, NoSharding):
-            raise ValueError("incremental: a source fetched by date shards cannot also be incremental (sharding: none)")
+            raise field_error(self, "incremental", "a source fetched by date shards cannot also be incremental")
+        return self
+
+    @model_validator(mode="after")
+    def _parent(self) -> Source:
+        check_child(self)
         return self
 
     @property
@@ -349,6 +350,8 @@ class Source(_Model):
 
 class SourcesFile(_Model):
     version: Literal[1] = 1
+    # Requests-per-second limits shared by sources (budget.group): one vendor's endpoints, one limit.
+    budget_groups: dict[BudgetGroupName, BudgetGroup] = Field(default_factory=dict)
     sources: list[Source] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -359,6 +362,24 @@ class SourcesFile(_Model):
                 raise ValueError(f"source '{source.name}' is declared more than once")
             seen.add(source.name)
         return self
+
+    @model_validator(mode="after")
+    def _parents(self) -> SourcesFile:
+        check_parents(self.sources)
+        return self
+
+    @model_validator(mode="after")
+    def _budget_groups(self) -> SourcesFile:
+        """Each grouped source's budget with its worker's share of the group (apilake.budget_config)."""
+        budgets = share_groups(self.budget_groups, [source.budget for source in self.sources])
+        for index, (source, budget) in enumerate(zip(self.sources, budgets, strict=True)):
+            if budget is not source.budget:
+                self.sources[index] = source.model_copy(update={"budget": budget})
+        return self
+
+    @property
+    def unused_budget_groups(self) -> list[str]:
+        return unused_groups(self.budget_groups, [source.budget for source in self.sources])
 
     @cached_property
     def by_name(self) -> dict[str, Source]:
@@ -379,41 +400,19 @@ class SourcesFile(_Model):
         return [source for source in self.sources if source.name in names]
 
 
-def _describe_location(raw: Any, loc: Location) -> str:
-    """Turn pydantic's error location into 'source 'api-b': pagination.cursor_path'."""
-    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
-        name: object = f"#{loc[1] + 1}"
-        sources = raw.get("sources") if isinstance(raw, dict) else None
-        if isinstance(sources, list) and loc[1] < len(sources) and isinstance(sources[loc[1]], dict):
-            name = sources[loc[1]].get("name", name)
-        rest = [str(part) for part in loc[2:]]
-        # Drop the discriminator tag pydantic inserts for tagged unions (pagination.cursor.cursor_path).
-        if len(rest) >= 2 and rest[0] in ("pagination", "sharding", "auth"):
-            rest = [rest[0], *rest[2:]]
-        field = ".".join(rest) or "(source)"
-        return f"source '{name}': {field}"
-    return dotted(loc)
-
-
-def parse_sources(raw: Any, origin: str) -> SourcesFile:
-    """Validate an already-parsed document; ``origin`` (the file name) prefixes every error."""
-    try:
-        return SourcesFile.model_validate(raw)
-    except ValidationError as exc:
-        message = describe_validation_error(
-            origin, exc, locate=lambda loc: _describe_location(raw, loc), whole="(file)"
-        )
-        raise ConfigError(message) from exc
+def parse_sources(raw: Any, origin: str, places: Places | None = None) -> SourcesFile:
+    """Validate an already-parsed document; ``origin`` (the file name) prefixes every error, with the line and
+    column of the problem when ``places`` (from :func:`apilake.config_errors.read_yaml`) says where nodes are."""
+    sources: SourcesFile = validate(SourcesFile, raw, origin, places)
+    return sources
 
 
 def load_sources(path: str | Path) -> SourcesFile:
+    """Read and validate a sources file; ConfigError naming the file, line and column, source and field."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the sources file: {exc.strerror}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_sources(raw, path.name)
+    raw, places = read_yaml(text, str(path))
+    return parse_sources(raw, path.name, places)

@@ -193,8 +193,9 @@ def test_the_worker_pacer_reads_the_group_share() -> None:
     # When a container makes its client for each
     clients = VendorClients(requests.Session(), CredentialStore(None))
     pacers = [clients.for_source(s).pacer for s in sources.sources]
-    # Then each paces at 2 req/s: half a second apart
-    assert [p.interval if p else None for p in pacers] == [0.5, 0.5]
+    # Then each paces at 2 req/s: half a second apart, and spends a sixth of what the vendor says is left
+    assert [(p.interval, p.shared_by) if p else None for p in pacers] == [(0.5, 6), (0.5, 6)]
+    assert [s.budget.sharing_workers for s in parse_sources(doc(source("c", max_concurrency=3)), "f").sources] == [3]
 
 
 def test_an_unknown_group_is_reported_at_its_line(tmp_path: Path) -> None:

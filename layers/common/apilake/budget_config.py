@@ -56,6 +56,7 @@ class Budget(_Model):
     group: BudgetGroupName | None = None  # a name of the file's budget_groups
     # A grouped source's share of one worker, set when the sources file is validated (share_groups): not in the file.
     _group_share: float | None = PrivateAttr(default=None)
+    _group_workers: int | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _one_limit(self) -> Budget:
@@ -70,7 +71,14 @@ class Budget(_Model):
         """This budget with its worker's share of a group: the group's rate over all the group's workers."""
         budget = self.model_copy()
         budget._group_share = requests_per_second / workers
+        budget._group_workers = workers
         return budget
+
+    @property
+    def sharing_workers(self) -> int:
+        """The workers that may call the vendor at once under this budget's limit (a vendor's quota headers are
+        shared by them, apilake.ratelimit): the source's MaximumConcurrency, or its whole group's."""
+        return self._group_workers if self.group is not None and self._group_workers else self.max_concurrency
 
     @property
     def per_worker_rps(self) -> float | None:

@@ -480,7 +480,7 @@ class VendorClients:
         self._credentials = credentials
         self._sleep = sleep
         # How many processes spend one source's vendor quota: its Lambda workers (default), 1 in one process.
-        self._shared_by = shared_by or (lambda source: source.budget.max_concurrency)
+        self._shared_by = shared_by or (lambda source: source.budget.sharing_workers)
         self._clients: dict[str, VendorClient] = {}
         self._lock = threading.Lock()
 

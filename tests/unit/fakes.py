@@ -134,6 +134,8 @@ class FakeLedger:
         self.claims: dict[ClaimKey, StoredClaim] = {}
         self.cursors: dict[tuple[str, str, str, str], int] = {}
         self.broken: dict[str, Exception] = {}  # method name -> the error it raises
+        # (child, parent's source, run, shard, page) -> the claim of the child work that page announced, its shards
+        self.children: dict[tuple[str, str, str, str, int], tuple[StoredClaim, list[str]]] = {}
 
     def landed_pages(self) -> list[int]:
         return sorted(item.page for batch in self.landed for item, _ in batch)
@@ -175,6 +177,25 @@ class FakeLedger:
     def release_continuation(self, next_item: WorkItem) -> None:
         self._maybe_fail("release_continuation")
         self.claims.pop(claim_key(next_item), None)
+
+    def claim_children(self, parent: WorkItem, child: str, shards: list[str]) -> ClaimState:
+        self._maybe_fail("claim_children")
+        key = (child, *claim_key(parent))
+        stored = self.children.get(key)
+        if stored is None:
+            self.children[key] = (StoredClaim("pending", self._clock()), list(shards))
+            return ClaimState(Claim.CREATED)
+        if stored[0].state == "sent":
+            return ClaimState(Claim.SENT)
+        return ClaimState(Claim.PENDING, age_seconds=(self._clock() - stored[0].at).total_seconds())
+
+    def confirm_children(self, parent: WorkItem, child: str, shards: list[str]) -> None:
+        self._maybe_fail("confirm_children")
+        self.children[(child, *claim_key(parent))] = (StoredClaim("sent", self._clock()), list(shards))
+
+    def release_children(self, parent: WorkItem, child: str) -> None:
+        self._maybe_fail("release_children")
+        self.children.pop((child, *claim_key(parent)), None)
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.broken:

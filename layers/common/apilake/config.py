@@ -357,9 +357,11 @@ class SourcesFile(_Model):
     @model_validator(mode="after")
     def _unique_names(self) -> SourcesFile:
         seen: set[str] = set()
-        for source in self.sources:
+        for index, source in enumerate(self.sources):
             if source.name in seen:
-                raise ValueError(f"source '{source.name}' is declared more than once")
+                raise field_error(
+                    self, ("sources", index, "name"), f"source '{source.name}' is declared more than once"
+                )
             seen.add(source.name)
         return self
 

@@ -14,8 +14,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from apilake.auth import Credentials
+from apilake.auth import Authenticator
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
+from apilake.children import announced, bind
 from apilake.config import Source, SourcesFile
 from apilake.drift import text_kinds
 from apilake.exceptions import (
@@ -34,8 +35,10 @@ from apilake.ledger import Claim, ClaimState, Ledger
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage, paginator_for
+from apilake.parent_config import children_of
 from apilake.queue import MAX_DELAY_SECONDS, QueueSender
 from apilake.records import FieldKinds, extract_records
+from apilake.request_body import canonical as canonical_json
 from apilake.settings import WorkerSettings
 
 CIRCUIT_THRESHOLD = 3  # retryable failures in a row that stop this batch's calls to the vendor
@@ -47,8 +50,11 @@ DUE_MARGIN_SECONDS = 1.0  # a parked page this close to its time is due (Retry-A
 
 
 def request_fingerprint(request: PageRequest) -> str:
-    """A stable hash of what was asked (URL and parameters, credentials excluded)."""
+    """A stable hash of what was asked (URL and parameters, credentials excluded; a POST's method and body, its
+    keys sorted). A GET's is what it always was, so the pages landed before POST existed keep theirs."""
     canonical = request.url + "?" + "&".join(f"{k}={v}" for k, v in sorted(request.params.items()))
+    if request.method != "GET" or request.body is not None:
+        canonical += f"\n{request.method}\n{canonical_json(request.body)}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -66,14 +72,21 @@ class WorkerLedger(Protocol):
     def first_page_of_cursor(self, next_item: WorkItem) -> int: ...
     def confirm_continuation(self, next_item: WorkItem) -> None: ...
     def release_continuation(self, next_item: WorkItem) -> None: ...
+    def claim_children(self, parent: WorkItem, child: str, shards: list[str]) -> ClaimState: ...
+    def confirm_children(self, parent: WorkItem, child: str, shards: list[str]) -> None: ...
+    def release_children(self, parent: WorkItem, child: str) -> None: ...
 
 
 class ItemSender(Protocol):
+    """Sends work items: the chain's next page and a parked copy to the source's own queue, a parent's child work
+    to each child's queue (``WorkerSettings.child_queue_urls``; a one-process runner may route by ``item.source``)."""
+
     def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None: ...
 
 
 class PageFetcher(Protocol):
-    credentials: Credentials
+    @property
+    def credentials(self) -> Authenticator: ...  # a fixed set, or a source's (resolved per attempt)
 
     def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage: ...
 
@@ -210,7 +223,7 @@ class PageIngester:
         return result.key
 
     def _ingest(self, item: WorkItem, deadline: Deadline) -> tuple[WriteResult, dict[str, Any]]:
-        source = self.sources.get(item.source)
+        source = bind(self.sources.get(item.source), item)  # a child's placeholders filled from its parent record
         paginator = paginator_for(source)
         client = self.vendors.for_source(source)
         request = paginator.request(item)
@@ -218,6 +231,7 @@ class PageIngester:
         records = extract_records(page.document, source.records_path)
         following = paginator.next_page(item, page, records)
         next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
+        children = self._children(item, records)  # checked before anything of this page is written
         # Noted as the page is encoded: the top-level fields' kinds of a source with columns (its schema drift,
         # apilake.drift), an incremental source's highest cursor value.
         kinds = FieldKinds(records, text_kinds(source.columns)) if source.columns is not None else None
@@ -236,6 +250,8 @@ class PageIngester:
             self._continue(next_item)
         elif not paginator.fans_out:
             self.ledger.mark_end(item)
+        for child, items in children:
+            self._announce(item, child, items)
         details = {
             "key": result.key,
             "sha256": result.sha256,
@@ -284,6 +300,44 @@ class PageIngester:
                     "stopping a loop"
                 )
         return next_item
+
+    def _children(self, item: WorkItem, records: Sequence[Any]) -> list[tuple[str, list[WorkItem]]]:
+        """Each child source of this page's source -> page 1 of each child shard its records announce."""
+        found = []
+        for child in children_of(self.sources.sources, item.source):
+            if child.name not in self.settings.child_queue_urls:
+                raise PermanentError(
+                    f"source '{item.source}': no queue URL for its child source '{child.name}' "
+                    "(APILAKE_CHILD_QUEUE_URLS): deploy the template generated from this sources file (`make template`)"
+                )
+            found.append((child.name, announced(item, child, records)))
+        return found
+
+    def _announce(self, parent: WorkItem, child: str, items: list[WorkItem]) -> None:
+        """Enqueue the child work this page announced at most once per claim, however often the page is
+        delivered (a page without records announces nothing and claims nothing)."""
+        if not items:
+            return
+        shards = [item.shard for item in items]
+        state = self.ledger.claim_children(parent, child, shards)
+        if state.claim is Claim.SENT:
+            logger.info("child work already enqueued", extra={"child": child, "child_shards": len(shards)})
+            return
+        if state.claim is Claim.PENDING and state.age_seconds < self.settings.continuation_stale_seconds:
+            raise ContinuationInFlightError(
+                f"the work of child source '{child}' was claimed {state.age_seconds:.0f}s ago by another delivery, "
+                "not yet confirmed"
+            )
+        try:
+            for item in items:
+                self.sender.send_one(self.settings.child_queue_urls[child], item)
+        except (ClientError, BotoCoreError) as exc:
+            if state.claim is Claim.CREATED:
+                self.ledger.release_children(parent, child)
+            raise RetryableError(f"could not enqueue the work of child source '{child}': {exc}") from exc
+        self.ledger.confirm_children(parent, child, shards)
+        count(child, Metric.MESSAGES_ENQUEUED, len(items))
+        logger.info("child work enqueued", extra={"child": child, "child_shards": len(shards)})
 
     def _continue(self, next_item: WorkItem) -> None:
         """Enqueue the chain's next page at most once per claim, however often this message is delivered."""

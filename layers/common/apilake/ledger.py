@@ -14,7 +14,11 @@ Layout (under ``ledger/``):
   leads to, created once: a vendor that hands out a cursor again is caught, not followed in a loop;
 - ``source=<S>/run=<R>/shard=<D>/end.json``: the last page of a chain;
 - ``source=<S>/run=<R>/shard=<D>/failed=<NNNNN>.json``: the last failure of a page (reason, attempt),
-  so that "what is missing" comes with "why".
+  so that "what is missing" comes with "why";
+- ``source=<S>/run=<R>/shard=<D>/children=<C>_<NNNNN>.json``: the claim to enqueue the work of child source C
+  that page NNNNN of a parent announced, and the child shards it announced (created with a conditional write,
+  like ``next=``: a redelivered parent page never sends its children twice); a child source's shards in a run
+  are those its parent's markers list (apilake.children).
 """
 
 from __future__ import annotations
@@ -22,23 +26,32 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from enum import StrEnum
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict
 
 from apilake.lake import create_if_absent, is_not_found
-from apilake.messages import RunId, ShardName, WorkItem
+from apilake.ledger_models import NOT_NOTED as NOT_NOTED
+from apilake.ledger_models import ChildOf as ChildOf
+from apilake.ledger_models import Claim as Claim
+from apilake.ledger_models import ClaimState as ClaimState
+from apilake.ledger_models import IncrementalWindow as IncrementalWindow
+from apilake.ledger_models import LandedPage as LandedPage
+from apilake.ledger_models import RunManifest as RunManifest
+from apilake.ledger_models import RunStatus as RunStatus
+from apilake.ledger_models import ShardPlan as ShardPlan
+from apilake.ledger_models import ShardStatus as ShardStatus
+from apilake.ledger_models import SourcePlan as SourcePlan
+from apilake.ledger_models import SourceStatus as SourceStatus
+from apilake.messages import WorkItem
 
 LEDGER_PREFIX = "ledger"
 _LANDED_MARKER = re.compile(r"/landed=(\d{5}(?:_\d{5})*)\.json$")
 PAGES_PER_MARKER = 100  # keeps a marker's key well under S3's 1,024 bytes with batches over 10
-# Why a page is missing when no failure of it was recorded and its shard has no note.
-NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message was lost)"
 _FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
+_CHILDREN_MARKER = re.compile(r"/children=([a-z0-9-]+)_\d{5}\.json$")
+_SHARD_IN_KEY = re.compile(r"/shard=([^/]+)/")
 
 
 def manifest_key(run_id: str) -> str:
@@ -55,164 +68,6 @@ def shard_prefix(source: str, run_id: str, shard: str) -> str:
 
 def _item_prefix(item: WorkItem) -> str:
     return shard_prefix(item.source, item.run_id, item.shard)
-
-
-class ShardPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    shard: ShardName
-    mode: Literal["fanout", "chain"]
-    expected_pages: int | None = None  # fan-out only
-    messages: int = 0
-    error: str | None = None
-    # Fan-out only, from the probe (decision 28): the records the vendor stated, the page size every page
-    # but the last holds, and whether that is the vendor's cap below the configured size.
-    expected_records: int | None = None
-    page_size: int | None = None
-    capped: bool = False
-
-
-class IncrementalWindow(BaseModel):
-    """What an incremental source's run asked for: records after ``since`` (the mark less the overlap, the
-    initial value, or a manual run's explicit window, which never moves the mark)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    param: str
-    since: str | int | float
-    until: str | int | float | None = None
-    mark: str | int | float | None = None  # the mark when the run was planned (None: no mark yet)
-    explicit: bool = False
-
-
-class SourcePlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    shards: list[ShardPlan]
-    window: IncrementalWindow | None = None  # incremental sources only
-
-
-class RunManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    run_id: RunId
-    ingestion_date: date
-    created_at: datetime
-    trigger: Literal["schedule", "manual"]
-    sources: dict[str, SourcePlan]
-
-
-class LandedPage(BaseModel):
-    """What the worker recorded of a page that landed (an entry of a landed marker). The request stats came
-    later (issue 13): a marker written before them reads with them unknown (None)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    key: str | None = None
-    sha256: str | None = None
-    records: int = 0
-    bytes: int = 0
-    written: bool = True
-    has_next: bool | None = None
-    fetched_at: datetime | None = None
-    attempts: int | None = None  # HTTP requests the page took, retries included
-    throttled: int | None = None  # 429 answers among them
-    latency_ms: float | None = None  # of the successful response
-    parks: int | None = None  # times the page waited in its queue because the vendor asked
-    # A source with columns: each top-level field of the page's records -> its JSON kinds (apilake.drift)
-    fields: dict[str, list[str]] | None = None
-
-
-class Claim(StrEnum):
-    CREATED = "created"  # this delivery won the claim: send, then confirm
-    SENT = "sent"  # the next page was enqueued already
-    PENDING = "pending"  # another delivery claimed it and has not confirmed (yet)
-
-
-@dataclass(frozen=True)
-class ClaimState:
-    claim: Claim
-    age_seconds: float = 0.0
-
-
-@dataclass
-class ShardStatus:
-    shard: str
-    mode: str
-    expected_pages: int | None
-    landed_pages: int
-    ended: bool
-    missing: list[int] = field(default_factory=list)
-    note: str | None = None
-    # missing page -> the reason of its last failure
-    failures: dict[int, str] = field(default_factory=dict)
-    # Reconciliation (fan-out shards with a probe): records stated and landed, pages short before the last
-    # (page -> its records), and why the records do not reconcile (None when they do, or nothing to check).
-    expected_records: int | None = None
-    landed_records: int | None = None
-    page_size: int | None = None
-    capped: bool = False
-    short_pages: dict[int, int] = field(default_factory=dict)
-    unreconciled: str | None = None
-    # What the worker recorded of each landed page: read when asked for (``Ledger.status(details=True)``).
-    pages: dict[int, LandedPage] | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.ended and not self.missing and self.note is None and self.unreconciled is None
-
-    @property
-    def awaited_page(self) -> int | None:
-        """In a shard that has not ended (a chain still going or stalled, a plan that failed), the page after the
-        last one known (landed, missing or failed): it has not landed either. None once the shard ended."""
-        # A chain's pages up to its last landed one are landed or missing, so the next is after both.
-        return None if self.ended else self.landed_pages + len(self.missing) + 1
-
-    @property
-    def missing_pages(self) -> list[int]:
-        """The pages not landed: the gaps status finds, those that failed, and the awaited page of a shard that
-        has not ended (such a shard misses at least one page). The one definition of the run report, of the
-        completeness check's ``pages_missing`` metric and of ``apilake status``."""
-        pages = set(self.missing) | set(self.failures)
-        if self.awaited_page is not None:
-            pages.add(self.awaited_page)
-        return sorted(pages)
-
-    @property
-    def pages_missing(self) -> int:
-        return len(self.missing_pages)
-
-    def why_missing(self, page: int) -> str:
-        """Why ``page`` is missing: its last failure; for the awaited page of a shard that has not ended, the
-        shard's note (the chain not ended, the plan that failed); else that nothing was noted."""
-        if page in self.failures:
-            return self.failures[page]
-        if page == self.awaited_page and self.note:
-            return self.note
-        return NOT_NOTED
-
-
-@dataclass
-class SourceStatus:
-    source: str
-    shards: list[ShardStatus]
-
-    @property
-    def complete(self) -> bool:
-        """Every planned page landed, every chain ended, and the records reconcile (decision 28). An
-        incremental source's mark moves only when this is true of its run (apilake.marks)."""
-        return all(shard.complete for shard in self.shards)
-
-
-@dataclass
-class RunStatus:
-    run_id: str
-    ingestion_date: date
-    sources: list[SourceStatus]
-
-    @property
-    def complete(self) -> bool:
-        return all(source.complete for source in self.sources)
 
 
 class Ledger:
@@ -274,8 +129,27 @@ class Ledger:
         self._put_json(f"{_item_prefix(item)}end.json", {"last_page": item.page})
 
     def claim_continuation(self, next_item: WorkItem, now: datetime | None = None) -> ClaimState:
-        key = self._claim_key(next_item)
-        if self._create_json(key, {"state": "pending", "item": next_item.model_dump(mode="json")}):
+        return self._claim(self._claim_key(next_item), {"item": next_item.model_dump(mode="json")}, now)
+
+    def claim_children(
+        self, parent: WorkItem, child: str, shards: list[str], now: datetime | None = None
+    ) -> ClaimState:
+        """Claim the sending of the child work ``parent``'s page announced for ``child`` (its ``shards``)."""
+        return self._claim(self._children_key(parent, child), {"shards": shards}, now)
+
+    def confirm_children(self, parent: WorkItem, child: str, shards: list[str]) -> None:
+        self._put_json(self._children_key(parent, child), {"state": "sent", "shards": shards})
+
+    def release_children(self, parent: WorkItem, child: str) -> None:
+        self._s3.delete_object(Bucket=self.bucket, Key=self._children_key(parent, child))
+
+    @staticmethod
+    def _children_key(parent: WorkItem, child: str) -> str:
+        return f"{_item_prefix(parent)}children={child}_{parent.page:05d}.json"
+
+    def _claim(self, key: str, document: dict[str, Any], now: datetime | None) -> ClaimState:
+        """Create the claim ``key`` (state pending) unless it exists; else whether it was sent, or how old it is."""
+        if self._create_json(key, {"state": "pending", **document}):
             return ClaimState(Claim.CREATED)
         stored = self._s3.get_object(Bucket=self.bucket, Key=key)
         state = json.loads(stored["Body"].read()).get("state")
@@ -309,13 +183,61 @@ class Ledger:
         """The run as the ledger has it: one listing per shard, the failures' markers read, and the landed
         markers too when the shard's records are reconciled or ``details`` are asked for (each marker read once,
         its pages then in :attr:`ShardStatus.pages`)."""
-        sources = [self.source_status(manifest, name, details) for name in manifest.sources]
+        found: dict[str, SourceStatus] = {}
+        sources = [self._source_status(manifest, name, details, found) for name in manifest.sources]
         return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
 
     def source_status(self, manifest: RunManifest, source: str, details: bool = False) -> SourceStatus:
-        plan = manifest.sources[source]
-        shards = [self._shard_status(source, manifest.run_id, shard, details) for shard in plan.shards]
-        return SourceStatus(source, shards)
+        return self._source_status(manifest, source, details, {})
+
+    def _source_status(
+        self, manifest: RunManifest, source: str, details: bool, found: dict[str, SourceStatus]
+    ) -> SourceStatus:
+        """``source``'s status (a child's after its parent's, each read once into ``found``)."""
+        if source not in found:
+            plan = manifest.sources[source]
+            if plan.parent is None:
+                shards = [self._shard_status(source, manifest.run_id, shard, details) for shard in plan.shards]
+                found[source] = SourceStatus(source, shards)
+            elif plan.parent.source not in manifest.sources:
+                note = f"parent '{plan.parent.source}' is not in the run's manifest"
+                found[source] = SourceStatus(source, [], parent=plan.parent.source, parent_note=note)
+            else:
+                # Until its parent's is read, a child stands for "not known": a manifest with a cycle ends there.
+                note = f"parent '{plan.parent.source}' is a descendant of '{source}' in the run's manifest"
+                found[source] = SourceStatus(source, [], parent=plan.parent.source, parent_note=note)
+                parent = self._source_status(manifest, plan.parent.source, details, found)
+                found[source] = self._child_status(manifest.run_id, source, plan.parent, parent, details)
+        return found[source]
+
+    def _child_status(
+        self, run_id: str, source: str, plan: ChildOf, parent: SourceStatus, details: bool
+    ) -> SourceStatus:
+        """A child source's shards: those its parent's pages announced (one read per marker), each a chain or a
+        single page, from one listing of the child's run; complete once the parent is too."""
+        announced: set[str] = set()
+        for shard in parent.shards:
+            for key in shard.child_markers.get(source, []):
+                announced.update((self._get_json(key) or {}).get("shards", []))
+        listed: dict[str, list[str]] = {}
+        for key in self._keys(f"{source_ledger_prefix(source)}run={run_id}/shard="):
+            if match := _SHARD_IN_KEY.search(key):
+                listed.setdefault(match.group(1), []).append(key)
+        expected = 1 if plan.mode == "fanout" else None
+        shards = [
+            self._shard_status(
+                source,
+                run_id,
+                ShardPlan(shard=name, mode=plan.mode, expected_pages=expected),
+                details,
+                listed.get(name, []),
+            )
+            for name in sorted(announced)
+        ]
+        note = None
+        if not parent.complete:
+            note = f"parent '{parent.source}' is not complete: the child shards its pages announce may not all be known"
+        return SourceStatus(source, shards, parent=parent.source, parent_note=note)
 
     def landed_details(self, source: str, run_id: str, shard: str) -> dict[int, dict[str, Any]]:
         """page -> what the worker recorded when it landed (key, hash, counts, the cursor's highest value)."""
@@ -325,9 +247,12 @@ class Ledger:
                 details.update({int(page): body for page, body in (self._get_json(key) or {}).items()})
         return details
 
-    def _shard_status(self, source: str, run_id: str, plan: ShardPlan, details: bool) -> ShardStatus:
+    def _shard_status(
+        self, source: str, run_id: str, plan: ShardPlan, details: bool, listed: list[str] | None = None
+    ) -> ShardStatus:
         prefix = shard_prefix(source, run_id, plan.shard)
-        keys = self._keys(prefix)  # the one listing: landed markers, failures, the chain's end
+        # The one listing (or the child's run's, ``listed``): landed markers, failures, the end, children's claims
+        keys = self._keys(prefix) if listed is None else listed
         markers = {key: match.group(1) for key in keys if (match := _LANDED_MARKER.search(key))}
         landed = {int(page) for pages in markers.values() for page in pages.split("_")}
         reconciled = plan.error is None and plan.mode == "fanout"
@@ -344,6 +269,9 @@ class Ledger:
                     f"{failure.get('error')}: {failure.get('reason')} (attempt {failure.get('attempt')})"
                 )
         status.pages = pages if details else None
+        for key in keys:
+            if match := _CHILDREN_MARKER.search(key):
+                status.child_markers.setdefault(match.group(1), []).append(key)
         return status
 
     def _read_landed(self, markers: dict[str, str]) -> dict[int, LandedPage]:

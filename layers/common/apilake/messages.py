@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json, StringConstraints, model_validator
 
 from apilake.config import SourceName
 
@@ -14,10 +14,21 @@ MAX_PAGES_PER_SHARD = 99_999  # keys carry the page as five digits
 
 # Every field that reaches an S3 key is constrained to characters that cannot form a path.
 RunId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-# "all", a day, or an incremental run's window (apilake.incremental: since-<value>[_until-<value>]).
+# "all", a day, an incremental run's window (apilake.incremental: since-<value>[_until-<value>]), or a child
+# source's shard: its parent values' slug and hash (apilake.children.child_shard: p-[<slug>-]<16 hex digits>).
 ShardName = Annotated[
     str,
-    StringConstraints(pattern=r"^(all|\d{4}-\d{2}-\d{2}|since-[0-9A-Za-z.+-]{1,40}(_until-[0-9A-Za-z.+-]{1,40})?)$"),
+    StringConstraints(
+        pattern=r"^(all|\d{4}-\d{2}-\d{2}|since-[0-9A-Za-z.+-]{1,40}(_until-[0-9A-Za-z.+-]{1,40})?"
+        r"|p-([a-z0-9-]{1,40}-)?[0-9a-f]{16})$"
+    ),
+]
+CHILD_SHARD_PREFIX = "p-"
+# A child source's work item: each placeholder -> its value in the parent record (apilake.children).
+PARENT_VALUE_CHARS = 512
+ParentValues = dict[
+    Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")],
+    Annotated[str, StringConstraints(max_length=PARENT_VALUE_CHARS)],
 ]
 
 
@@ -56,6 +67,16 @@ class WorkItem(BaseModel):
     page_size: int | None = Field(default=None, ge=1, exclude_if=lambda size: size is None)
     # Set while the page waits out a vendor's Retry-After in the queue (see PageIngester).
     park: Parking | None = Field(default=None, exclude_if=lambda park: park is None)
+    # A child source's page: the values its parent record gave the placeholders of its path and params.
+    parent_values: ParentValues | None = Field(
+        default=None, min_length=1, max_length=8, exclude_if=lambda values: values is None
+    )
+
+    @model_validator(mode="after")
+    def _child_shard(self) -> WorkItem:
+        if self.shard.startswith(CHILD_SHARD_PREFIX) != (self.parent_values is not None):
+            raise ValueError("a child source's shard (p-...) and parent_values go together")
+        return self
 
     def next(self, cursor: str | None) -> WorkItem:
         """The chain's next page (validated: a chain cannot grow past the pages a shard may hold), not parked."""

@@ -16,11 +16,12 @@ from apilake.config import DailySharding, Source, SourceName, SourcesFile
 from apilake.exceptions import ApilakeError, ConfigError, PlanningError, describe_validation_error
 from apilake.http import Deadline, VendorClient
 from apilake.incremental import minus_overlap, parse_value, to_json, window_shard
-from apilake.ledger import IncrementalWindow, Ledger, RunManifest, ShardPlan, SourcePlan
+from apilake.ledger import ChildOf, IncrementalWindow, Ledger, RunManifest, ShardPlan, SourcePlan
 from apilake.marks import MarkLostRaceError, MarkStore
 from apilake.messages import RunId, WorkItem
 from apilake.observability import Metric, count, logger
 from apilake.pagination import paginator_for
+from apilake.parent_config import descendants_of
 from apilake.queue import QueueLocator, QueueSender
 from apilake.settings import PlannerSettings
 
@@ -107,10 +108,18 @@ class PlanRequest:
 
     def select(self, sources: SourcesFile) -> list[Source]:
         """The sources this run plans: those named; else, from the default schedule, those without a
-        ``schedule`` of their own (the others have theirs); else (a manual run) all of them."""
+        ``schedule`` of their own (the others have theirs); else (a manual run) all of them. Never a child
+        source: its work comes from its parent's pages (:meth:`Planner.plan` adds it to the manifest)."""
+        for name in self.sources or []:
+            parent = sources.get(name).parent
+            if parent is not None:
+                raise ConfigError(
+                    f"source '{name}' is a child of '{parent.source}': its work comes from the pages of "
+                    f"'{parent.source}'; run '{parent.source}' (its children follow)"
+                )
         if self.sources is None and self.trigger == "schedule":
-            return [source for source in sources.sources if source.schedule is None]
-        return sources.select(self.sources)
+            return [source for source in sources.sources if source.schedule is None and source.parent is None]
+        return [source for source in sources.select(self.sources) if source.parent is None]
 
 
 def scheduled_run_id(when: datetime, key: str | None = None) -> str:
@@ -217,6 +226,14 @@ class Planner:
             )
         for source in selected:
             plans[source.name], work[source.name] = self._plan_source(source, request, deadline, previous)
+        for source in selected:
+            # A child is in the manifest, its shards to be announced by its parent's pages (apilake.children).
+            for child in descendants_of(self.sources.sources, source.name):
+                assert child.parent is not None
+                mode: Literal["fanout", "chain"] = "fanout" if paginator_for(child).fans_out else "chain"
+                plans.setdefault(
+                    child.name, SourcePlan(shards=[], parent=ChildOf(source=child.parent.source, mode=mode))
+                )
         manifest = RunManifest(
             run_id=request.run_id,
             ingestion_date=request.ingestion_date,

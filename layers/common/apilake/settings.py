@@ -69,6 +69,9 @@ class WorkerSettings(_Settings):
     # A continuation claimed but not confirmed for this long is taken as abandoned (its worker died)
     # and sent again: the worker's timeout (the template sets it), after which no worker holds it.
     continuation_stale_seconds: float = Field(default=300.0, gt=0, le=43_200)
+    # A parent source's worker: each child source -> its queue's URL (JSON; the template's !Sub of the child's
+    # queue), where the work its landed pages announce is sent (apilake.children). Empty: no children.
+    child_queue_urls: dict[SourceName, NonEmpty] = Field(default_factory=dict)
 
 
 class PlannerSettings(_Settings):

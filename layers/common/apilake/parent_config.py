@@ -1,0 +1,146 @@
+"""A child source's ``parent:``: the source whose records it is fetched for, and the fields of each parent record
+that fill the child's ``{placeholders}`` (in its ``path``, each value one path segment, and in its ``params``).
+
+    - name: issues
+      path: /repos/{owner}/{repo}/issues
+      parent:
+        source: repos
+        fields: {owner: owner.login, repo: name}
+
+The checks of one source are :func:`check_child` (``Source``'s validator), those across the file (the parent is
+declared, no cycle) :func:`check_parents` (``SourcesFile``'s). :mod:`apilake.children` runs the fan-out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field, StringConstraints
+
+from apilake.pagination_config import (
+    JsonPath,
+    OffsetPagination,
+    PageNumberPagination,
+    _Model,
+)
+
+if TYPE_CHECKING:
+    from apilake.config import Source
+
+PLACEHOLDER = r"[A-Za-z_][A-Za-z0-9_]{0,31}"
+# ``{name}`` in a path or a param's value; any other brace (a JSON filter in a param, say) is left as it is.
+_PLACEHOLDER = re.compile(r"\{(" + PLACEHOLDER + r")\}")
+Placeholder = Annotated[str, StringConstraints(pattern=f"^{PLACEHOLDER}$")]
+MAX_PLACEHOLDERS = 8
+
+
+class ParentConfig(_Model):
+    """``source``: the parent source's name; ``fields``: placeholder -> dotted path in a parent record."""
+
+    source: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
+    fields: dict[Placeholder, Annotated[JsonPath, StringConstraints(min_length=1)]] = Field(
+        min_length=1, max_length=MAX_PLACEHOLDERS
+    )
+
+
+def placeholders(text: str) -> list[str]:
+    """The ``{name}`` placeholders of ``text``, in order."""
+    return _PLACEHOLDER.findall(text)
+
+
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` replaced by ``values[name]`` (already encoded as the place needs)."""
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+
+
+def used_placeholders(source: Source) -> dict[str, str]:
+    """Each placeholder the source uses -> where (``path``, ``params.<name>``), the first place it is used."""
+    used: dict[str, str] = {}
+    for name in placeholders(source.path):
+        used.setdefault(name, "path")
+    for param, value in source.params.items():
+        for name in placeholders(value):
+            used.setdefault(name, f"params.{param}")
+    return used
+
+
+def check_child(source: Source) -> None:
+    """ValueError when a source's ``parent`` (or its absence) does not fit the rest of it."""
+    parent = source.parent
+    if parent is None:
+        if found := placeholders(source.path):
+            raise ValueError(
+                f"path: {{{found[0]}}} is a placeholder, which only a child source fills from its parent's "
+                "records: add parent: {source: ..., fields: {" + found[0] + ": <field of the parent's records>}}"
+            )
+        return
+    if parent.source == source.name:
+        raise ValueError("parent.source: a source cannot be its own parent")
+    used = used_placeholders(source)
+    for name, where in used.items():
+        if name not in parent.fields:
+            raise ValueError(
+                f"{where}: {{{name}}} is not one of parent.fields ({', '.join(parent.fields)}): "
+                f"add {name}: <field of the parent's records> to parent.fields"
+            )
+    for name in parent.fields:
+        if name not in used:
+            raise ValueError(f"parent.fields.{name}: {{{name}}} is used neither in path nor in params")
+    if source.sharding.type != "none":
+        raise ValueError("parent: a child source is not sharded by date (sharding: none); its parent may be")
+    if source.incremental is not None:
+        raise ValueError("parent: a child source cannot be incremental; its parent may be")
+    if source.schedule is not None:
+        raise ValueError("parent: a child source runs when its parent's pages land: drop its schedule")
+    pagination = source.pagination
+    if isinstance(pagination, OffsetPagination) or (
+        isinstance(pagination, PageNumberPagination)
+        and (pagination.total_path is not None or pagination.total_pages_path is not None)
+    ):
+        raise ValueError(
+            f"pagination: a child source cannot use {pagination.type} with a total (the planner would probe the "
+            "first page of every child): use a chain style (cursor, next_url, link_header, page_number without "
+            "a total) or single"
+        )
+
+
+def check_parents(sources: Iterable[Source]) -> None:
+    """ValueError when a ``parent.source`` is not declared, or parents form a cycle."""
+    by_name = {source.name: source for source in sources}
+    for source in by_name.values():
+        if source.parent is None:
+            continue
+        if source.parent.source not in by_name:
+            raise ValueError(
+                f"source '{source.name}': parent.source: no source '{source.parent.source}' in this file "
+                f"(declared: {', '.join(by_name)})"
+            )
+        chain = [source.name]
+        current = by_name[source.parent.source]
+        while True:
+            chain.append(current.name)
+            if current.name == source.name:
+                raise ValueError(f"source '{source.name}': parent.source: parents form a cycle: {' -> '.join(chain)}")
+            if current.parent is None or current.parent.source not in by_name or chain.count(current.name) > 1:
+                break  # the end of the line, or a cycle that does not pass through this source (reported on its own)
+            current = by_name[current.parent.source]
+
+
+def children_of(sources: Iterable[Source], parent: str) -> list[Source]:
+    """The sources whose parent is ``parent``, in the file's order."""
+    return [source for source in sources if source.parent is not None and source.parent.source == parent]
+
+
+def descendants_of(sources: Iterable[Source], parent: str) -> list[Source]:
+    """The children of ``parent``, theirs, and so on (parents before their children)."""
+    listed = list(sources)
+    found: list[Source] = []
+    queue = [parent]
+    while queue:
+        for child in children_of(listed, queue.pop(0)):
+            if all(child.name != seen.name for seen in found):
+                found.append(child)
+                queue.append(child.name)
+    return found

@@ -75,7 +75,7 @@ def source_with(auth: dict[str, Any]) -> Source:
 def test_credentials_are_read_by_secret_name(auth: dict[str, Any], secret: str, expected: Credentials) -> None:
     client = boto3.client("secretsmanager", region_name="us-east-1")
     client.create_secret(Name="s", SecretString=secret)
-    assert CredentialStore(client).for_source(source_with(auth)) == expected
+    assert CredentialStore(client).for_source(source_with(auth)).current() == expected
 
 
 @mock_aws
@@ -83,7 +83,9 @@ def test_a_secret_without_the_named_field_is_a_config_error_that_does_not_show_i
     client = boto3.client("secretsmanager", region_name="us-east-1")
     client.create_secret(Name="s", SecretString=json.dumps({"other": "hunter2"}))
     with pytest.raises(ConfigError) as raised:
-        CredentialStore(client).for_source(source_with({"type": "bearer", "secret_name": "s", "secret_field": "token"}))
+        CredentialStore(client).for_source(
+            source_with({"type": "bearer", "secret_name": "s", "secret_field": "token"})
+        ).current()
     assert "no string field 'token'" in str(raised.value) and "hunter2" not in str(raised.value)
 
 
@@ -114,7 +116,7 @@ def test_whitespace_around_a_secret_is_stripped(stored: str, auth: dict[str, Any
     client = boto3.client("secretsmanager", region_name="us-east-1")
     client.create_secret(Name="s", SecretString=json.dumps({"token": stored}) if "secret_field" in auth else stored)
     # Then the credentials carry the key alone: http.client would refuse a header ending with a newline
-    assert CredentialStore(client).for_source(source_with(auth)) == expected
+    assert CredentialStore(client).for_source(source_with(auth)).current() == expected
 
 
 @mock_aws
@@ -125,7 +127,7 @@ def test_a_secret_with_a_control_character_is_refused_without_showing_it(stored:
     client.create_secret(Name="s", SecretString=json.dumps({"token": stored}) if secret_field else stored)
     auth = {"type": "bearer", "secret_name": "s", "secret_field": secret_field}
     with pytest.raises(ConfigError) as raised:
-        CredentialStore(client).for_source(source_with(auth))
+        CredentialStore(client).for_source(source_with(auth)).current()
     # A permanent error (the worker fails the page with this reason), naming the source and the secret only
     assert isinstance(raised.value, PermanentError)
     assert str(raised.value) == "source 'api-x': secret 's' has a control character in its value"
@@ -136,4 +138,4 @@ def test_a_secret_with_a_control_character_is_refused_without_showing_it(stored:
 def test_a_secret_that_cannot_be_read_is_a_retryable_error_naming_it() -> None:
     client = boto3.client("secretsmanager", region_name="us-east-1")
     with pytest.raises(RetryableError, match=r"source 'api-x': could not read secret 's': .*ResourceNotFound"):
-        CredentialStore(client).for_source(source_with({"type": "bearer", "secret_name": "s"}))
+        CredentialStore(client).for_source(source_with({"type": "bearer", "secret_name": "s"})).current()

@@ -21,12 +21,14 @@ from typing import Any
 import jinja2
 import yaml
 
-from apilake.config import ApiKeyAuth, BearerAuth, Schedule, Source, SourcesFile, load_sources
+from apilake.auth_config import NoAuth
+from apilake.config import Schedule, Source, SourcesFile, load_sources
 from apilake.exceptions import ConfigError
 from apilake.lake import source_prefix
 from apilake.ledger import source_ledger_prefix
 from apilake.names import pascal
 from apilake.pagination import paginator_for
+from apilake.parent_config import children_of
 from apilake_dev import paths
 from apilake_dev.template.catalog import tables_context, view_queries
 
@@ -44,10 +46,10 @@ BLOCK = jinja2.Environment(
 
 def secret_arn(source: Source) -> str | None:
     """The ARN pattern of the source's secret (Secrets Manager appends six random characters)."""
-    if isinstance(source.auth, ApiKeyAuth | BearerAuth):
-        name = source.auth.secret_name
-        return f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{name}-??????"
-    return None
+    if isinstance(source.auth, NoAuth):
+        return None
+    name = source.auth.secret_name  # every other kind of auth reads one secret
+    return f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{name}-??????"
 
 
 def _alarm(
@@ -76,12 +78,24 @@ def _alarm(
     }
 
 
-def source_context(source: Source) -> dict[str, Any]:
-    """What the region's block needs to know about one source."""
+def child_queues(children: Sequence[Source]) -> str:
+    """A parent's worker's ``APILAKE_CHILD_QUEUE_URLS``: a JSON object, each child's queue URL a ``${...}`` of
+    ``!Sub`` (empty without children)."""
+    if not children:
+        return ""
+    return json.dumps({child.name: f"${{{pascal(child.name)}Queue}}" for child in children})
+
+
+def source_context(source: Source, sources: SourcesFile | None = None) -> dict[str, Any]:
+    """What the region's block needs to know about one source (``sources``: the file, for its children)."""
     ident, worker = pascal(source.name), source.worker
+    children = children_of(sources.sources, source.name) if sources is not None else []
     return {
         "name": source.name,
         "id": ident,
+        # A parent: its children's queues, which its worker sends their work to (apilake.children)
+        "child_ids": [pascal(child.name) for child in children],
+        "child_queues": child_queues(children),
         "raw_prefix": source_prefix(source.name),
         "ledger_prefix": source_ledger_prefix(source.name),
         "secret_arn": secret_arn(source),
@@ -195,7 +209,7 @@ def render_region(sources: SourcesFile) -> str:
     check_sources_alarm_rule([s.name for s in sources.sources])
     probed = [arn for s in sources.sources if paginator_for(s).needs_probe and (arn := secret_arn(s))]
     body = BLOCK.render(
-        sources=[source_context(s) for s in sources.sources],
+        sources=[source_context(s, sources) for s in sources.sources],
         probed_secrets=probed,
         schedules=schedules_context(sources),
     )

@@ -3,28 +3,48 @@
 A secret's value is stripped of surrounding whitespace (a secret made from a file keeps its last
 newline) and refused if a control character is left in it: it goes into a header or a query
 string, and the HTTP layer's own error for a bad header value quotes the value.
+
+The credentials of a request are resolved for each attempt (:meth:`Authenticator.current`): a secret is read
+through a cache of :data:`SECRET_MAX_AGE_SECONDS` (a rotated secret is picked up), and an OAuth2 token can
+expire in the middle of a run (:mod:`apilake.oauth2`). On a 401, :meth:`Authenticator.renew` says whether new
+credentials are worth one more attempt (an OAuth2 token: the rejected one is dropped first).
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import requests
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from apilake.config import ApiKeyAuth, BearerAuth, Source
-from apilake.exceptions import CredentialsError, RetryableError
+from apilake.auth_config import (
+    ApiKeyAuth,
+    BearerAuth,
+    HeadersFromSecretAuth,
+    HttpBasicAuth,
+    OAuth2ClientCredentialsAuth,
+)
+from apilake.config import Source
+from apilake.exceptions import CredentialsError, PermanentHttpError, RetryableError
+from apilake.oauth2 import TokenCache, TokenRequest, request_token
+from apilake.observability import logger
 
 SECRET_MAX_AGE_SECONDS = 300
 
 
 @dataclass(frozen=True, repr=False)
 class Credentials:
-    """Headers and query parameters to add to every request; ``repr`` never shows their values."""
+    """Headers and query parameters to add to a request; ``repr`` never shows their values.
+
+    A fixed set is its own :class:`Authenticator` (the same for every attempt, nothing to renew)."""
 
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
@@ -32,18 +52,69 @@ class Credentials:
     def __repr__(self) -> str:
         return f"Credentials(headers={sorted(self.headers)}, params={sorted(self.params)})"
 
+    def current(self) -> Credentials:
+        return self
+
+    def renew(self, rejected: Credentials) -> bool:
+        return False
+
     def redact(self, url: str) -> str:
         """``url`` with the value of every credential query parameter replaced by ``***`` (the whole query,
         if the URL cannot be read)."""
-        try:
-            return _replace_params(url, dict.fromkeys(self.params, "***"))
-        except ValueError:
-            base, question, _ = url.partition("?")
-            return base + question + ("***" if question else "")
+        return _redact(url, self.params)
 
     def strip(self, url: str) -> str:
         """``url`` without the credential query parameters (they are added again on each request)."""
         return _replace_params(url, dict.fromkeys(self.params))
+
+
+class Authenticator(Protocol):
+    """A source's credentials, resolved for each attempt of a request."""
+
+    def current(self) -> Credentials:
+        """The credentials of the next attempt (a secret's value read, an access token fetched, as needed)."""
+        ...
+
+    def renew(self, rejected: Credentials) -> bool:
+        """The vendor answered 401 to ``rejected``: True when new credentials are worth one more attempt."""
+        ...
+
+    def redact(self, url: str) -> str: ...
+
+    def strip(self, url: str) -> str: ...
+
+
+class _Attempted(Protocol):
+    credentials: Credentials  # those of the latest attempt
+
+
+def renewing[T](authenticator: Authenticator, fetch: Callable[[], T], attempted: _Attempted) -> T:
+    """``fetch()``; after a 401 to credentials that can be renewed, ``fetch()`` once more with new ones. A second
+    401 is a permanent error that says the renewed credentials were refused too."""
+    try:
+        return fetch()
+    except PermanentHttpError as exc:
+        if exc.status != 401 or not authenticator.renew(attempted.credentials):
+            raise
+        logger.info("401 from the vendor: trying once more with renewed credentials", extra={"error": str(exc)})
+    try:
+        return fetch()
+    except PermanentHttpError as exc:
+        if exc.status != 401:
+            raise
+        raise PermanentHttpError(
+            f"{exc}, again with renewed credentials: the vendor refuses them (check the client's scopes, "
+            "audience and access to this API)",
+            status=401,
+        ) from None
+
+
+def _redact(url: str, params: Mapping[str, str]) -> str:
+    try:
+        return _replace_params(url, dict.fromkeys(params, "***"))
+    except ValueError:
+        base, question, _ = url.partition("?")
+        return base + question + ("***" if question else "")
 
 
 def _replace_params(url: str, replacements: dict[str, str | None]) -> str:
@@ -61,31 +132,61 @@ def _replace_params(url: str, replacements: dict[str, str | None]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
+# A secret's name -> its value (a string); raises CredentialsError or RetryableError, naming the secret only.
+SecretReader = Callable[[str], str]
+
+
 class CredentialStore:
-    """Resolves a source's auth into :class:`Credentials`, reading secrets through a cached provider."""
+    """Resolves a source's auth into an :class:`Authenticator`, reading secrets through a cached provider
+    (or from given values: :meth:`from_values`); one per container, it keeps the OAuth2 tokens."""
 
-    def __init__(self, secrets_client: Any) -> None:
-        self._provider = SecretsProvider(boto3_client=secrets_client) if secrets_client is not None else None
+    def __init__(
+        self,
+        secrets_client: Any,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        provider = SecretsProvider(boto3_client=secrets_client) if secrets_client is not None else None
+        self._read: SecretReader | None = (lambda name: _managed(provider, name)) if provider is not None else None
+        self._session = session or _token_session()
+        self.tokens = TokenCache(lambda request: request_token(self._session, request), clock=clock)
 
-    def for_source(self, source: Source) -> Credentials:
-        auth = source.auth
-        if isinstance(auth, ApiKeyAuth):
-            key = self._secret(source, auth.secret_name, auth.secret_field)
-            if auth.location == "header":
-                return Credentials(headers={auth.name: key})
-            return Credentials(params={auth.name: key})
-        if isinstance(auth, BearerAuth):
-            token = self._secret(source, auth.secret_name, auth.secret_field)
-            return Credentials(headers={"Authorization": f"Bearer {token}"})
-        return Credentials()
+    @classmethod
+    def from_values(
+        cls,
+        values: Mapping[str, str],
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CredentialStore:
+        """Secrets given by name -> value (``apilake sources try --secret NAME=VALUE``), not read from AWS."""
+        store = cls(None, session=session, clock=clock)
+        given = dict(values)
 
-    def _secret(self, source: Source, name: str, secret_field: str | None) -> str:
-        if self._provider is None:
+        def read(name: str) -> str:
+            if name not in given:
+                raise CredentialsError(f"secret {name!r} was not given")
+            return given[name]
+
+        store._read = read
+        return store
+
+    def for_source(self, source: Source) -> Authenticator:
+        if source.auth.type == "none":
+            return Credentials()
+        return SourceCredentials(source, self)
+
+    def secret(self, source: Source, name: str, secret_field: str | None = None, *, empty_ok: bool = False) -> str:
+        """The secret's value (stripped), or the value of one of its fields when it is a JSON object."""
+        if self._read is None:
             raise CredentialsError(f"source '{source.name}': auth needs Secrets Manager, but no client was given")
         try:
-            value = self._provider.get(name, max_age=SECRET_MAX_AGE_SECONDS)
-        except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
-            raise RetryableError(f"source '{source.name}': could not read secret {name!r}: {exc}") from exc
+            value = self._read(name)
+        except CredentialsError as exc:
+            raise CredentialsError(f"source '{source.name}': {exc}") from None
+        except RetryableError as exc:
+            raise RetryableError(f"source '{source.name}': {exc}") from exc
         if not isinstance(value, str) or not value.strip():
             raise CredentialsError(f"source '{source.name}': secret {name!r} is empty or binary")
         if secret_field is not None:
@@ -93,10 +194,92 @@ class CredentialStore:
                 document = json.loads(value)
             except json.JSONDecodeError:
                 raise CredentialsError(f"source '{source.name}': secret {name!r} is not a JSON object") from None
-            value = document.get(secret_field) if isinstance(document, dict) else None
-            if not isinstance(value, str) or not value.strip():
+            found = document.get(secret_field) if isinstance(document, dict) else None
+            if not isinstance(found, str) or not (found.strip() or empty_ok):
                 raise CredentialsError(f"source '{source.name}': secret {name!r} has no string field {secret_field!r}")
+            value = found
         value = value.strip()
         if any(unicodedata.category(char) == "Cc" for char in value):
             raise CredentialsError(f"source '{source.name}': secret {name!r} has a control character in its value")
         return value
+
+
+def _managed(provider: SecretsProvider, name: str) -> str:
+    try:
+        value = provider.get(name, max_age=SECRET_MAX_AGE_SECONDS)
+    except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
+        raise RetryableError(f"could not read secret {name!r}: {exc}") from exc
+    return value if isinstance(value, str) else ""
+
+
+def _token_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+class SourceCredentials:
+    """The credentials of one source's requests, read from its secret at each attempt (through the cache)."""
+
+    def __init__(self, source: Source, store: CredentialStore) -> None:
+        self.source = source
+        self._store = store
+        auth = source.auth
+        self._query_names = [auth.name] if isinstance(auth, ApiKeyAuth) and auth.location == "query" else []
+
+    def __repr__(self) -> str:
+        return f"SourceCredentials(source={self.source.name!r}, auth={self.source.auth.type!r})"
+
+    def current(self) -> Credentials:
+        auth, secret, source = self.source.auth, self._store.secret, self.source
+        if isinstance(auth, ApiKeyAuth):
+            key = secret(source, auth.secret_name, auth.secret_field)
+            if auth.location == "header":
+                return Credentials(headers={auth.name: key})
+            return Credentials(params={auth.name: key})
+        if isinstance(auth, BearerAuth):
+            return _bearer(secret(source, auth.secret_name, auth.secret_field))
+        if isinstance(auth, HttpBasicAuth):
+            username = secret(source, auth.secret_name, auth.username_field)
+            password = secret(source, auth.secret_name, auth.password_field, empty_ok=True)
+            if ":" in username:  # RFC 7617: the first colon ends the user-id
+                raise CredentialsError(
+                    f"source '{source.name}': secret {auth.secret_name!r}: field {auth.username_field!r} "
+                    "has a colon, which HTTP basic cannot carry in a username"
+                )
+            pair = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            return Credentials(headers={"Authorization": f"Basic {pair}"})
+        if isinstance(auth, HeadersFromSecretAuth):
+            fields = auth.headers.items()
+            return Credentials(headers={name: secret(source, auth.secret_name, key) for name, key in fields})
+        if isinstance(auth, OAuth2ClientCredentialsAuth):
+            return _bearer(self._store.tokens.token(self._token_request(auth)))
+        return Credentials()
+
+    def renew(self, rejected: Credentials) -> bool:
+        auth = self.source.auth
+        if not isinstance(auth, OAuth2ClientCredentialsAuth):
+            return False
+        token = rejected.headers.get("Authorization", "").removeprefix("Bearer ")
+        self._store.tokens.invalidate(self._token_request(auth), token)
+        return True
+
+    def redact(self, url: str) -> str:
+        return _redact(url, dict.fromkeys(self._query_names, ""))
+
+    def strip(self, url: str) -> str:
+        return _replace_params(url, dict.fromkeys(self._query_names))
+
+    def _token_request(self, auth: OAuth2ClientCredentialsAuth) -> TokenRequest:
+        secret = self._store.secret
+        return TokenRequest(
+            source=self.source.name,
+            auth=auth,
+            client_id=secret(self.source, auth.secret_name, auth.client_id_field),
+            client_secret=secret(self.source, auth.secret_name, auth.client_secret_field),
+            timeouts=(self.source.timeouts.connect_seconds, self.source.timeouts.read_seconds),
+        )
+
+
+def _bearer(token: str) -> Credentials:
+    return Credentials(headers={"Authorization": f"Bearer {token}"})

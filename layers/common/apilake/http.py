@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 
-from apilake.auth import Authenticator, Credentials, CredentialStore
+from apilake.auth import Authenticator, Credentials, CredentialStore, renewing
 from apilake.config import Source
 from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
 from apilake.observability import Metric, count, logger
@@ -239,23 +239,8 @@ class VendorClient:
             sleep=self._sleep,
             reraise=True,
         )
-        tally = _Tally()
-        try:
-            return retrying(self._attempt, request, deadline, tally)
-        except PermanentHttpError as exc:
-            if exc.status != 401 or not self.credentials.renew(tally.credentials):
-                raise
-            logger.info("401 from the vendor: trying once more with renewed credentials", extra={"error": str(exc)})
-        try:
-            return retrying(self._attempt, request, deadline, tally)
-        except PermanentHttpError as exc:
-            if exc.status != 401:
-                raise
-            raise PermanentHttpError(
-                f"{exc}, again with renewed credentials: the vendor refuses them (check the client's scopes, "
-                "audience and access to this API)",
-                status=401,
-            ) from None
+        tally = _Tally()  # a 401 to renewable credentials (an OAuth2 token): renewed, and the page fetched once more
+        return renewing(self.credentials, lambda: retrying(self._attempt, request, deadline, tally), tally)
 
     def _wait(self, state: RetryCallState) -> float:
         retries = self.source.retries

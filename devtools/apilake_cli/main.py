@@ -18,7 +18,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from apilake.exceptions import ApilakeError
-from apilake_cli import curate, develop, operate, runreport, runs
+from apilake_cli import curate, develop, ingest, operate, runreport, runs, sources_schema, try_source
 from apilake_cli.athena import MAX_ROWS
 from apilake_cli.exits import Exit, epilog
 from apilake_cli.output import print_json
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="local state: lake folder, logs, reports")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     add_operator_commands(commands)
+    ingest.add_ingest_command(commands)
     add_dev_commands(commands)
     return parser
 
@@ -228,6 +229,12 @@ def add_operator_commands(commands: Commands) -> None:
         "file", type=Path, nargs="?", default=operate.SOURCES_FILE, help="default: %(default)s (from a checkout)"
     )
     validate.set_defaults(func=operate.cmd_sources_validate)
+    try_source.add_try_command(actions, operate.SOURCES_FILE)
+    schema = actions.add_parser(
+        "schema", help="write the JSON Schema of the sources file, for editors (completion, checks as you type)"
+    )
+    schema.add_argument("--output", type=Path, metavar="FILE", help="write it to FILE (default: print it)")
+    schema.set_defaults(func=sources_schema.cmd_sources_schema)
 
 
 def add_dev_commands(commands: Commands) -> None:

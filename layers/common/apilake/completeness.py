@@ -177,8 +177,14 @@ class CompletenessCheck:
         )
 
     def due_within(self, source: str) -> timedelta:
-        """How long after it was planned a scheduled run of ``source`` should be complete."""
-        schedule = self.sources.get(source).schedule
+        """How long after it was planned a scheduled run of ``source`` should be complete (a child source: as its
+        topmost parent, whose schedule plans it)."""
+        declared = self.sources.get(source)
+        for _ in self.sources.sources:  # parents have no cycle (parent_config.check_parents): at most one a source
+            if declared.parent is None:
+                break
+            declared = self.sources.get(declared.parent.source)
+        schedule = declared.schedule
         minutes = schedule.complete_within_minutes if schedule is not None else None
         return timedelta(minutes=minutes) if minutes is not None else self.complete_within
 

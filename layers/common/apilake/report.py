@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from apilake.config import Source, SourcesFile
 from apilake.drift import SourceDrift, source_drift
-from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus
+from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus, SourceStatus
 from apilake.run_summary import summary_body, summary_key
 
 if TYPE_CHECKING:
@@ -121,6 +121,8 @@ class SourceReport(_Model):
     timeline: list[TimelinePoint]
     # The run's fields against the declared columns (apilake.drift); None: a source without columns (raw only).
     drift: SourceDrift | None = None
+    # A child source whose parent is not complete: why its shards may not all be known (SourceStatus.parent_note).
+    note: str | None = None
 
 
 class RunReport(_Model):
@@ -160,6 +162,7 @@ class RunReport(_Model):
         """Why, source by source: each missing page's or shard's reason, and each shard's other reasons."""
         found = []
         for source in self.incomplete_sources:
+            found += [f"{source.source}: {source.note}"] if source.note else []
             found += [_missing_line(source.source, missing) for missing in source.missing]
             found += [
                 f"{source.source}, shard {shard.shard}: {reason}" for shard in source.shards for reason in shard.reasons
@@ -188,7 +191,7 @@ def build_report(
     status = ledger.status(manifest, details=True)
     declared = sources_file.by_name if sources_file is not None else {}
     sources = [
-        _source_report(source.source, source.shards, (dlq_depths or {}).get(source.source), declared.get(source.source))
+        _source_report(source, (dlq_depths or {}).get(source.source), declared.get(source.source))
         for source in status.sources
     ]
     expected = [source.pages_expected for source in sources]
@@ -208,9 +211,8 @@ def build_report(
     )
 
 
-def _source_report(
-    source: str, shards: list[ShardStatus], dlq_depth: int | None, declared: Source | None
-) -> SourceReport:
+def _source_report(status: SourceStatus, dlq_depth: int | None, declared: Source | None) -> SourceReport:
+    source, shards = status.source, status.shards
     pages: list[LandedPage] = []
     shard_reports: list[ShardReport] = []
     missing: list[MissingPage] = []
@@ -222,11 +224,13 @@ def _source_report(
         pages += landed.values()
         missing += lost
         shard_reports.append(_shard_report(shard, landed))
-    expected = [shard.pages_expected for shard in shard_reports]
+    # A child's pages are known once its parent is complete (every child shard announced).
+    expected = [shard.pages_expected for shard in shard_reports] + ([None] if status.parent_note else [])
     requests = [page.attempts or 1 for page in pages]
     return SourceReport(
         source=source,
-        complete=all(shard.complete for shard in shards),
+        complete=status.complete,
+        note=status.parent_note,
         pages_expected=None if None in expected else sum(n or 0 for n in expected),
         pages_landed=len(pages),
         pages_missing=len(missing),

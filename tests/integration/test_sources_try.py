@@ -301,3 +301,28 @@ def test_bad_options_exit_2_with_the_reason(
 ) -> None:
     assert main(["sources", "try", name, "--sources", str(sources), SECRET, *options]) == 2
     assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("auth", "secret"),
+    [
+        (
+            {"type": "headers_from_secret", "secret_name": "apilake/vendor", "headers": {"X-Api-Key": "key"}},
+            json.dumps({"key": API_KEY}),
+        ),
+        ({"type": "bearer", "secret_name": "apilake/vendor", "secret_field": "token"}, json.dumps({"token": API_KEY})),
+    ],
+    ids=["headers_from_secret", "bearer from a JSON secret"],
+)
+def test_secrets_of_other_auth_kinds_are_never_printed(
+    vendor: FakeVendor, tmp_path: Path, capsys: pytest.CaptureFixture[str], auth: dict[str, Any], secret: str
+) -> None:
+    path = write(tmp_path, changed(vendor.base_url, "api-b", auth=auth))
+    command = ["sources", "try", "api-b", "--sources", str(path), f"--secret=apilake/vendor={secret}"]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    assert API_KEY not in out + err
+    assert f"headers: {'X-Api-Key' if 'headers' in auth else 'Authorization'} (credential, not shown)" in out
+    assert main([*command, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert API_KEY not in out + err and json.loads(out)["matches"] is True

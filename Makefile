@@ -29,13 +29,14 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED := true
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help demo soak bench env checkov-env cfn-lint-env chromium test unit integration lint build template lock clean
+.PHONY: help demo soak bench bench-peers env checkov-env cfn-lint-env chromium test unit integration lint build template lock clean
 
 help:
 	@echo "make demo   the scheduled flow (planner -> queues -> workers -> lake) on this machine, then SQL over the lake (sets up .venv)"
 	@echo "make test   lint, unit, integration, end-to-end and template tests (sets up .venv from nothing)"
 	@echo "make soak   >= 2,000 pages under every fault kind; verdict: lost / duplicated / forked (exit 1 if any)"
 	@echo "make bench  benchmarks: throughput, rate limits, cold start, fan-out, memory, cost (~15 min); table + bench/results/*.json"
+	@echo "make bench-peers  apilake against dlt and a naive loop, one fake API (~25 min; .bench-peers env; PEERS_ARGS=--help)"
 	@echo "make lint   ruff and mypy"
 	@echo "make build  sam build (Lambda functions and the common layer, python3.12 arm64)"
 	@echo "make template  regenerate the sources' region of template.yaml from layers/common/sources.yaml (prints what changed)"
@@ -85,6 +86,16 @@ soak: env
 bench: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.run
 
+# The peer benchmark's own environment (dlt and its pins), apart from the dev lock.
+PEERS := .bench-peers
+$(PEERS)/.installed: $(UV) bench/peers/requirements.txt
+	$(UV) venv --quiet --allow-existing --python $(PY312) $(PEERS)
+	VIRTUAL_ENV=$(PEERS) $(UV) pip sync --quiet bench/peers/requirements.txt
+	touch $@
+
+bench-peers: env $(PEERS)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.peers.run $(PEERS_ARGS)
+
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -111,4 +122,4 @@ lock: $(UV)
 	  --python-platform aarch64-manylinux_2_28 --no-header --no-annotate $(RUNTIME_PROVIDES) -o layers/common/requirements.txt
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV) $(CFN_LINT)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache $(VENV) $(TOOLS) $(CHECKOV) $(CFN_LINT) $(PEERS)

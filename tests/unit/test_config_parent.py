@@ -1,0 +1,171 @@
+"""The sources file's ``parent:``: child sources that load, and those refused with a message naming the source and
+the field."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from apilake.config import parse_sources
+from apilake.exceptions import ConfigError
+
+REPOS: dict[str, Any] = {
+    "name": "repos",
+    "base_url": "https://api.github.com",
+    "path": "/user/repos",
+    "records_path": "",
+    "pagination": {"type": "link_header"},
+}
+ISSUES: dict[str, Any] = {
+    "name": "issues",
+    "base_url": "https://api.github.com",
+    "path": "/repos/{owner}/{repo}/issues",
+    "params": {"state": "all"},
+    "records_path": "",
+    "pagination": {"type": "link_header"},
+    "parent": {"source": "repos", "fields": {"owner": "owner.login", "repo": "name"}},
+}
+
+
+def doc(*extra: dict[str, Any], **child: Any) -> dict[str, Any]:
+    issues = copy.deepcopy(ISSUES)
+    issues.update(child)
+    return {"version": 1, "sources": [copy.deepcopy(REPOS), issues, *extra]}
+
+
+def comments(**overrides: Any) -> dict[str, Any]:
+    return {
+        **copy.deepcopy(ISSUES),
+        "name": "comments",
+        "path": "/repos/issues/comments",
+        "params": {"issue": "{number}"},
+        "parent": {"source": "issues", "fields": {"number": "number"}},
+        **overrides,
+    }
+
+
+VALID = [
+    pytest.param(doc(), id="GitHub repos -> issues"),
+    pytest.param(
+        doc(path="/repos/{full_name}/issues", parent={"source": "repos", "fields": {"full_name": "full_name"}}),
+        id="one placeholder (its slash encoded)",
+    ),
+    pytest.param(
+        doc(path="/search/issues", params={"q": "repo:{owner}/{repo} is:open", "per_page": 100}),
+        id="placeholders in a param's value",
+    ),
+    pytest.param(doc(params={"filter": '{"state": "all"}'}, path="/repos/{owner}/{repo}/issues"), id="a JSON param"),
+    pytest.param(doc(pagination={"type": "single"}), id="single page"),
+    pytest.param(doc(pagination={"type": "cursor", "cursor_path": "next"}), id="cursor"),
+    pytest.param(doc(pagination={"type": "next_url", "next_url_path": "links.next"}), id="next url"),
+    pytest.param(doc(pagination={"type": "page_number", "page_size": 50}), id="page number without a total"),
+    pytest.param(doc(comments()), id="a grandchild"),
+    pytest.param({"sources": [copy.deepcopy(ISSUES), copy.deepcopy(REPOS)]}, id="a child declared before its parent"),
+]
+
+
+@pytest.mark.parametrize("raw", VALID)
+def test_valid_child_sources_load(raw: dict[str, Any]) -> None:
+    sources = parse_sources(raw, "sources.yaml")
+    child = sources.get("issues")
+    assert child.parent is not None and child.parent.source == "repos"
+
+
+INVALID = [
+    pytest.param(
+        doc(parent={"source": "repo", "fields": {"owner": "owner.login", "repo": "name"}}),
+        "source 'issues': parent.source: no source 'repo' in this file (declared: repos, issues)",
+        id="unknown parent",
+    ),
+    pytest.param(
+        doc(parent={"source": "issues", "fields": {"owner": "owner.login", "repo": "name"}}),
+        "source 'issues': (source): Value error, parent.source: a source cannot be its own parent",
+        id="its own parent",
+    ),
+    pytest.param(
+        {
+            "sources": [
+                {**copy.deepcopy(ISSUES), "name": "a", "parent": {"source": "b", "fields": ISSUES["parent"]["fields"]}},
+                {**copy.deepcopy(ISSUES), "name": "b", "parent": {"source": "a", "fields": ISSUES["parent"]["fields"]}},
+            ]
+        },
+        "source 'a': parent.source: parents form a cycle: a -> b -> a",
+        id="a cycle",
+    ),
+    pytest.param(
+        doc(path="/repos/{owner}/{name}/issues"),
+        "source 'issues': (source): Value error, path: {name} is not one of parent.fields (owner, repo): "
+        "add name: <field of the parent's records> to parent.fields",
+        id="a placeholder without its field",
+    ),
+    pytest.param(
+        doc(params={"q": "{query}"}),
+        "params.q: {query} is not one of parent.fields (owner, repo)",
+        id="a param's placeholder without its field",
+    ),
+    pytest.param(
+        doc(path="/repos/{owner}/issues"),
+        "parent.fields.repo: {repo} is used neither in path nor in params",
+        id="a field no placeholder uses",
+    ),
+    pytest.param(
+        {"sources": [{**copy.deepcopy(REPOS), "path": "/repos/{owner}/issues"}]},
+        "source 'repos': (source): Value error, path: {owner} is a placeholder, which only a child source fills",
+        id="a placeholder in a source without a parent",
+    ),
+    pytest.param(
+        doc(sharding={"type": "daily", "start_param": "since", "end_param": "until"}),
+        "parent: a child source is not sharded by date (sharding: none)",
+        id="a sharded child",
+    ),
+    pytest.param(
+        doc(incremental={"cursor_path": "updated_at", "param": "since", "initial_value": "2026-01-01T00:00:00Z"}),
+        "parent: a child source cannot be incremental",
+        id="an incremental child",
+    ),
+    pytest.param(
+        doc(schedule={"expression": "rate(1 hour)"}),
+        "parent: a child source runs when its parent's pages land: drop its schedule",
+        id="a child with a schedule",
+    ),
+    pytest.param(
+        doc(pagination={"type": "offset", "total_path": "total"}),
+        "pagination: a child source cannot use offset with a total (the planner would probe the first page of "
+        "every child): use a chain style",
+        id="offset",
+    ),
+    pytest.param(
+        doc(pagination={"type": "page_number", "total_path": "total"}),
+        "pagination: a child source cannot use page_number with a total",
+        id="page number with a total",
+    ),
+    pytest.param(
+        doc(parent={"source": "repos", "fields": {}}),
+        "parent.fields: Dictionary should have at least 1 item",
+        id="no fields",
+    ),
+    pytest.param(
+        doc(parent={"source": "repos", "fields": {"owner-name": "owner.login", "repo": "name"}}),
+        "String should match pattern '^[A-Za-z_][A-Za-z0-9_]{0,31}$'",
+        id="a placeholder name that is not an identifier",
+    ),
+    pytest.param(
+        doc(parent={"source": "repos", "fields": {"owner": "", "repo": "name"}}),
+        "parent.fields.owner: String should have at least 1 character",
+        id="an empty field path",
+    ),
+    pytest.param(
+        doc(parent={"source": "repos"}),
+        "parent.fields: Field required",
+        id="fields missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), INVALID)
+def test_invalid_child_sources_are_refused_naming_source_and_field(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_sources(raw, "sources.yaml")
+    assert message in str(refused.value)

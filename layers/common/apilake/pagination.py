@@ -9,12 +9,13 @@ Two families:
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 from requests.utils import parse_header_links
@@ -32,14 +33,17 @@ from apilake.pagination_config import (
     SinglePagePagination,
 )
 from apilake.records import extract_records, find, find_optional
+from apilake.request_body import JsonObject, with_values
 
 
 @dataclass(frozen=True)
 class PageRequest:
-    """An absolute URL and the query parameters to add to it."""
+    """An absolute URL, the query parameters to add to it, the method and (a POST) its JSON body."""
 
     url: str
     params: dict[str, str] = field(default_factory=dict)
+    method: Literal["GET", "POST"] = "GET"
+    body: JsonObject | None = None
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,27 @@ class Paginator(ABC):
 
     def __init__(self, source: Source) -> None:
         self.source = source
+        #: True when the page's values go in the POST's JSON body (``placement: body``), not in the query string.
+        self.in_body = getattr(source.pagination, "placement", "query") == "body"
 
     def request(self, item: WorkItem) -> PageRequest:
-        """The request for ``item``'s page: the source's URL, static params, the shard's window, the page's params."""
+        """The request for ``item``'s page: the source's URL, static params, the shard's window, the page's
+        values: in the query string, or (``placement: body``) at their paths in a copy of the POST's body."""
         params = dict(self.source.params)
         params.update(shard_params(self.source, item.shard))
-        params.update(self.page_params(item))
-        return PageRequest(url=self.source.url, params=params)
+        values = self.page_values(item)
+        if not self.in_body:
+            params.update({name: str(value) for name, value in values.items()})
+        return PageRequest(url=self.source.url, params=params, method=self.source.method, body=self.body(values))
 
-    def page_params(self, item: WorkItem) -> dict[str, str]:
+    def body(self, values: dict[str, Any]) -> JsonObject | None:
+        """A POST's body: its template, with the page's values set at their paths when they go in the body."""
+        if self.source.method != "POST":
+            return None
+        return with_values(self.source.body, values if self.in_body else {})
+
+    def page_values(self, item: WorkItem) -> dict[str, Any]:
+        """The page's values by parameter name (or body path): numbers, and the cursor as the vendor gave it."""
         return {}
 
     def page_count(self, page: VendorPage | None) -> int:
@@ -114,11 +130,11 @@ class PageNumberPaginator(Paginator):
         self.config = config
         self.fans_out = self.needs_probe = config.total_path is not None or config.total_pages_path is not None
 
-    def page_params(self, item: WorkItem) -> dict[str, str]:
-        params = {self.config.page_param: str(self.config.first_page + item.page - 1)}
+    def page_values(self, item: WorkItem) -> dict[str, Any]:
+        values: dict[str, Any] = {self.config.page_param: self.config.first_page + item.page - 1}
         if self.config.size_param:
-            params[self.config.size_param] = str(item.page_size or self.config.page_size)
-        return params
+            values[self.config.size_param] = item.page_size or self.config.page_size
+        return values
 
     def page_count(self, page: VendorPage | None) -> int:
         assert page is not None
@@ -154,9 +170,9 @@ class OffsetPaginator(Paginator):
         super().__init__(source)
         self.config = config
 
-    def page_params(self, item: WorkItem) -> dict[str, str]:
+    def page_values(self, item: WorkItem) -> dict[str, Any]:
         limit = item.page_size or self.config.limit
-        return {self.config.offset_param: str((item.page - 1) * limit), self.config.limit_param: str(limit)}
+        return {self.config.offset_param: (item.page - 1) * limit, self.config.limit_param: limit}
 
     def page_count(self, page: VendorPage | None) -> int:
         assert page is not None
@@ -177,8 +193,11 @@ class CursorPaginator(Paginator):
         super().__init__(source)
         self.config = config
 
-    def page_params(self, item: WorkItem) -> dict[str, str]:
-        return {self.config.cursor_param: item.cursor} if item.cursor is not None else {}
+    def page_values(self, item: WorkItem) -> dict[str, Any]:
+        if item.cursor is None:
+            return {}
+        # In the body the cursor goes back as the vendor gave it (a string, a number, a list): carried as JSON.
+        return {self.config.cursor_param: json.loads(item.cursor) if self.in_body else item.cursor}
 
     def next_page(self, item: WorkItem, page: VendorPage, records: Sequence[Any]) -> NextPage | None:
         has_more = find_optional(page.document, self.config.has_more_path)
@@ -211,9 +230,12 @@ class CursorPaginator(Paginator):
         return self._following(item, cursor, f"{field!r} of the {which} record")
 
     def _following(self, item: WorkItem, cursor: Any, what: str) -> NextPage:
-        if isinstance(cursor, bool) or not isinstance(cursor, str | int):
+        if self.in_body and not isinstance(cursor, bool):  # any JSON value: carried as its JSON text
+            cursor = _carried(json.dumps(cursor, separators=(",", ":"), ensure_ascii=False), "cursor")
+        elif isinstance(cursor, bool) or not isinstance(cursor, str | int):
             raise BadResponseError(f"{what} is a {type(cursor).__name__}, not a cursor")
-        cursor = _carried(str(cursor), "cursor")
+        else:
+            cursor = _carried(str(cursor), "cursor")
         if cursor == item.cursor:
             raise BadResponseError(f"the vendor returned the same cursor again on page {item.page}: stopping a loop")
         return NextPage(cursor=cursor)
@@ -227,7 +249,7 @@ class _UrlChainPaginator(Paginator):
     def request(self, item: WorkItem) -> PageRequest:
         if item.cursor is None:
             return super().request(item)
-        return PageRequest(url=item.cursor)
+        return PageRequest(url=item.cursor, method=self.source.method, body=self.body({}))
 
     def _next(self, item: WorkItem, page: VendorPage, link: str | None) -> NextPage | None:
         if not link:

@@ -56,7 +56,8 @@ def print_json(document: Any) -> None:
 def source_pages(source: SourceStatus) -> tuple[int, int | None]:
     """Pages landed and expected of a source (expected None while a chain has not ended)."""
     landed = sum(shard.landed_pages for shard in source.shards)
-    expected = [shard.expected_pages for shard in source.shards]
+    # A child's pages are known once its parent is complete (every child shard announced).
+    expected = [shard.expected_pages for shard in source.shards] + ([None] if source.parent_note else [])
     return landed, None if any(e is None for e in expected) else sum(e or 0 for e in expected)
 
 
@@ -95,6 +96,8 @@ def status_document(
                 "pages_expected": expected,
                 "dlq_messages": None if dlq_depths is None else dlq_depths.get(source.source),
                 "schema_drift": _drift_document(drift.get(source.source) if drift else None),
+                "parent": source.parent,  # a child source: its shards are those its parent's pages announced
+                "parent_note": source.parent_note,
                 "shards": shards,
             }
         )
@@ -143,7 +146,14 @@ def print_status(
             else:
                 dlq = f", DLQ (all runs): {depth} message(s)"
         print(f"  {source.source}: {'complete' if source.complete else 'INCOMPLETE'}{dlq}")
-        for shard in source.shards:
+        shown = source.shards
+        if source.parent is not None:  # a child: one shard per parent record, only those not complete shown
+            shown = [shard for shard in source.shards if not shard.complete]
+            done = len(source.shards) - len(shown)
+            print(f"    child of {source.parent}: {len(source.shards)} shard(s) announced, {done} complete")
+            if source.parent_note:
+                print(f"      {source.parent_note}")
+        for shard in shown:
             expected = "?" if shard.expected_pages is None else shard.expected_pages
             line = f"    shard {shard.shard} ({shard.mode}): {shard.landed_pages}/{expected} pages"
             if shard.mode == "chain":

@@ -17,6 +17,7 @@ from apilake.children import child_shard
 from apilake.lake import page_key
 from apilake.ledger import Ledger
 from apilake.report import build_report
+from apilake_cli.output import print_status, status_document
 from apilake_dev.local.event_source import LambdaContextStub
 from apilake_dev.vendors.fake import FakeVendor
 from apilake_dev.vendors.github_like import GitHubLikeVendor, Repo, sources
@@ -131,7 +132,7 @@ def test_a_redelivered_parent_page_sends_no_child_work_twice(tmp_path: Path, mon
 
 
 def test_a_child_page_that_fails_for_good_leaves_the_run_incomplete_and_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with github_harness(tmp_path, monkeypatch) as (harness, vendor):
         # Given page 2 of one repo's issues answers 404 every time
@@ -151,6 +152,15 @@ def test_a_child_page_that_fails_for_good_leaves_the_run_incomplete_and_named(
         broken = child_shard({"owner": "octocat", "repo": "Spoon-Knife"})
         assert {s.shard: s.missing_pages for s in child.shards if s.missing_pages} == {broken: [2]}
         assert "404" in next(s for s in child.shards if s.shard == broken).why_missing(2)
+        # And `apilake status` says so: the issues' shards counted, the one not complete shown with its page
+        capsys.readouterr()
+        print_status(status, None)
+        printed = capsys.readouterr().out
+        assert "  issues: INCOMPLETE\n    child of repos: 12 shard(s) announced, 11 complete\n" in printed
+        assert f"    shard {broken} (chain): 1/? pages, chain NOT ended\n" in printed
+        assert "      missing page 2: PermanentHttpError: 404 from " in printed
+        document = status_document(status)["sources"][1]
+        assert (document["parent"], document["complete"], document["pages_landed"]) == ("repos", False, 16)
         # And the report and the completeness check name it
         ledger = Ledger(harness.s3, BUCKET)
         manifest = ledger.read_manifest(RUN)

@@ -118,10 +118,19 @@ def test_the_vendors_remaining_count_is_spread_over_what_is_left_of_its_window()
     # Given no budget, and a vendor with 20 requests left in the 10 s before its window resets
     pacer, _ = paced()
     pacer.wait()
-    pacer.observe({"RateLimit-Remaining": "20", "RateLimit-Reset": "10"})
+    pacer.observe({"RateLimit-Remaining": "20", "RateLimit-Reset": "10.0"})
     # When more calls are made / Then they come one every 0.5 s
     waits = [pacer.wait() for _ in range(4)]
     assert waits[1:] == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_a_reset_in_whole_seconds_is_taken_as_rounded_up() -> None:
+    # Given a vendor with 19 requests left and a reset "in 10 s", rounded up to whole seconds as vendors send it
+    pacer, _ = paced()
+    pacer.wait()
+    pacer.observe({"RateLimit-Remaining": "19", "RateLimit-Reset": "10"})
+    # When more calls are made / Then they are spread over the 9.5 s the window has left on average
+    assert [pacer.wait() for _ in range(3)][1:] == pytest.approx([0.5, 0.5])
 
 
 def test_a_spent_share_waits_for_the_reset_then_paces_at_the_windows_rate() -> None:
@@ -140,7 +149,7 @@ def test_workers_sharing_a_quota_each_spend_their_share() -> None:
     # Given 4 Lambda workers of one source that all read the same 40 requests left in 10 s
     pacer, _ = paced(shared_by=4)
     pacer.wait()
-    pacer.observe({"X-RateLimit-Remaining": "40", "X-RateLimit-Reset": "10"})
+    pacer.observe({"X-RateLimit-Remaining": "40", "X-RateLimit-Reset-After": "10"})
     # When this one calls again / Then it spends 10 of them over the 10 s: one a second
     assert [pacer.wait() for _ in range(3)][1:] == pytest.approx([1.0, 1.0])
 
@@ -148,9 +157,9 @@ def test_workers_sharing_a_quota_each_spend_their_share() -> None:
 def test_the_slower_of_budget_and_vendor_governs() -> None:
     pacer, _ = paced(rate=2.0)  # one every 0.5 s
     pacer.wait()
-    pacer.observe({"RateLimit-Remaining": "100", "RateLimit-Reset": "10"})  # vendor: 10/s
+    pacer.observe({"RateLimit-Remaining": "100", "RateLimit-Reset": "10.0"})  # vendor: 10/s
     assert pacer.wait() == pytest.approx(0.5)
-    pacer.observe({"RateLimit-Remaining": "5", "RateLimit-Reset": "10"})  # vendor: one every 2 s
+    pacer.observe({"RateLimit-Remaining": "5", "RateLimit-Reset": "10.0"})  # vendor: one every 2 s
     pacer.wait()
     assert pacer.wait() == pytest.approx(2.0)
 

@@ -43,6 +43,9 @@ class Quota:
     limit: float | None = None
     window_seconds: float | None = None
     style: str = ""
+    # The reset was given in whole seconds (rounded up, as vendors round it): the true reset is up to a
+    # second sooner, half a second on average.
+    whole_seconds: bool = False
 
     @property
     def window_rate(self) -> float | None:
@@ -68,6 +71,11 @@ def _number(value: str | None) -> float | None:
     # A comma-separated list (a proxy joined two fields): the first one.
     match = _NUMBER.fullmatch(value.split(",")[0])
     return float(match[1]) if match else None
+
+
+def _whole(value: str | None) -> bool:
+    """True when a number was written in whole units (no fraction)."""
+    return value is not None and value.split(",")[0].strip().isdigit()
 
 
 def _reset(value: float | None, now: float) -> float | None:
@@ -117,6 +125,7 @@ def _structured(headers: Mapping[str, str], now: float) -> Quota | None:
             limit=_number(policy.get("q")),
             window_seconds=_number(policy.get("w")),
             style="ietf",
+            whole_seconds=_whole(params.get("t")),
         )
         if best is None or _pace(quota) < _pace(best):
             best = quota
@@ -165,6 +174,7 @@ def _family(headers: Mapping[str, str], now: float, prefix: str, style: str, *, 
         limit=_number(headers.get(prefix + "limit")),
         window_seconds=window,
         style=style,
+        whole_seconds=after is None and _whole(headers.get(prefix + "reset")),
     )
 
 

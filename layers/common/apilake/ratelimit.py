@@ -16,6 +16,9 @@ from apilake.quota import Quota, read_quota
 
 # A leaky bucket (no reset) that is full: how long to let it drain before the next request.
 FULL_BUCKET_WAIT_SECONDS = 1.0
+# A reset given in whole seconds is the true one rounded up: half a second too long, on average.
+WHOLE_SECOND_ROUNDING = 0.5
+MIN_SPREAD_SECONDS = 0.05
 
 
 class Pacer:
@@ -81,9 +84,12 @@ class Pacer:
                 return quota
             reset_at = now + quota.reset_seconds
             self._quota_until = reset_at
-            if share < 1:  # this process's share is spent: nothing until the window resets
+            if share < 1:  # this process's share is spent: nothing until the window resets (at the latest)
                 self._vendor_interval = 0.0
                 self._next_at = max(self._next_at, reset_at)
             else:
-                self._vendor_interval = quota.reset_seconds / share
+                # Spread over the expected time left: a reset in whole seconds was rounded up, half a second
+                # on average (spreading over the rounded time leaves requests unspent when the window ends).
+                expected = quota.reset_seconds - WHOLE_SECOND_ROUNDING if quota.whole_seconds else quota.reset_seconds
+                self._vendor_interval = max(expected, MIN_SPREAD_SECONDS) / share
         return quota

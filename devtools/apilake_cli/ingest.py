@@ -1,0 +1,270 @@
+"""`apilake ingest`: a run in this process (apilake.runner), to a lake folder or a bucket; the runtime install only
+(`pip install .`), so that a container can run it.
+
+Progress and the run summary go to stdout (with --json, the progress to stderr and one JSON document to stdout);
+the JSON logs and EMF metrics of the workers to --log-file (default <home>/logs/ingest.log; "-": stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from apilake.config import SourcesFile, load_sources
+from apilake.exceptions import ApilakeError
+from apilake.marks import MarkStore, mark_reports
+from apilake.observability import logger
+from apilake_cli.exits import Exit, epilog
+from apilake_cli.output import format_table, print_json, print_status
+
+if TYPE_CHECKING:
+    from apilake.runner import Runner, RunOutcome
+
+FOLDER_BUCKET = "local"  # the bucket name the ledger and the report carry for a lake folder
+CHECKOUT_SOURCES = Path("layers/common/sources.yaml")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    summary = (
+        "a run in this process, no queues: the planner, every source at once (a thread pool each, its budget's "
+        "max_concurrency), pages to a lake folder (default <home>/lake) or a bucket; again with the same --run-id, "
+        "it continues from the ledger"
+    )
+    ingest = commands.add_parser(
+        "ingest",
+        help=summary,
+        description=summary,
+        epilog=epilog("the run is complete", "it is not (pages failed on every attempt, or the planner failed)"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ingest.add_argument(
+        "--sources",
+        type=Path,
+        help=f"the sources file (default: $APILAKE_SOURCES_FILE, else {CHECKOUT_SOURCES} from a checkout)",
+    )
+    where = ingest.add_mutually_exclusive_group()
+    where.add_argument("--lake", type=Path, help="the lake folder, keys as in S3 (default: <home>/lake)")
+    where.add_argument("--bucket", help="or the lake bucket (AWS, or --endpoint-url)")
+    ingest.add_argument("--endpoint-url", help="with --bucket: S3 (and Secrets Manager) at this URL, e.g. moto's")
+    ingest.add_argument(
+        "--source", action="append", metavar="NAME", help="a source to run (repeat or a,b; default: all)"
+    )
+    ingest.add_argument("--run-id", help="the run's id; an existing run's id resumes it (default: manual-<time>-<hex>)")
+    ingest.add_argument("--ingestion-date", help="the run's ingestion date, YYYY-MM-DD (default: today)")
+    ingest.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a secret the sources use (else read from Secrets Manager)",
+    )
+    ingest.add_argument(
+        "--workers-per-source", type=_positive, help="threads per source (default: its budget's max_concurrency)"
+    )
+    ingest.add_argument(
+        "--retry-delay",
+        type=float,
+        default=5.0,
+        help="seconds before a failed page is tried again, doubled each time up to 60 (default %(default)s)",
+    )
+    ingest.add_argument(
+        "--log-file", help='the JSON logs and EMF metrics (default <home>/logs/ingest.log; "-": stderr)'
+    )
+    ingest.add_argument("--log-level", choices=LOG_LEVELS, default="WARNING", help="(default %(default)s)")
+    ingest.add_argument("--json", action="store_true", help="one JSON document on stdout (progress on stderr)")
+    ingest.set_defaults(func=cmd_ingest)
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def sources_path(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    from_env = os.environ.get("APILAKE_SOURCES_FILE")
+    return Path(from_env) if from_env else CHECKOUT_SOURCES
+
+
+class LocalSecrets:
+    """Secrets Manager's ``get_secret_value`` for the secrets given on the command line, the others from the real
+    one (created when first asked)."""
+
+    def __init__(self, given: dict[str, str], endpoint_url: str | None) -> None:
+        self._given = given
+        self._endpoint_url = endpoint_url
+        self._client: Any = None
+
+    def get_secret_value(self, SecretId: str, **options: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        if SecretId in self._given:
+            return {"Name": SecretId, "SecretString": self._given[SecretId]}
+        if self._client is None:
+            self._client = boto3.session.Session().client("secretsmanager", endpoint_url=self._endpoint_url)
+        answer: dict[str, Any] = self._client.get_secret_value(SecretId=SecretId, **options)
+        return answer
+
+
+def parse_secrets(pairs: list[str]) -> dict[str, str]:
+    secrets = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ApilakeError(f"--secret {pair.split('=')[0]!r}: expected NAME=VALUE")
+        secrets[name] = value
+    return secrets
+
+
+def workers_of(sources: SourcesFile, names: list[str] | None, per_source: int | None) -> int:
+    return sum(per_source or source.budget.max_concurrency for source in sources.select(names))
+
+
+@contextlib.contextmanager
+def logs_to(stream: IO[str], level: str) -> Iterator[None]:
+    """The workers' JSON logs and EMF metrics (printed by Powertools) to ``stream`` while the run lasts."""
+    handler = logger.registered_handler
+    previous = getattr(handler, "stream", None)
+    if hasattr(handler, "setStream"):
+        handler.setStream(stream)
+    logger.setLevel(level)
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        if previous is not None and hasattr(handler, "setStream"):
+            handler.setStream(previous)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    # The runner's modules only for this command: the others start without them.
+    from apilake.auth import CredentialStore
+    from apilake.folder_store import FolderClient
+    from apilake.http import new_session
+    from apilake.planner import parse_planner_event
+    from apilake.runner import Runner
+
+    if args.endpoint_url and not args.bucket:
+        raise ApilakeError("ingest: --endpoint-url goes with --bucket")
+    sources = load_sources(sources_path(args.sources))
+    names = [n.strip() for given in args.source or [] for n in given.split(",") if n.strip()] or None
+    event: dict[str, Any] = {"sources": names} if names else {}
+    if args.run_id:
+        event["run_id"] = args.run_id
+    if args.ingestion_date:
+        event["ingestion_date"] = args.ingestion_date
+    request = parse_planner_event(event)
+    threads = workers_of(sources, names, args.workers_per_source)
+    lake: Path | None = None
+    client: Any
+    if args.bucket:
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads + 8)
+        client = boto3.session.Session().client("s3", endpoint_url=args.endpoint_url, config=config)
+        bucket = args.bucket
+    else:
+        lake = args.lake or args.home / "lake"
+        client, bucket = FolderClient(lake), FOLDER_BUCKET
+    out = sys.stderr if args.json else sys.stdout
+
+    def echo(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    runner = Runner(
+        sources,
+        client,
+        bucket,
+        new_session(pool_size=threads + 2),
+        CredentialStore(LocalSecrets(parse_secrets(args.secret), args.endpoint_url)),
+        workers_per_source=args.workers_per_source,
+        retry_delay_seconds=args.retry_delay,
+        echo=echo,
+    )
+    where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
+    echo(f"apilake ingest: run {request.run_id} in this process, to {where}")
+    with _log_stream(args) as stream, logs_to(stream, args.log_level):
+        outcome = runner.run(request)
+        report = _report(runner, outcome, sources, lake)
+    if args.json:
+        print_json(outcome_document(outcome))
+    else:
+        print_outcome(outcome, runner, report)
+    return Exit.DONE if outcome.ok else Exit.NOT_DONE
+
+
+@contextlib.contextmanager
+def _log_stream(args: argparse.Namespace) -> Iterator[IO[str]]:
+    if args.log_file == "-":
+        yield sys.stderr
+        return
+    path = Path(args.log_file) if args.log_file else args.home / "logs" / "ingest.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as stream:
+        yield stream
+
+
+def _report(runner: Runner, outcome: RunOutcome, sources: SourcesFile, lake: Path | None) -> str | None:
+    """The run's report beside its manifest (as the completeness check writes it): where it is, or why not."""
+    from apilake.report import report_keys, write_report
+
+    if outcome.manifest is None:
+        return None
+    depths = {name: tally.dead for name, tally in outcome.sources.items()}
+    try:
+        write_report(runner.ledger, outcome.manifest, depths, datetime.now(UTC), sources)
+    except (ClientError, BotoCoreError, ApilakeError) as exc:
+        return f"not written: {exc}"
+    key = report_keys(outcome.run_id)[1]
+    return str(lake / key) if lake is not None else f"s3://{runner.bucket}/{key}"
+
+
+def print_outcome(outcome: RunOutcome, runner: Runner, report: str | None) -> None:
+    """The run summary as the local flow prints it: per source, then the run's status from the ledger."""
+    print()
+    state = "drained" if outcome.drained else "NOT drained (stopped)"
+    print(f"run {outcome.run_id}: {state} in {outcome.wall_seconds:.1f}s" + (" (resumed)" if outcome.resumed else ""))
+    if outcome.planner_error:
+        print(f"planner error: {outcome.planner_error}")
+    rows = [(s.source, s.pages, s.records, s.bytes, s.retries, s.throttled, s.dead) for s in outcome.sources.values()]
+    print(format_table(["source", "pages", "records", "bytes", "retries", "429s", "dead"], rows))
+    for item in outcome.dead_items:
+        print(f"  dead (failed on every attempt): {item.model_dump_json()}")
+    print()
+    marks = mark_reports(MarkStore(runner.ledger.client, runner.bucket), outcome.manifest) if outcome.manifest else None
+    print_status(outcome.status, None, marks)
+    if report:
+        print(f"run report: {report}")
+    rate = outcome.pages / outcome.wall_seconds if outcome.wall_seconds else 0.0
+    print(
+        f"ingest: {outcome.pages} pages, {outcome.records} records in {outcome.wall_seconds:.1f}s ({rate:.0f} pages/s)"
+    )
+
+
+def outcome_document(outcome: RunOutcome) -> dict[str, Any]:
+    """--json: the run's figures (stable keys)."""
+    return {
+        "run_id": outcome.run_id,
+        "resumed": outcome.resumed,
+        "drained": outcome.drained,
+        "complete": outcome.ok,
+        "wall_seconds": round(outcome.wall_seconds, 3),
+        "pages": outcome.pages,
+        "records": outcome.records,
+        "pages_per_second": round(outcome.pages / outcome.wall_seconds, 1) if outcome.wall_seconds else None,
+        "planner_error": outcome.planner_error,
+        "sources": {name: asdict(tally) for name, tally in outcome.sources.items()},
+        "dead": [json.loads(item.model_dump_json()) for item in outcome.dead_items],
+    }

@@ -1,0 +1,535 @@
+"""One process does what the Lambda deployment does (`apilake ingest`): the same planner, paginators, HTTP client,
+lake writer and ledger, with an in-memory queue per source instead of SQS.
+
+Each source has a pool of threads (its ``budget.max_concurrency``, or ``workers_per_source``), which take batches
+of work items from the source's queue and hand them to :class:`apilake.ingest.PageIngester` as an SQS batch, its
+Lambda path unchanged: pages land under their keys (decision 3), chains continue once (decision 4), each batch's
+landed pages are recorded in one ledger marker. A source's requests share one pacer at its whole budget. A
+failed page comes back after a delay, as SQS would, until its source's ``max_receive_count``; then it is dead
+(counted, and its failure noted in the ledger as a Lambda's). A parked page (a long ``Retry-After``) is a delayed
+item of its queue.
+
+Resuming: a run whose manifest exists (``run_id`` given again) is not planned again. Each fan-out shard's pages
+that the ledger does not record as landed are queued; each chain's missing pages, from the claims of its
+continuations (the claim holds the work item, cursor included). Pages that landed are not fetched again, and a
+page written but not recorded (the process died in between) lands unchanged: same key, not rewritten.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from apilake.auth import CredentialStore
+from apilake.config import Source, SourcesFile
+from apilake.exceptions import ConfigError, PlanningError
+from apilake.http import Deadline, VendorClient
+from apilake.ingest import PageIngester
+from apilake.lake import LakeWriter
+from apilake.ledger import Ledger, RunManifest, RunStatus, shard_prefix
+from apilake.messages import WorkItem, WorkItemRecord
+from apilake.observability import Metric, logger, std_logger, totals
+from apilake.planner import Planner, PlanRequest
+from apilake.queue import QueueLocator, QueueSender
+from apilake.ratelimit import Pacer
+from apilake.settings import WorkerSettings
+
+QUEUE_SCHEME = "inprocess://"
+DEFAULT_BATCH_SIZE = 10
+MAX_RETRY_DELAY_SECONDS = 60.0
+# A Lambda's longest run: what each batch is told it has left (the ingester starts no wait past it).
+BATCH_MILLIS = 900_000
+# A chain's continuation claimed but not confirmed is another delivery's only while that delivery can live; here
+# every page is in one queue once, so a pending claim is a dead process's: taken over at once.
+CLAIM_STALE_SECONDS = 0.001
+_CLAIM = re.compile(r"/next=(\d{5})\.json$")
+
+Echo = Callable[[str], None]
+
+
+def queue_url(source: str) -> str:
+    return QUEUE_SCHEME + source
+
+
+class _Context(LambdaContext):
+    """What the ingester reads of a Lambda context: the time left (a fresh window for every batch)."""
+
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
+        return BATCH_MILLIS
+
+
+@dataclass(order=True)
+class _Delayed:
+    due: float
+    seq: int
+    entry: _Entry = field(compare=False)
+
+
+@dataclass
+class _Entry:
+    item: WorkItem
+    receives: int = 0
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class WorkQueues:
+    """An in-memory queue per source (one lock): items ready, items delayed until a time, and how many are not
+    done yet (queued, delayed or in a batch). Each page is queued once (a chain's continuation sent again, or a
+    planned page already queued, is dropped); a parked copy and a retry are queued whatever."""
+
+    def __init__(self, sources: Sequence[str]) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[str, deque[_Entry]] = {s: deque() for s in sources}
+        self._delayed: dict[str, list[_Delayed]] = {s: [] for s in sources}
+        self._wakeup = {s: threading.Condition(self._lock) for s in sources}
+        self._seen: set[tuple[str, str, str, int]] = set()
+        self._seq = itertools.count()
+        self.outstanding = 0
+        self.queued: dict[str, int] = dict.fromkeys(sources, 0)
+        self.stopped = False
+
+    def offer(self, item: WorkItem, delay_seconds: float = 0) -> bool:
+        page = (item.source, item.run_id, item.shard, item.page)
+        with self._lock:
+            if item.source not in self._ready:
+                raise ConfigError(f"source '{item.source}': no queue in this run")
+            if item.park is None and page in self._seen:
+                return False
+            self._seen.add(page)
+            self.outstanding += 1
+            self.queued[item.source] += 1
+            self._put(_Entry(item), delay_seconds)
+            return True
+
+    def retry(self, entry: _Entry, delay_seconds: float) -> None:
+        with self._lock:
+            self._put(entry, delay_seconds)
+
+    def _put(self, entry: _Entry, delay_seconds: float) -> None:
+        source = entry.item.source
+        if delay_seconds > 0:
+            heapq.heappush(self._delayed[source], _Delayed(time.monotonic() + delay_seconds, next(self._seq), entry))
+        else:
+            self._ready[source].append(entry)
+        self._wakeup[source].notify()
+
+    def take(self, source: str, limit: int, workers: int) -> list[_Entry] | None:
+        """Up to ``limit`` items (fewer when the queue is short, so that every worker gets some); None once every
+        queue is done (or the run stopped)."""
+        ready, delayed = self._ready[source], self._delayed[source]
+        with self._lock:
+            while True:
+                if self.stopped:
+                    return None
+                now = time.monotonic()
+                while delayed and delayed[0].due <= now:
+                    ready.append(heapq.heappop(delayed).entry)
+                if ready:
+                    count = min(limit, max(1, math.ceil(len(ready) / workers)))
+                    taken = [ready.popleft() for _ in range(min(count, len(ready)))]
+                    for entry in taken:
+                        entry.receives += 1
+                    return taken
+                if self.outstanding == 0:
+                    return None
+                self._wakeup[source].wait(min(1.0, delayed[0].due - now) if delayed else 1.0)
+
+    def done(self, count: int) -> None:
+        with self._lock:
+            self.outstanding -= count
+            if self.outstanding <= 0:
+                for wakeup in self._wakeup.values():
+                    wakeup.notify_all()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for wakeup in self._wakeup.values():
+                wakeup.notify_all()
+
+    def delayed(self, source: str) -> int:
+        with self._lock:
+            return len(self._delayed[source])
+
+
+class _Locator(QueueLocator):
+    """The planner's queues: one in memory per source of the run."""
+
+    def __init__(self, sources: Sequence[str]) -> None:
+        super().__init__(None, "local")
+        self._names = set(sources)
+
+    def url(self, source: str) -> str:
+        if source not in self._names:
+            raise ConfigError(f"source '{source}': not in this run")
+        return queue_url(source)
+
+
+class _PlanCollector(QueueSender):
+    """What the planner sends, kept: the run queues it once the ledger says what already landed."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.items: list[WorkItem] = []
+
+    def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int:
+        self.items.extend(items)
+        return len(items)
+
+
+class _Sender:
+    """The ingesters' queue: continuations, parked copies (delayed), and a parent's children (whose source's
+    workers start with its first item)."""
+
+    def __init__(self, queues: WorkQueues, start: Callable[[str], None]) -> None:
+        self._queues = queues
+        self._start = start
+
+    def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None:
+        if self._queues.offer(item, delay_seconds):
+            self._start(item.source)
+
+
+class RunnerVendors:
+    """One client per source on one pooled session; each source's requests share one pacer at its whole budget
+    (the budget's per-worker share times its workers), however many threads the source has here."""
+
+    def __init__(self, session: requests.Session, credentials: CredentialStore) -> None:
+        self._session = session
+        self._credentials = credentials
+        self._clients: dict[str, VendorClient] = {}
+        self._lock = threading.Lock()
+
+    def for_source(self, source: Source) -> VendorClient:
+        with self._lock:
+            client = self._clients.get(source.name)
+            if client is None or client.source != source:
+                share = source.budget.per_worker_rps
+                rate = share * source.budget.max_concurrency if share else None
+                pacer = Pacer(rate) if rate else None
+                client = VendorClient(source, self._session, self._credentials.for_source(source), pacer=pacer)
+                self._clients[source.name] = client
+            return client
+
+
+@dataclass
+class SourceTally:
+    source: str
+    pages: int = 0
+    records: int = 0
+    bytes: int = 0
+    retries: int = 0
+    throttled: int = 0
+    dead: int = 0
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    manifest: RunManifest | None
+    drained: bool
+    wall_seconds: float
+    sources: dict[str, SourceTally]
+    planner_error: str | None = None
+    resumed: bool = False
+    queued: int = 0  # pages queued by this process (a resumed run: those the ledger did not have)
+    dead_items: list[WorkItem] = field(default_factory=list)
+    status: RunStatus | None = None
+
+    @property
+    def pages(self) -> int:
+        return sum(s.pages for s in self.sources.values())
+
+    @property
+    def records(self) -> int:
+        return sum(s.records for s in self.sources.values())
+
+    @property
+    def ok(self) -> bool:
+        clean = not self.dead_items and self.planner_error is None and self.drained
+        return clean and self.status is not None and self.status.complete
+
+
+_TALLIED = (
+    ("records", Metric.RECORDS_INGESTED),
+    ("bytes", Metric.BYTES_WRITTEN),
+    ("retries", Metric.RETRIES),
+    ("throttled", Metric.THROTTLED),
+)
+
+
+class Runner:
+    """One run of some sources, start to end, in this process."""
+
+    def __init__(
+        self,
+        sources: SourcesFile,
+        s3_client: Any,
+        bucket: str,
+        session: requests.Session,
+        credentials: CredentialStore,
+        workers_per_source: int | None = None,
+        retry_delay_seconds: float = 5.0,
+        echo: Echo = print,
+        progress_seconds: float = 2.0,
+        stop_after_pages: int | None = None,
+    ) -> None:
+        self.sources = sources
+        self.ledger = Ledger(s3_client, bucket)
+        self.writer = LakeWriter(s3_client, bucket)
+        self.bucket = bucket
+        self.vendors = RunnerVendors(session, credentials)
+        self.workers_per_source = workers_per_source
+        self.retry_delay_seconds = retry_delay_seconds
+        self.echo = echo
+        self.progress_seconds = progress_seconds
+        self.stop_after_pages = stop_after_pages
+        self.queues = WorkQueues([s.name for s in sources.sources])
+        self.sender = _Sender(self.queues, lambda name: self._start(self.sources.get(name)))
+        self._dead: list[WorkItem] = []
+        self._threads: dict[str, list[threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self._before = totals.snapshot()
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def run(self, request: PlanRequest) -> RunOutcome:
+        started = time.monotonic()
+        manifest = self.ledger.read_manifest(request.run_id)
+        existed = manifest is not None
+        # A run planned whole is resumed from its manifest; one with shards the planner could not plan, planned again.
+        resumed = manifest is not None and not any(
+            shard.error for plan in manifest.sources.values() for shard in plan.shards
+        )
+        planner_error = None
+        if manifest is not None and resumed:
+            names = request.sources or list(manifest.sources)
+            unplanned = sorted(set(names) - set(manifest.sources))
+            if unplanned:
+                raise ConfigError(f"run {request.run_id} did not plan {', '.join(unplanned)}: choose another run id")
+            items = self.resume_items(manifest, names)
+            self.echo(f"resuming run {request.run_id}: {len(items)} page(s) not landed yet")
+        else:
+            items, planner_error = self._plan(request)
+            manifest = self.ledger.read_manifest(request.run_id)
+            if manifest is not None and existed:  # planned again: what an earlier attempt landed stays
+                items = self.resume_items(manifest, sorted({item.source for item in items}))
+        queued = sum(self.queues.offer(item) for item in items)
+        for name in sorted({item.source for item in items}):
+            self._start(self.sources.get(name))
+        drained = self._wait(started)
+        outcome = RunOutcome(
+            run_id=request.run_id,
+            manifest=manifest,
+            drained=drained,
+            wall_seconds=time.monotonic() - started,
+            sources=self._tallies(manifest),
+            planner_error=planner_error,
+            resumed=resumed,
+            queued=queued,
+            dead_items=list(self._dead),
+        )
+        if manifest is not None:
+            outcome.status = self.ledger.status(manifest)
+        return outcome
+
+    def _plan(self, request: PlanRequest) -> tuple[list[WorkItem], str | None]:
+        names = request.select(self.sources)
+        collector = _PlanCollector()
+        planner = Planner(
+            self.sources, _Locator([s.name for s in names]), self.ledger, collector, self.vendors.for_source
+        )
+        error = None
+        try:
+            summary = planner.plan(request, Deadline.unbounded())
+            self.echo(f"planner: run {summary.run_id}, messages {summary.messages}")
+        except PlanningError as exc:
+            error = str(exc)
+            self.echo(f"planner failed: {error}")
+        return collector.items, error
+
+    def resume_items(self, manifest: RunManifest, names: Sequence[str]) -> list[WorkItem]:
+        """The pages of ``names`` in ``manifest`` that the ledger does not record as landed, as work items."""
+        status = self.ledger.status(manifest)
+        items: list[WorkItem] = []
+        for source in status.sources:
+            if source.source not in names:
+                continue
+            for shard, plan in zip(source.shards, manifest.sources[source.source].shards, strict=True):
+                if plan.error is not None:
+                    continue
+                first = WorkItem(
+                    run_id=manifest.run_id,
+                    source=source.source,
+                    ingestion_date=manifest.ingestion_date,
+                    shard=shard.shard,
+                    page=1,
+                )
+                if plan.mode == "fanout":
+                    sized = {"page_size": plan.page_size} if plan.capped else {}
+                    items += [first.model_copy(update={"page": p, **sized}) for p in shard.missing_pages]
+                else:
+                    items += self._chain_items(first, shard.missing_pages)
+        return items
+
+    def _chain_items(self, first: WorkItem, missing: list[int]) -> list[WorkItem]:
+        """A chain's missing pages, each from its claim (which holds the item, cursor included); a page with no
+        claim (the one before it landed, its continuation not yet claimed) through the page before it, fetched
+        again (unchanged, not rewritten) to claim it."""
+        if not missing:
+            return []
+        prefix = shard_prefix(first.source, first.run_id, first.shard)
+        claims: dict[int, str] = {}
+        for page in self.ledger.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{prefix}next="
+        ):
+            for obj in page.get("Contents", []):
+                if match := _CLAIM.search(obj["Key"]):
+                    claims[int(match.group(1))] = obj["Key"]
+        found: dict[int, WorkItem] = {}
+        for wanted in missing:
+            page = wanted
+            while page > 1 and page not in claims:
+                page -= 1
+            if page in found:
+                continue
+            if page == 1:
+                found[1] = first
+            else:
+                claim = self.ledger.read_json(claims[page]) or {}
+                found[page] = WorkItem.model_validate(claim["item"])
+        return [found[page] for page in sorted(found)]
+
+    # -- the workers -----------------------------------------------------------------------------------------
+    def _start(self, source: Source) -> None:
+        with self._lock:
+            if source.name in self._threads:
+                return
+            workers = self.workers_per_source or source.budget.max_concurrency
+            threads = [
+                threading.Thread(target=self._work, args=(source, workers), name=f"{source.name}-{n}", daemon=True)
+                for n in range(workers)
+            ]
+            self._threads[source.name] = threads
+        for thread in threads:
+            thread.start()
+
+    def _work(self, source: Source, workers: int) -> None:
+        processor = BatchProcessor(
+            event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False, logger=std_logger
+        )
+        settings = WorkerSettings(
+            lake_bucket=self.bucket,
+            source=source.name,
+            queue_url=queue_url(source.name),
+            continuation_stale_seconds=CLAIM_STALE_SECONDS,
+        )
+        batch_size = source.worker.batch_size or DEFAULT_BATCH_SIZE
+        while (entries := self.queues.take(source.name, batch_size, workers)) is not None:
+            failed = self._batch(settings, entries, processor)
+            finished = 0
+            for entry in entries:
+                if entry.message_id not in failed:
+                    finished += 1
+                elif entry.receives >= source.worker.max_receive_count:
+                    logger.error("page failed on every receive: dead", extra={"item": entry.item.model_dump_json()})
+                    with self._lock:
+                        self._dead.append(entry.item)
+                    finished += 1
+                else:
+                    delay = min(MAX_RETRY_DELAY_SECONDS, self.retry_delay_seconds * 2 ** (entry.receives - 1))
+                    self.queues.retry(entry, delay)
+            self.queues.done(finished)
+            if self.stop_after_pages is not None and self._landed() >= self.stop_after_pages:
+                self.queues.stop()
+
+    def _batch(self, settings: WorkerSettings, entries: list[_Entry], processor: BatchProcessor) -> set[str]:
+        """One batch through the worker's own path; the message ids of the items that failed."""
+        event = {"Records": [_record(entry) for entry in entries]}
+        ingester = PageIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
+        try:
+            response = ingester.process(event, _Context(), processor)
+        except Exception:  # a fault of ours, not of a page: every item of the batch comes back
+            logger.exception("batch failed", extra={"source": settings.source, "items": len(entries)})
+            return {entry.message_id for entry in entries}
+        return {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}
+
+    # -- progress --------------------------------------------------------------------------------------------
+    def _landed(self, source: str | None = None) -> int:
+        names = [source] if source else list(self.queues.queued)
+        landed = 0
+        for name in names:
+            for metric in (Metric.PAGES_INGESTED, Metric.PAGES_UNCHANGED):
+                landed += int(totals.get(name, metric) - self._before.get((name, metric.value), 0))
+        return landed
+
+    def _wait(self, started: float) -> bool:
+        """Until every worker is done, the sources' progress every ``progress_seconds``; True when drained."""
+        last = time.monotonic()
+        while True:
+            with self._lock:
+                threads = [thread for group in self._threads.values() for thread in group]
+            alive = [thread for thread in threads if thread.is_alive()]
+            if not alive:
+                break
+            alive[0].join(timeout=0.2)
+            if time.monotonic() - last >= self.progress_seconds:
+                last = time.monotonic()
+                self.echo(f"  [{last - started:5.1f}s] {self.progress()}")
+        return not self.queues.stopped and self.queues.outstanding == 0
+
+    def progress(self) -> str:
+        cells = []
+        for name in self._threads:
+            delayed = self.queues.delayed(name)
+            cells.append(
+                f"{name} {self._landed(name)} done/{self.queues.queued[name]} queued"
+                + (f" ({delayed} delayed)" if delayed else "")
+            )
+        return " | ".join(cells)
+
+    def _tallies(self, manifest: RunManifest | None) -> dict[str, SourceTally]:
+        names = list(manifest.sources) if manifest else list(self._threads)
+        tallies = {}
+        for name in names:
+            tally = SourceTally(name, pages=self._landed(name))
+            for attribute, metric in _TALLIED:
+                delta = totals.get(name, metric) - self._before.get((name, metric.value), 0)
+                setattr(tally, attribute, int(delta))
+            tally.dead = sum(1 for item in self._dead if item.source == name)
+            tallies[name] = tally
+        return tallies
+
+
+def _record(entry: _Entry) -> dict[str, Any]:
+    """The SQS record Lambda would hand the worker for ``entry``."""
+    now = str(int(datetime.now(UTC).timestamp() * 1000))
+    return {
+        "messageId": entry.message_id,
+        "receiptHandle": entry.message_id,
+        "body": entry.item.model_dump_json(),
+        "attributes": {
+            "ApproximateReceiveCount": str(entry.receives),
+            "SentTimestamp": now,
+            "SenderId": "apilake-ingest",
+            "ApproximateFirstReceiveTimestamp": now,
+        },
+        "messageAttributes": {},
+        "md5OfBody": "-",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:local:000000000000:{entry.item.source}",
+        "awsRegion": "local",
+    }

@@ -1,0 +1,111 @@
+"""The lake folder as an S3 client (apilake.folder_store): what the lake writer, the ledger and the marks rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from apilake.folder_store import META_FOLDER, FolderClient
+from apilake.lake import LakeWriter, create_if_absent, is_not_found
+
+BUCKET = "local"
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def test_a_conditional_create_wins_once_and_keeps_the_first_body(tmp_path: Path) -> None:
+    store = FolderClient(tmp_path)
+    assert create_if_absent(store, BUCKET, "ledger/x/next=00002.json", b"first")
+    assert not create_if_absent(store, BUCKET, "ledger/x/next=00002.json", b"second")
+    assert store.get_object(Bucket=BUCKET, Key="ledger/x/next=00002.json")["Body"].read() == b"first"
+
+
+def test_an_unchanged_page_is_not_rewritten_and_a_changed_one_is(tmp_path: Path) -> None:
+    # Given a page landed with its hash in the metadata
+    writer, key = (
+        LakeWriter(FolderClient(tmp_path), BUCKET),
+        "raw/source=s/ingestion_date=2026-11-26/shard=all/page=00001.json.gz",
+    )
+    first = writer.write_page(key, [{"id": 1}], {"run-id": "r1"})
+    landed = _identity(tmp_path / key)
+    # When the same records land again, then others
+    again = writer.write_page(key, [{"id": 1}], {"run-id": "r2"})
+    assert _identity(tmp_path / key) == landed
+    changed = writer.write_page(key, [{"id": 2}], {"run-id": "r3"})
+    # Then the first write created it, the second left it alone (its file untouched), the third replaced it
+    assert (first.written, again.written, changed.written) == (True, False, True)
+    head = FolderClient(tmp_path).head_object(Bucket=BUCKET, Key=key)
+    assert head["Metadata"]["sha256"] == changed.sha256 and head["Metadata"]["run-id"] == "r3"
+
+
+def test_if_match_writes_only_over_the_version_read(tmp_path: Path) -> None:
+    store = FolderClient(tmp_path)
+    etag = store.put_object(Bucket=BUCKET, Key="ledger/mark.json", Body=b"1")["ETag"]
+    store.put_object(Bucket=BUCKET, Key="ledger/mark.json", Body=b"2", IfMatch=etag)
+    with pytest.raises(ClientError) as stale:
+        store.put_object(Bucket=BUCKET, Key="ledger/mark.json", Body=b"3", IfMatch=etag)
+    assert stale.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert store.get_object(Bucket=BUCKET, Key="ledger/mark.json")["Body"].read() == b"2"
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [("get_object", "NoSuchKey"), ("head_object", "404")],
+)
+def test_a_missing_key_is_not_found_as_s3_says_it(tmp_path: Path, call: str, code: str) -> None:
+    with pytest.raises(ClientError) as missing:
+        getattr(FolderClient(tmp_path), call)(Bucket=BUCKET, Key="raw/none.json.gz")
+    assert missing.value.response["Error"]["Code"] == code and is_not_found(missing.value)
+
+
+def test_listing_pages_through_the_prefix_in_key_order_and_never_shows_metadata_or_temporary_files(
+    tmp_path: Path,
+) -> None:
+    # Given five keys under a prefix, one beside it, metadata, and a temporary file left by a crash
+    store = FolderClient(tmp_path)
+    keys = [f"ledger/source=s/run=r/shard=all/landed={n:05d}.json" for n in (3, 1, 5, 2, 4)]
+    for key in keys:
+        store.put_object(Bucket=BUCKET, Key=key, Body=b"{}", Metadata={"a": "b"})
+    store.put_object(Bucket=BUCKET, Key="ledger/source=s/run=r/shard=all/next=00002.json", Body=b"{}")
+    (tmp_path / "ledger/source=s/run=r/shard=all/.landed=00009.json.tmp-x").write_bytes(b"{}")
+    # When it is listed two keys a page
+    pages = []
+    token = None
+    while True:
+        extra: dict[str, str] = {"ContinuationToken": token} if token else {}
+        page = store.list_objects_v2(
+            Bucket=BUCKET, Prefix="ledger/source=s/run=r/shard=all/landed=", MaxKeys=2, **extra
+        )
+        pages.append([obj["Key"] for obj in page.get("Contents", [])])
+        token = page.get("NextContinuationToken")
+        if not token:
+            break
+    # Then every key comes once, in order, and the paginator agrees
+    assert [key for page in pages for key in page] == sorted(keys) and len(pages) == 3
+    listed = store.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="ledger/")
+    assert [obj["Key"] for page in listed for obj in page["Contents"]] == sorted(
+        [*keys, "ledger/source=s/run=r/shard=all/next=00002.json"]
+    )
+    assert (tmp_path / META_FOLDER).is_dir()
+
+
+def test_deleting_removes_the_object_and_its_metadata(tmp_path: Path) -> None:
+    store = FolderClient(tmp_path)
+    store.put_object(Bucket=BUCKET, Key="raw/a/page=00001.json.gz", Body=b"x", Metadata={"sha256": "1"})
+    store.delete_object(Bucket=BUCKET, Key="raw/a/page=00001.json.gz")
+    assert not any(path.is_file() for path in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "key", ["../escape.json", "raw/../../escape", "/abs", "raw//double", ".meta/x.json", "raw/.hidden"]
+)
+def test_a_key_that_is_not_a_plain_path_under_the_folder_is_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ClientError) as refused:
+        FolderClient(tmp_path / "lake").put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    assert refused.value.response["Error"]["Code"] == "InvalidKey"
+    assert not (tmp_path / "escape.json").exists() and [p.name for p in tmp_path.iterdir()] == ["lake"]

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import distribution
@@ -271,11 +272,30 @@ def emf_documents(lines: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines.splitlines() if line.startswith('{"_aws"')]
 
 
-def test_the_entrypoint_lands_a_run_from_the_images_environment(
-    image_env: Path, stages: list[Stage], tmp_path: Path
-) -> None:
-    # Given a fake vendor on 127.0.0.1 and a sources file with one source of it, in the task's environment
-    stack = parse_template((ROOT / "container" / "fargate.yaml").read_text())
+@dataclass
+class ImageRun:
+    folder: Path  # cwd: an empty folder; "home": the entrypoint's --home
+    result: subprocess.CompletedProcess[str]
+    changed: list[Path]  # files of the image's environment written during the run
+
+
+@pytest.fixture(scope="module")
+def image_run(image_env: Path, stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -> ImageRun:
+    """The image's entrypoint, from the image's environment with the final stage's ENV (its --home, HOME and sources
+    file here), run in an empty folder against a fake vendor on 127.0.0.1 serving one source of 3 pages."""
+    folder = tmp_path_factory.mktemp("image-run")
+    (folder / "cwd").mkdir()
+    sources = folder / "sources.yaml"
+    final = stages[-1]
+    env = env_of(final) | {
+        "PATH": f"{image_env / 'bin'}:/usr/bin:/bin",
+        "HOME": str(folder / "tmp"),
+        "APILAKE_SOURCES_FILE": str(sources),
+        "POWERTOOLS_METRICS_NAMESPACE": "apilake-test",
+    }
+    command = entrypoint(final)
+    command[command.index("--home") + 1] = str(folder / "home")
+    started = time.time()
     with FakeVendor([Dataset("ds-one", total=25)]) as vendor:
         source = {
             "name": "one",
@@ -286,26 +306,30 @@ def test_the_entrypoint_lands_a_run_from_the_images_environment(
             "pagination": {"type": "page_number", "page_size": 10, "total_path": "meta.total"},
             "budget": {"requests_per_second": 50, "max_concurrency": 2},
         }
-        (tmp_path / "sources.yaml").write_text(yaml.safe_dump({"version": 1, "sources": [source]}))
-        env = {
-            "PATH": f"{image_env / 'bin'}:/usr/bin:/bin",
-            "HOME": str(tmp_path),
-            "APILAKE_SOURCES_FILE": str(tmp_path / "sources.yaml"),
-            "POWERTOOLS_METRICS_NAMESPACE": "apilake-test",
-        }
-        # When the image's entrypoint runs (its --home here, not /tmp/apilake) with the task's log level
-        command = entrypoint(stages[-1])
-        command[command.index("--home") + 1] = str(tmp_path / "home")
+        sources.write_text(yaml.safe_dump({"version": 1, "sources": [source]}))
         result = subprocess.run(
-            [*command, "--log-level", "INFO"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+            [*command, "--log-level", "INFO"], cwd=folder / "cwd", env=env, capture_output=True, text=True, timeout=120
         )
-    # Then the run is complete, its pages are in the lake folder under the lake's keys
-    assert result.returncode == 0, result.stdout + result.stderr
-    pages = sorted((tmp_path / "home" / "lake" / "raw" / "source=one").rglob("page=*.json.gz"))
-    assert len(pages) == 3, result.stdout
-    # And the logs on stderr carry EMF in the namespace the task sets, with the counts its alarms watch: pages
-    # landed and failed, for the stack (the service dimension alone)
-    documents = emf_documents(result.stderr)
+    changed = [f for f in image_env.rglob("*") if f.is_file() and f.stat().st_mtime >= started]
+    return ImageRun(folder, result, changed)
+
+
+def test_the_entrypoint_lands_a_run_from_the_images_environment_writing_only_under_its_home(
+    image_run: ImageRun,
+) -> None:
+    # Then the run is complete and its pages are in the lake folder under the lake's keys
+    assert image_run.result.returncode == 0, image_run.result.stdout + image_run.result.stderr
+    pages = sorted((image_run.folder / "home" / "lake" / "raw" / "source=one").rglob("page=*.json.gz"))
+    assert len(pages) == 3, image_run.result.stdout
+    # And nothing was written beside the code (no bytecode) or in the working folder: a read-only root is enough
+    assert image_run.changed == [] and list((image_run.folder / "cwd").iterdir()) == []
+
+
+def test_the_entrypoints_logs_carry_the_metrics_its_alarms_watch(image_run: ImageRun) -> None:
+    # The logs on stderr carry EMF in the namespace the task sets, with the counts the stack's alarms watch: pages
+    # landed and failed in the run, once each, for the stack (the service dimension alone)
+    stack = parse_template((ROOT / "container" / "fargate.yaml").read_text())
+    documents = emf_documents(image_run.result.stderr)
     assert documents and all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "apilake-test" for d in documents)
     for alarm, value in (("ZeroPagesLandedAlarm", 3), ("FailedPagesAlarm", 0)):
         name = stack["Resources"][alarm]["Properties"]["MetricName"]

@@ -17,14 +17,9 @@ page written but not recorded (the process died in between) lands unchanged: sam
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 import re
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,198 +27,37 @@ from typing import Any
 
 import requests
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apilake.auth import CredentialStore
 from apilake.config import Source, SourcesFile
 from apilake.exceptions import ConfigError, PlanningError
-from apilake.http import Deadline, VendorClient
+from apilake.http import Deadline
 from apilake.ingest import PageIngester
 from apilake.lake import LakeWriter
 from apilake.ledger import Ledger, RunManifest, RunStatus, shard_prefix
 from apilake.messages import WorkItem, WorkItemRecord
 from apilake.observability import Metric, logger, std_logger, totals
 from apilake.planner import Planner, PlanRequest
-from apilake.queue import QueueLocator, QueueSender
-from apilake.ratelimit import Pacer
+from apilake.runner_queues import (
+    BatchContext,
+    Entry,
+    PlanCollector,
+    RunLocator,
+    RunnerVendors,
+    RunSender,
+    WorkQueues,
+    queue_url,
+)
 from apilake.settings import WorkerSettings
 
-QUEUE_SCHEME = "inprocess://"
 DEFAULT_BATCH_SIZE = 10
 MAX_RETRY_DELAY_SECONDS = 60.0
-# A Lambda's longest run: what each batch is told it has left (the ingester starts no wait past it).
-BATCH_MILLIS = 900_000
 # A chain's continuation claimed but not confirmed is another delivery's only while that delivery can live; here
 # every page is in one queue once, so a pending claim is a dead process's: taken over at once.
 CLAIM_STALE_SECONDS = 0.001
 _CLAIM = re.compile(r"/next=(\d{5})\.json$")
 
 Echo = Callable[[str], None]
-
-
-def queue_url(source: str) -> str:
-    return QUEUE_SCHEME + source
-
-
-class _Context(LambdaContext):
-    """What the ingester reads of a Lambda context: the time left (a fresh window for every batch)."""
-
-    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]
-        return BATCH_MILLIS
-
-
-@dataclass(order=True)
-class _Delayed:
-    due: float
-    seq: int
-    entry: _Entry = field(compare=False)
-
-
-@dataclass
-class _Entry:
-    item: WorkItem
-    receives: int = 0
-    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-
-class WorkQueues:
-    """An in-memory queue per source (one lock): items ready, items delayed until a time, and how many are not
-    done yet (queued, delayed or in a batch). Each page is queued once (a chain's continuation sent again, or a
-    planned page already queued, is dropped); a parked copy and a retry are queued whatever."""
-
-    def __init__(self, sources: Sequence[str]) -> None:
-        self._lock = threading.Lock()
-        self._ready: dict[str, deque[_Entry]] = {s: deque() for s in sources}
-        self._delayed: dict[str, list[_Delayed]] = {s: [] for s in sources}
-        self._wakeup = {s: threading.Condition(self._lock) for s in sources}
-        self._seen: set[tuple[str, str, str, int]] = set()
-        self._seq = itertools.count()
-        self.outstanding = 0
-        self.queued: dict[str, int] = dict.fromkeys(sources, 0)
-        self.stopped = False
-
-    def offer(self, item: WorkItem, delay_seconds: float = 0) -> bool:
-        page = (item.source, item.run_id, item.shard, item.page)
-        with self._lock:
-            if item.source not in self._ready:
-                raise ConfigError(f"source '{item.source}': no queue in this run")
-            if item.park is None and page in self._seen:
-                return False
-            self._seen.add(page)
-            self.outstanding += 1
-            self.queued[item.source] += 1
-            self._put(_Entry(item), delay_seconds)
-            return True
-
-    def retry(self, entry: _Entry, delay_seconds: float) -> None:
-        with self._lock:
-            self._put(entry, delay_seconds)
-
-    def _put(self, entry: _Entry, delay_seconds: float) -> None:
-        source = entry.item.source
-        if delay_seconds > 0:
-            heapq.heappush(self._delayed[source], _Delayed(time.monotonic() + delay_seconds, next(self._seq), entry))
-        else:
-            self._ready[source].append(entry)
-        self._wakeup[source].notify()
-
-    def take(self, source: str, limit: int, workers: int) -> list[_Entry] | None:
-        """Up to ``limit`` items (fewer when the queue is short, so that every worker gets some); None once every
-        queue is done (or the run stopped)."""
-        ready, delayed = self._ready[source], self._delayed[source]
-        with self._lock:
-            while True:
-                if self.stopped:
-                    return None
-                now = time.monotonic()
-                while delayed and delayed[0].due <= now:
-                    ready.append(heapq.heappop(delayed).entry)
-                if ready:
-                    count = min(limit, max(1, math.ceil(len(ready) / workers)))
-                    taken = [ready.popleft() for _ in range(min(count, len(ready)))]
-                    for entry in taken:
-                        entry.receives += 1
-                    return taken
-                if self.outstanding == 0:
-                    return None
-                self._wakeup[source].wait(min(1.0, delayed[0].due - now) if delayed else 1.0)
-
-    def done(self, count: int) -> None:
-        with self._lock:
-            self.outstanding -= count
-            if self.outstanding <= 0:
-                for wakeup in self._wakeup.values():
-                    wakeup.notify_all()
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stopped = True
-            for wakeup in self._wakeup.values():
-                wakeup.notify_all()
-
-    def delayed(self, source: str) -> int:
-        with self._lock:
-            return len(self._delayed[source])
-
-
-class _Locator(QueueLocator):
-    """The planner's queues: one in memory per source of the run."""
-
-    def __init__(self, sources: Sequence[str]) -> None:
-        super().__init__(None, "local")
-        self._names = set(sources)
-
-    def url(self, source: str) -> str:
-        if source not in self._names:
-            raise ConfigError(f"source '{source}': not in this run")
-        return queue_url(source)
-
-
-class _PlanCollector(QueueSender):
-    """What the planner sends, kept: the run queues it once the ledger says what already landed."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.items: list[WorkItem] = []
-
-    def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int:
-        self.items.extend(items)
-        return len(items)
-
-
-class _Sender:
-    """The ingesters' queue: continuations, parked copies (delayed), and a parent's children (whose source's
-    workers start with its first item)."""
-
-    def __init__(self, queues: WorkQueues, start: Callable[[str], None]) -> None:
-        self._queues = queues
-        self._start = start
-
-    def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None:
-        if self._queues.offer(item, delay_seconds):
-            self._start(item.source)
-
-
-class RunnerVendors:
-    """One client per source on one pooled session; each source's requests share one pacer at its whole budget
-    (the budget's per-worker share times its workers), however many threads the source has here."""
-
-    def __init__(self, session: requests.Session, credentials: CredentialStore) -> None:
-        self._session = session
-        self._credentials = credentials
-        self._clients: dict[str, VendorClient] = {}
-        self._lock = threading.Lock()
-
-    def for_source(self, source: Source) -> VendorClient:
-        with self._lock:
-            client = self._clients.get(source.name)
-            if client is None or client.source != source:
-                share = source.budget.per_worker_rps
-                rate = share * source.budget.max_concurrency if share else None
-                pacer = Pacer(rate) if rate else None
-                client = VendorClient(source, self._session, self._credentials.for_source(source), pacer=pacer)
-                self._clients[source.name] = client
-            return client
 
 
 @dataclass
@@ -299,7 +133,7 @@ class Runner:
         self.progress_seconds = progress_seconds
         self.stop_after_pages = stop_after_pages
         self.queues = WorkQueues([s.name for s in sources.sources])
-        self.sender = _Sender(self.queues, lambda name: self._start(self.sources.get(name)))
+        self.sender = RunSender(self.queues, lambda name: self._start(self.sources.get(name)))
         self._dead: list[WorkItem] = []
         self._threads: dict[str, list[threading.Thread]] = {}
         self._lock = threading.Lock()
@@ -348,9 +182,9 @@ class Runner:
 
     def _plan(self, request: PlanRequest) -> tuple[list[WorkItem], str | None]:
         names = request.select(self.sources)
-        collector = _PlanCollector()
+        collector = PlanCollector()
         planner = Planner(
-            self.sources, _Locator([s.name for s in names]), self.ledger, collector, self.vendors.for_source
+            self.sources, RunLocator([s.name for s in names]), self.ledger, collector, self.vendors.for_source
         )
         error = None
         try:
@@ -456,12 +290,12 @@ class Runner:
             if self.stop_after_pages is not None and self._landed() >= self.stop_after_pages:
                 self.queues.stop()
 
-    def _batch(self, settings: WorkerSettings, entries: list[_Entry], processor: BatchProcessor) -> set[str]:
+    def _batch(self, settings: WorkerSettings, entries: list[Entry], processor: BatchProcessor) -> set[str]:
         """One batch through the worker's own path; the message ids of the items that failed."""
         event = {"Records": [_record(entry) for entry in entries]}
         ingester = PageIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
         try:
-            response = ingester.process(event, _Context(), processor)
+            response = ingester.process(event, BatchContext(), processor)
         except Exception:  # a fault of ours, not of a page: every item of the batch comes back
             logger.exception("batch failed", extra={"source": settings.source, "items": len(entries)})
             return {entry.message_id for entry in entries}
@@ -514,7 +348,7 @@ class Runner:
         return tallies
 
 
-def _record(entry: _Entry) -> dict[str, Any]:
+def _record(entry: Entry) -> dict[str, Any]:
     """The SQS record Lambda would hand the worker for ``entry``."""
     now = str(int(datetime.now(UTC).timestamp() * 1000))
     return {

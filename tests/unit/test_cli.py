@@ -109,7 +109,7 @@ def test_sources_validate_names_the_problem(tmp_path: Path, capsys: pytest.Captu
         "version: 1\nsources:\n  - name: x\n    base_url: https://x.example.com\n    pagination: {type: single}\n"
     )
     assert main(["sources", "validate", str(bad)]) == 2
-    assert "sources.yaml: source 'x': records_path: Field required" in capsys.readouterr().err
+    assert "sources.yaml:3:5: source 'x': records_path: Field required" in capsys.readouterr().err
 
 
 def test_template_check_passes_on_the_committed_template() -> None:

@@ -35,9 +35,9 @@ def source(**incremental: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("incremental", "message"),
     [
-        ({"initial_value": "yesterday"}, "incremental: Value error, initial_value: not an ISO 8601 timestamp"),
-        ({"initial_value": 5}, "initial_value: expected an ISO 8601 timestamp"),
-        ({"initial_value": "x", "format": "number"}, "initial_value: not a number"),
+        ({"initial_value": "yesterday"}, "incremental.initial_value: Value error, not an ISO 8601 timestamp"),
+        ({"initial_value": 5}, "initial_value: Value error, expected an ISO 8601 timestamp"),
+        ({"initial_value": "x", "format": "number"}, "initial_value: Value error, not a number"),
         ({"initial_value": 1, "format": "number", "overlap": -1}, "incremental.overlap"),
         ({"format": "number"}, "incremental.initial_value: Field required"),
     ],

@@ -8,9 +8,12 @@ pydantic model refused (sources file, planner event, environment): ``origin: loc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import re
+from collections.abc import Callable, Collection
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 
 class ApilakeError(Exception):
@@ -84,15 +87,62 @@ def dotted(loc: Location) -> str:
 
 
 def describe_validation_error(
-    origin: str, error: ValidationError, *, locate: Callable[[Location], str] = dotted, whole: str = "(root)"
+    origin: str,
+    error: ValidationError,
+    *,
+    locate: Callable[[Location], str] = dotted,
+    whole: str = "(root)",
+    position: Callable[[Location, str], str] | None = None,
+    fields: Callable[[Location], Collection[str]] | None = None,
 ) -> str:
     """Each of a pydantic error's problems on a line of its own, as ``origin: location: message``.
 
     ``origin`` is what was read (``sources.yaml``, ``planner event``, ``environment``); ``locate``
     names the place in it (a field path, a source, an environment variable); ``whole`` stands for
-    the document itself, when the problem is not in one field.
+    the document itself, when the problem is not in one field. ``position`` (given the location and
+    pydantic's error type) says where it is in the text read, ``12:5`` (``origin:12:5: ...``), or "";
+    ``fields`` (given an unknown field's location) the fields allowed there, to suggest the closest.
+    A wrong tag of a tagged union is located at the tag's field (``pagination.type``); a misspelt
+    tag, literal or enum value, or field, ends with "(did you mean 'cursor'?)".
     """
-    return "\n".join(f"{origin}: {locate(tuple(err['loc'])) or whole}: {err['msg']}" for err in error.errors())
+    lines = []
+    for err in error.errors():
+        loc: Location = tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "union_tag_invalid" and "discriminator" in ctx:
+            loc = (*loc, str(ctx["discriminator"]).strip("'"))
+        at = position(loc, err["type"]) if position else ""
+        lines.append(f"{origin}{':' + at if at else ''}: {locate(loc) or whole}: {err['msg']}{_hint(err, fields)}")
+    return "\n".join(lines)
+
+
+def _hint(err: ErrorDetails, fields: Callable[[Location], Collection[str]] | None) -> str:
+    """`` (did you mean 'x'?)`` for a misspelt field, tag, literal or enum value; else ""."""
+    ctx, written = err.get("ctx") or {}, err["input"]
+    if err["type"] == "extra_forbidden" and fields and err["loc"]:
+        written, choices = err["loc"][-1], list(fields(tuple(err["loc"])))
+    elif err["type"] in ("union_tag_invalid", "literal_error", "enum"):
+        written = ctx.get("tag", written)
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected_tags") or ctx.get("expected") or ""))
+    else:
+        return ""
+    if not isinstance(written, str):
+        return ""
+    close = difflib.get_close_matches(written, choices, n=1, cutoff=0.65)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def field_error(model: BaseModel, field: str | Location, message: str) -> ValidationError:
+    """The error a model validator raises for one of its fields (a check across fields): pydantic reports it at
+    that field (``pagination.cursor_path``), not at the model, with the message of a ``ValueError``::
+
+        raise field_error(self, "cursor_path", "give cursor_path or cursor_field")
+        raise field_error(self, ("sources", 3, "name"), "...")  # deeper: the path from the model
+    """
+    loc = (field,) if isinstance(field, str) else field
+    value = getattr(model, field, None) if isinstance(field, str) else None
+    detail = InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": message})
+    return ValidationError.from_exception_data(type(model).__name__, [detail])
 
 
 class CredentialsError(ConfigError, PermanentError):

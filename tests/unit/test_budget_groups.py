@@ -96,7 +96,8 @@ def test_each_worker_of_a_group_keeps_to_the_group_rate_over_all_its_workers(
         ),
         pytest.param(
             doc(source("charges", group="stripe", requests_per_second=5), groups=STRIPE),
-            "sources.yaml: source 'charges': budget: Value error, a source in budget group 'stripe' shares the "
+            "sources.yaml: source 'charges': budget.requests_per_second: Value error, a source in budget group "
+            "'stripe' shares the "
             "group's requests_per_second (budget_groups): drop requests_per_second here, or the group",
             id="a grouped source with a rate of its own",
         ),

@@ -121,8 +121,60 @@ WHERE = [
     ),
     pytest.param(
         source_with("pagination: {page_size: 5}"),
-        "sources.yaml:6:5: source 'api-x': pagination: Unable to extract tag using discriminator 'type'",
-        id="no type: at the block's key",
+        "sources.yaml:6:17: source 'api-x': pagination.type: Field required: one of 'page_number', 'offset', "
+        "'cursor', 'next_url', 'link_header', 'single'\n",
+        id="no pagination type: at the mapping that lacks it, the types listed",
+    ),
+    pytest.param(
+        source_with(SINGLE, "auth:", "  secret_name: apilake/vendor"),
+        "sources.yaml:8:7: source 'api-x': auth.type: Field required: one of 'none', 'api_key', 'bearer', "
+        "'http_basic', 'oauth2_client_credentials', 'headers_from_secret'\n",
+        id="no auth type",
+    ),
+    pytest.param(
+        source_with(SINGLE, "sharding: {start_param: from, end_param: to}"),
+        "sources.yaml:7:15: source 'api-x': sharding.type: Field required: one of 'none', 'daily'\n",
+        id="no sharding type",
+    ),
+    pytest.param(
+        source_with(SINGLE, "auth: {type: oauth2, token_url: 'https://a.example.com/token', secret_name: s}"),
+        "sources.yaml:7:18: source 'api-x': auth.type: Input tag 'oauth2' found using 'type' does not match any of "
+        "the expected tags: 'none', 'api_key', 'bearer', 'http_basic', 'oauth2_client_credentials', "
+        "'headers_from_secret'\n",
+        id="unknown auth type: the types listed",
+    ),
+    pytest.param(
+        source_with("pagination: single"),
+        "sources.yaml:6:17: source 'api-x': pagination: Input should be a valid dictionary or object to extract "
+        "fields from (write {type: single})\n",
+        id="a type alone instead of the mapping",
+    ),
+    pytest.param(
+        source_with("sharding: weekly", SINGLE),
+        "sources.yaml:6:15: source 'api-x': sharding: Input should be a valid dictionary or object to extract "
+        "fields from (a mapping with type: one of 'none', 'daily')\n",
+        id="a scalar instead of the mapping",
+    ),
+    pytest.param(
+        "version: 1\nbudget_groups: {stripe: {requests_per_second: 25}}\nsources:\n  - name: api-x\n"
+        "    base_url: https://api.example.com\n    records_path: data\n    pagination: {type: single}\n"
+        "    budget: {group: stripe, requests_per_second: 5}\n",
+        "sources.yaml:8:50: source 'api-x': budget.requests_per_second: Value error, a source in budget group "
+        "'stripe' shares the group's requests_per_second (budget_groups): drop requests_per_second here, or the "
+        "group\n",
+        id="a grouped source with a rate of its own: at its rate",
+    ),
+    pytest.param(
+        source_with(SINGLE, "path: /repos/{id}"),
+        "sources.yaml:7:11: source 'api-x': path: Value error, {id} is a placeholder, which only a child source "
+        "fills from its parent's records: add parent: {source: ..., fields: {id: <field of the parent's records>}}\n",
+        id="a placeholder without a parent: at the path",
+    ),
+    pytest.param(
+        source_with(SINGLE, "path: /repos/{id}", "parent: {source: repos, fields: {id: id}}"),
+        "sources.yaml:8:22: source 'api-x': parent.source: Value error, no source 'repos' in this file "
+        "(declared: api-x)\n",
+        id="an unknown parent: at its name",
     ),
     pytest.param(
         source_with(SINGLE, "params:", "  " + "p" * 129 + ": 1"),
@@ -238,3 +290,44 @@ def test_any_document_gets_did_you_mean_for_a_literal() -> None:
     assert describe_validation_error("event", raised.value, whole="(event)").endswith(
         "Input should be 'body', 'last_record' or 'first_record' (did you mean 'first_record'?)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            source_with(SINGLE, "records_path: items"),
+            "sources.yaml:7:5: the key 'records_path' is given twice in one mapping (first at 5:5): give it once",
+            id="a source's field twice",
+        ),
+        pytest.param(
+            source_with(SINGLE, "params: {per_page: 100, state: all, per_page: 50}"),
+            "sources.yaml:7:41: the key 'per_page' is given twice in one mapping (first at 7:14): give it once",
+            id="a param twice in a flow mapping",
+        ),
+        pytest.param(
+            source_with(SINGLE) + "sources: []\n",
+            "sources.yaml:7:1: the key 'sources' is given twice in one mapping (first at 2:1): give it once",
+            id="a top-level key twice",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_at_the_second(tmp_path: Path, text: str, expected: str) -> None:
+    # given a sources file where one mapping holds a key twice (safe_load would keep the last one silently)
+    path = tmp_path / "sources.yaml"
+    path.write_text(text, encoding="utf-8")
+    # when it is loaded, then it is refused at the second key, naming it and where the first one is
+    with pytest.raises(ConfigError) as raised:
+        load_sources(path)
+    assert str(raised.value) == f"{tmp_path}/{expected}"
+
+
+def test_a_merged_key_given_again_overrides_it() -> None:
+    # given defaults merged into a source (<<) and one of them given again: what a merge is for, not a duplicate
+    text = (
+        "version: 1\nx-defaults: &defaults\n  base_url: https://api.example.com\n  records_path: data\n"
+        "sources:\n  - name: api-x\n    <<: *defaults\n    records_path: items\n    pagination: {type: single}\n"
+    )
+    # when it is read, then the key given in the source wins
+    data, _ = read_yaml(text, "sources.yaml")
+    assert data["sources"][0]["records_path"] == "items"

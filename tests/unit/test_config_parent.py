@@ -73,15 +73,20 @@ def test_valid_child_sources_load(raw: dict[str, Any]) -> None:
     assert child.parent is not None and child.parent.source == "repos"
 
 
+WITH_A_TOTAL = (
+    " with a total (the planner would probe the first page of every child): use a chain style (cursor, next_url, "
+    "link_header, page_number without a total) or single"
+)
 INVALID = [
     pytest.param(
         doc(parent={"source": "repo", "fields": {"owner": "owner.login", "repo": "name"}}),
-        "source 'issues': parent.source: no source 'repo' in this file (declared: repos, issues)",
+        "sources.yaml: source 'issues': parent.source: Value error, no source 'repo' in this file "
+        "(declared: repos, issues)",
         id="unknown parent",
     ),
     pytest.param(
         doc(parent={"source": "issues", "fields": {"owner": "owner.login", "repo": "name"}}),
-        "source 'issues': (source): Value error, parent.source: a source cannot be its own parent",
+        "sources.yaml: source 'issues': parent.source: Value error, a source cannot be its own parent",
         id="its own parent",
     ),
     pytest.param(
@@ -91,74 +96,89 @@ INVALID = [
                 {**copy.deepcopy(ISSUES), "name": "b", "parent": {"source": "a", "fields": ISSUES["parent"]["fields"]}},
             ]
         },
-        "source 'a': parent.source: parents form a cycle: a -> b -> a",
+        "sources.yaml: source 'a': parent.source: Value error, parents form a cycle: a -> b -> a",
         id="a cycle",
     ),
     pytest.param(
         doc(path="/repos/{owner}/{name}/issues"),
-        "source 'issues': (source): Value error, path: {name} is not one of parent.fields (owner, repo): "
+        "sources.yaml: source 'issues': path: Value error, {name} is not one of parent.fields (owner, repo): "
         "add name: <field of the parent's records> to parent.fields",
         id="a placeholder without its field",
     ),
     pytest.param(
         doc(params={"q": "{query}"}),
-        "params.q: {query} is not one of parent.fields (owner, repo)",
+        "sources.yaml: source 'issues': params.q: Value error, {query} is not one of parent.fields (owner, repo): "
+        "add query: <field of the parent's records> to parent.fields",
         id="a param's placeholder without its field",
     ),
     pytest.param(
         doc(path="/repos/{owner}/issues"),
-        "parent.fields.repo: {repo} is used neither in path nor in params",
+        "sources.yaml: source 'issues': parent.fields.repo: Value error, {repo} is used neither in path nor in params",
         id="a field no placeholder uses",
     ),
     pytest.param(
         {"sources": [{**copy.deepcopy(REPOS), "path": "/repos/{owner}/issues"}]},
-        "source 'repos': (source): Value error, path: {owner} is a placeholder, which only a child source fills",
+        "sources.yaml: source 'repos': path: Value error, {owner} is a placeholder, which only a child source "
+        "fills from its parent's records: add parent: {source: ..., fields: {owner: <field of the parent's "
+        "records>}}",
         id="a placeholder in a source without a parent",
     ),
     pytest.param(
         doc(sharding={"type": "daily", "start_param": "since", "end_param": "until"}),
-        "parent: a child source is not sharded by date (sharding: none)",
+        "sources.yaml: source 'issues': sharding: Value error, a child source (parent:) is not sharded by date: "
+        "sharding: none; its parent may be",
         id="a sharded child",
     ),
     pytest.param(
         doc(incremental={"cursor_path": "updated_at", "param": "since", "initial_value": "2026-01-01T00:00:00Z"}),
-        "parent: a child source cannot be incremental",
+        "sources.yaml: source 'issues': incremental: Value error, a child source (parent:) cannot be incremental; "
+        "its parent may be",
         id="an incremental child",
     ),
     pytest.param(
         doc(schedule={"expression": "rate(1 hour)"}),
-        "parent: a child source runs when its parent's pages land: drop its schedule",
+        "sources.yaml: source 'issues': schedule: Value error, a child source (parent:) runs when its parent's "
+        "pages land: drop its schedule",
         id="a child with a schedule",
     ),
     pytest.param(
         doc(pagination={"type": "offset", "total_path": "total"}),
-        "pagination: a child source cannot use offset with a total (the planner would probe the first page of "
-        "every child): use a chain style",
+        "sources.yaml: source 'issues': pagination.total_path: Value error, a child source (parent:) cannot use "
+        "offset with a total (the planner would probe the first page of every child): use a chain style (cursor, "
+        "next_url, link_header, page_number without a total) or single",
         id="offset",
     ),
     pytest.param(
         doc(pagination={"type": "page_number", "total_path": "total"}),
-        "pagination: a child source cannot use page_number with a total",
+        "sources.yaml: source 'issues': pagination.total_path: Value error, a child source (parent:) cannot use "
+        "page_number" + WITH_A_TOTAL,
         id="page number with a total",
     ),
     pytest.param(
+        doc(pagination={"type": "page_number", "total_pages_path": "pages"}),
+        "sources.yaml: source 'issues': pagination.total_pages_path: Value error, a child source (parent:) cannot "
+        "use page_number" + WITH_A_TOTAL,
+        id="page number with a page count",
+    ),
+    pytest.param(
         doc(parent={"source": "repos", "fields": {}}),
-        "parent.fields: Dictionary should have at least 1 item",
+        "sources.yaml: source 'issues': parent.fields: Dictionary should have at least 1 item after validation, not 0",
         id="no fields",
     ),
     pytest.param(
         doc(parent={"source": "repos", "fields": {"owner-name": "owner.login", "repo": "name"}}),
-        "String should match pattern '^[A-Za-z_][A-Za-z0-9_]{0,31}$'",
+        "sources.yaml: source 'issues': parent.fields.owner-name: String should match pattern "
+        "'^[A-Za-z_][A-Za-z0-9_]{0,31}$'",
         id="a placeholder name that is not an identifier",
     ),
     pytest.param(
         doc(parent={"source": "repos", "fields": {"owner": "", "repo": "name"}}),
-        "parent.fields.owner: String should have at least 1 character",
+        "sources.yaml: source 'issues': parent.fields.owner: String should have at least 1 character",
         id="an empty field path",
     ),
     pytest.param(
         doc(parent={"source": "repos"}),
-        "parent.fields: Field required",
+        "sources.yaml: source 'issues': parent.fields: Field required",
         id="fields missing",
     ),
 ]
@@ -168,4 +188,5 @@ INVALID = [
 def test_invalid_child_sources_are_refused_naming_source_and_field(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as refused:
         parse_sources(raw, "sources.yaml")
-    assert message in str(refused.value)
+    # then the one problem is said at its field, in full
+    assert str(refused.value) == message

@@ -22,7 +22,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
 
-from apilake.exceptions import ConfigError
+from apilake.exceptions import ConfigError, field_error
 from apilake.pagination_config import _Model
 
 BUDGET_GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -61,9 +61,11 @@ class Budget(_Model):
     @model_validator(mode="after")
     def _one_limit(self) -> Budget:
         if self.group is not None and self.requests_per_second is not None:
-            raise ValueError(
+            raise field_error(
+                self,
+                "requests_per_second",
                 f"a source in budget group {self.group!r} shares the group's requests_per_second "
-                "(budget_groups): drop requests_per_second here, or the group"
+                "(budget_groups): drop requests_per_second here, or the group",
             )
         return self
 

@@ -367,7 +367,7 @@ class SourcesFile(_Model):
 
     @model_validator(mode="after")
     def _parents(self) -> SourcesFile:
-        check_parents(self.sources)
+        check_parents(self, self.sources)
         return self
 
     @model_validator(mode="after")

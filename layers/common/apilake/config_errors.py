@@ -46,6 +46,8 @@ def read_yaml(text: str, origin: str) -> tuple[Any, Places]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(loader, node, origin)
         data = loader.construct_document(node) if node is not None else None
         places: Places = {}
         if node is not None:
@@ -60,6 +62,35 @@ def read_yaml(text: str, origin: str) -> tuple[Any, Places]:
         raise ConfigError(f"{origin}: not valid YAML: {exc}") from exc
     finally:
         loader.dispose()
+
+
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, root: yaml.Node, origin: str) -> None:
+    """ConfigError at the second of two equal keys of one mapping (``yaml.safe_load`` would keep the last one
+    silently). A key merged in (``<<: *defaults``) may be given again: that is what a merge is for."""
+    walked: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[object, yaml.Mark] = {}
+            for key_node, value_node in node.value:
+                pending.extend((key_node, value_node))
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = loader.construct_object(key_node)
+                mark = key_node.start_mark
+                if key in seen:
+                    first = seen[key]
+                    raise ConfigError(
+                        f"{origin}:{mark.line + 1}:{mark.column + 1}: the key {key!r} is given twice in one mapping "
+                        f"(first at {first.line + 1}:{first.column + 1}): give it once"
+                    )
+                seen[key] = mark
 
 
 def _record(
@@ -96,6 +127,13 @@ def model_at(root: type[BaseModel], loc: Location) -> type[BaseModel] | None:
     kinds = [kind for _, kind in _steps(root, loc[:-1])]
     kind = _unwrapped(kinds[-1] if kinds else root)[0]
     return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def tags_at(root: type[BaseModel], loc: Location) -> list[str]:
+    """The tags of the tagged union ``loc`` names (``pagination`` -> page_number, offset, ...); [] if it is not one."""
+    kinds = [kind for _, kind in _steps(root, loc)] if loc else [root]
+    tags = _unwrapped(kinds[-1])[1] if kinds else None
+    return [str(tag) for tag in tags or ()]
 
 
 def _steps(root: type[BaseModel], loc: Location) -> Iterator[tuple[int | str | None, Any]]:
@@ -184,6 +222,7 @@ class SourcesErrors:
             whole="(file)",
             position=self.position if self.places else None,
             fields=self.fields,
+            tags=lambda loc: tags_at(self.root, loc),
         )
 
     def locate(self, loc: Location) -> str:

@@ -94,6 +94,7 @@ def describe_validation_error(
     whole: str = "(root)",
     position: Callable[[Location, str], str] | None = None,
     fields: Callable[[Location], Collection[str]] | None = None,
+    tags: Callable[[Location], Collection[str]] | None = None,
 ) -> str:
     """Each of a pydantic error's problems on a line of its own, as ``origin: location: message``.
 
@@ -101,19 +102,37 @@ def describe_validation_error(
     names the place in it (a field path, a source, an environment variable); ``whole`` stands for
     the document itself, when the problem is not in one field. ``position`` (given the location and
     pydantic's error type) says where it is in the text read, ``12:5`` (``origin:12:5: ...``), or "";
-    ``fields`` (given an unknown field's location) the fields allowed there, to suggest the closest.
-    A wrong tag of a tagged union is located at the tag's field (``pagination.type``); a misspelt
-    tag, literal or enum value, or field, ends with "(did you mean 'cursor'?)".
+    ``fields`` (given an unknown field's location) the fields allowed there, to suggest the closest;
+    ``tags`` (given a tagged union's location) its tags, to list them when the tag is missing.
+    A wrong or missing tag of a tagged union is located at the tag's field (``pagination.type``); a
+    misspelt tag, literal or enum value, or field, ends with "(did you mean 'cursor'?)".
     """
     lines = []
     for err in error.errors():
         loc: Location = tuple(err["loc"])
-        ctx = err.get("ctx") or {}
-        if err["type"] == "union_tag_invalid" and "discriminator" in ctx:
-            loc = (*loc, str(ctx["discriminator"]).strip("'"))
+        ctx, message = err.get("ctx") or {}, err["msg"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found") and "discriminator" in ctx:
+            tag = str(ctx["discriminator"]).strip("'")
+            if err["type"] == "union_tag_not_found":
+                message = f"Field required{_one_of(tags(loc) if tags else ())}"
+            loc = (*loc, tag)
+        elif err["type"] == "model_attributes_type" and tags and (allowed := tags(loc)):
+            message += _not_a_mapping(err["input"], allowed)
         at = position(loc, err["type"]) if position else ""
-        lines.append(f"{origin}{':' + at if at else ''}: {locate(loc) or whole}: {err['msg']}{_hint(err, fields)}")
+        lines.append(f"{origin}{':' + at if at else ''}: {locate(loc) or whole}: {message}{_hint(err, fields)}")
     return "\n".join(lines)
+
+
+def _one_of(allowed: Collection[str]) -> str:
+    """``: one of 'a', 'b'`` (nothing when there is no choice to list)."""
+    return ": one of " + ", ".join(repr(tag) for tag in allowed) if allowed else ""
+
+
+def _not_a_mapping(written: object, allowed: Collection[str]) -> str:
+    """What a tagged union wants when given a scalar: `` (write {type: single})`` for a tag alone, else the tags."""
+    if isinstance(written, str) and written in allowed:
+        return f" (write {{type: {written}}})"
+    return f" (a mapping with type{_one_of(allowed)})"
 
 
 def _hint(err: ErrorDetails, fields: Callable[[Location], Collection[str]] | None) -> str:

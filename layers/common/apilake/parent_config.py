@@ -14,11 +14,12 @@ declared, no cycle) :func:`check_parents` (``SourcesFile``'s). :mod:`apilake.chi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
+from apilake.exceptions import field_error
 from apilake.pagination_config import (
     JsonPath,
     OffsetPagination,
@@ -67,62 +68,75 @@ def used_placeholders(source: Source) -> dict[str, str]:
 
 
 def check_child(source: Source) -> None:
-    """ValueError when a source's ``parent`` (or its absence) does not fit the rest of it."""
+    """A ValidationError at the field of ``source`` its ``parent`` (or its absence) does not fit."""
     parent = source.parent
     if parent is None:
         if found := placeholders(source.path):
-            raise ValueError(
-                f"path: {{{found[0]}}} is a placeholder, which only a child source fills from its parent's "
-                "records: add parent: {source: ..., fields: {" + found[0] + ": <field of the parent's records>}}"
+            raise field_error(
+                source,
+                "path",
+                f"{{{found[0]}}} is a placeholder, which only a child source fills from its parent's records: add "
+                "parent: {source: ..., fields: {" + found[0] + ": <field of the parent's records>}}",
             )
         return
     if parent.source == source.name:
-        raise ValueError("parent.source: a source cannot be its own parent")
+        raise field_error(source, ("parent", "source"), "a source cannot be its own parent")
     used = used_placeholders(source)
     for name, where in used.items():
         if name not in parent.fields:
-            raise ValueError(
-                f"{where}: {{{name}}} is not one of parent.fields ({', '.join(parent.fields)}): "
-                f"add {name}: <field of the parent's records> to parent.fields"
+            raise field_error(
+                source,
+                tuple(where.split(".", 1)),
+                f"{{{name}}} is not one of parent.fields ({', '.join(parent.fields)}): "
+                f"add {name}: <field of the parent's records> to parent.fields",
             )
     for name in parent.fields:
         if name not in used:
-            raise ValueError(f"parent.fields.{name}: {{{name}}} is used neither in path nor in params")
+            raise field_error(source, ("parent", "fields", name), f"{{{name}}} is used neither in path nor in params")
     if source.sharding.type != "none":
-        raise ValueError("parent: a child source is not sharded by date (sharding: none); its parent may be")
+        raise field_error(
+            source, "sharding", "a child source (parent:) is not sharded by date: sharding: none; its parent may be"
+        )
     if source.incremental is not None:
-        raise ValueError("parent: a child source cannot be incremental; its parent may be")
+        raise field_error(source, "incremental", "a child source (parent:) cannot be incremental; its parent may be")
     if source.schedule is not None:
-        raise ValueError("parent: a child source runs when its parent's pages land: drop its schedule")
+        raise field_error(
+            source, "schedule", "a child source (parent:) runs when its parent's pages land: drop its schedule"
+        )
     pagination = source.pagination
-    if isinstance(pagination, OffsetPagination) or (
-        isinstance(pagination, PageNumberPagination)
-        and (pagination.total_path is not None or pagination.total_pages_path is not None)
-    ):
-        raise ValueError(
-            f"pagination: a child source cannot use {pagination.type} with a total (the planner would probe the "
-            "first page of every child): use a chain style (cursor, next_url, link_header, page_number without "
-            "a total) or single"
+    total = None  # the field that makes the planner probe page 1 for a total (offset always has one)
+    if isinstance(pagination, OffsetPagination | PageNumberPagination) and pagination.total_path is not None:
+        total = "total_path"
+    elif isinstance(pagination, PageNumberPagination) and pagination.total_pages_path is not None:
+        total = "total_pages_path"
+    if total is not None:
+        raise field_error(
+            source,
+            ("pagination", total),
+            f"a child source (parent:) cannot use {pagination.type} with a total (the planner would probe the first "
+            "page of every child): use a chain style (cursor, next_url, link_header, page_number without a total) "
+            "or single",
         )
 
 
-def check_parents(sources: Iterable[Source]) -> None:
-    """ValueError when a ``parent.source`` is not declared, or parents form a cycle."""
+def check_parents(owner: BaseModel, sources: Sequence[Source]) -> None:
+    """A ValidationError at ``sources.<i>.parent.source`` of ``owner`` (the sources file) when a parent is not
+    declared, or parents form a cycle."""
     by_name = {source.name: source for source in sources}
-    for source in by_name.values():
+    for index, source in enumerate(sources):
         if source.parent is None:
             continue
+        at = ("sources", index, "parent", "source")
         if source.parent.source not in by_name:
-            raise ValueError(
-                f"source '{source.name}': parent.source: no source '{source.parent.source}' in this file "
-                f"(declared: {', '.join(by_name)})"
+            raise field_error(
+                owner, at, f"no source '{source.parent.source}' in this file (declared: {', '.join(by_name)})"
             )
         chain = [source.name]
         current = by_name[source.parent.source]
         while True:
             chain.append(current.name)
             if current.name == source.name:
-                raise ValueError(f"source '{source.name}': parent.source: parents form a cycle: {' -> '.join(chain)}")
+                raise field_error(owner, at, f"parents form a cycle: {' -> '.join(chain)}")
             if current.parent is None or current.parent.source not in by_name or chain.count(current.name) > 1:
                 break  # the end of the line, or a cycle that does not pass through this source (reported on its own)
             current = by_name[current.parent.source]

@@ -6,12 +6,14 @@ is counted: a fresh process running the worker handler on one message, reporting
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import ROOT, Row
@@ -88,7 +90,23 @@ def page_bytes(target: int) -> bytes:
     return json.dumps({"records": records}).encode()
 
 
-def run(megabytes: float = 50.0) -> list[Row]:
+INGEST = textwrap.dedent(
+    """
+    import json, sys
+    from apilake_cli.main import main
+
+    code = main(sys.argv[1:])
+    for line in open("/proc/self/status"):  # VmHWM: this process's peak RSS
+        if line.startswith("VmHWM:"):
+            print(json.dumps({"code": code, "peak_kb": int(line.split()[1])}))
+    """
+)
+
+
+@contextlib.contextmanager
+def _serving(megabytes: float) -> Iterator[tuple[Path, int, int]]:
+    """A ~``megabytes`` MB page served on 127.0.0.1 beside a moto server, in another process, and a sources
+    file of one source fetching it: (the sources file, the page's port, moto's port)."""
     with tempfile.TemporaryDirectory() as folder:
         page = Path(folder) / "page.json"
         page.write_bytes(page_bytes(int(megabytes * 1e6)))
@@ -97,44 +115,44 @@ def run(megabytes: float = 50.0) -> list[Row]:
             assert server.stdout is not None
             port, moto_port = (int(p) for p in server.stdout.readline().split())
             sources = Path(folder) / "sources.yaml"
-            sources.write_text(
-                json.dumps(
-                    {
-                        "version": 1,
-                        "sources": [
-                            {
-                                "name": "big",
-                                "base_url": f"http://127.0.0.1:{port}",
-                                "records_path": "records",
-                                "pagination": {"type": "single"},
-                                "max_page_bytes": 256 * 1024 * 1024,
-                            }
-                        ],
-                    }
-                )
-            )
-            env = {
-                **os.environ,
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "x",
-                "AWS_SECRET_ACCESS_KEY": "x",
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": "ERROR",
+            source = {
+                "name": "big",
+                "base_url": f"http://127.0.0.1:{port}",
+                "records_path": "records",
+                "pagination": {"type": "single"},
+                "max_page_bytes": 256 * 1024 * 1024,
             }
-            out = subprocess.run(
-                [sys.executable, "-c", WORKER, str(sources), str(ROOT / "functions" / "worker")],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            sources.write_text(json.dumps({"version": 1, "sources": [source]}))
+            yield sources, port, moto_port
         finally:
             server.terminate()
+
+
+def _env(moto_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+    }
+
+
+def run(megabytes: float = 50.0) -> list[Row]:
+    with _serving(megabytes) as (sources, _, moto_port):
+        out = subprocess.run(
+            [sys.executable, "-c", WORKER, str(sources), str(ROOT / "functions" / "worker")],
+            capture_output=True,
+            text=True,
+            env=_env(moto_port),
+            check=True,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["failures"] == [], result
     peak = result["peak_kb"] / 1024
-    return [
+    rows = [
         Row(
             "6 memory",
             f"worker peak RSS, one {megabytes:.0f} MB page",
@@ -143,5 +161,35 @@ def run(megabytes: float = 50.0) -> list[Row]:
             f"<= {TARGET_MB:.0f} MB",
             peak <= TARGET_MB,
             f"{result['before_kb'] / 1024:.0f} MB before the page",
+        )
+    ]
+    return rows + run_ingest(megabytes)
+
+
+def run_ingest(megabytes: float = 50.0) -> list[Row]:
+    """``apilake ingest`` (one process, to a lake folder) landing the same page: its peak RSS."""
+    with _serving(megabytes) as (sources, _, moto_port), tempfile.TemporaryDirectory() as home:
+        out = subprocess.run(
+            [sys.executable, "-c", INGEST, "--home", home, "ingest", "--sources", str(sources), "--json"],
+            capture_output=True,
+            text=True,
+            env=_env(moto_port),
+            check=False,
+        )
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        landed = sorted(str(p.relative_to(home)) for p in Path(home).rglob("page=*.json.gz"))
+    if result["code"] != 0 or len(landed) != 1:
+        code = result["code"]
+        raise RuntimeError(f"apilake ingest did not land the page: exit {code}, {landed}: {out.stderr[-500:]}")
+    peak = result["peak_kb"] / 1024
+    return [
+        Row(
+            "6 memory",
+            f"apilake ingest peak RSS, one {megabytes:.0f} MB page",
+            peak,
+            "MB",
+            f"<= {TARGET_MB:.0f} MB",
+            peak <= TARGET_MB,
+            "one process: planner, fetch, write to a lake folder, ledger",
         )
     ]

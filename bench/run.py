@@ -1,8 +1,9 @@
 """`make bench`: every benchmark of docs/benchmarks.md, one table with every figure and its target,
 and the same as JSON under bench/results/.
 
-1 and 2 throughput (clean, with 429s), 3 rate-limit use, 4 cold start and zip sizes, 5 planner
-fan-out, 6 memory, 7 cost model. About 15 minutes on a 2-core machine.
+1 and 2 throughput (clean, with 429s), 3 rate-limit use (3b: announced in headers), 4 cold start and zip
+sizes, 5 planner fan-out, 6 memory (a worker, and apilake ingest), 7 cost model. About 17 minutes on a
+2-core machine.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 from apilake_dev.demo import planner_event
-from bench import cold_start, cost, fanout, memory, throughput
+from bench import cold_start, cost, fanout, memory, rate_headers, throughput
 from bench.common import Row, table, write
 
 
@@ -24,6 +25,8 @@ def main() -> int:
     rows += throughput.throughput(planner_event())
     print("3: rate-limit use", flush=True)
     rows += throughput.rate_limit_use()
+    print("3b: rate-limit use, the limit announced in headers", flush=True)
+    rows += rate_headers.run()
     print("4: cold start (sam build)", flush=True)
     with tempfile.TemporaryDirectory() as build_dir:
         rows += cold_start.run(Path(build_dir))

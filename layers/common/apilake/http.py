@@ -37,11 +37,13 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 
+from apilake import USER_AGENT as USER_AGENT  # importable from here too, as before
 from apilake.auth import Authenticator, Credentials, CredentialStore, renewing
 from apilake.config import Source
 from apilake.exceptions import BadResponseError, ParkMessageError, PermanentHttpError, TransientHttpError
 from apilake.observability import Metric, count, logger
 from apilake.pagination import PageRequest, VendorPage
+from apilake.quota import refused_for_rate
 from apilake.ratelimit import Pacer
 from apilake.records import MAX_DEPTH, NestingError, parse_document
 from apilake.request_body import reported_errors
@@ -49,7 +51,6 @@ from apilake.request_body import reported_errors
 MAX_REDIRECTS = 5
 KEEPS_METHOD = (307, 308)  # the redirects that repeat a request as it was (RFC 9110 15.4); others turn a POST to a GET
 CHUNK_BYTES = 256 * 1024
-USER_AGENT = "apilake/0.1 (+https://github.com/apilake)"
 # The longest wait a vendor can ask for: SQS's longest visibility timeout (the longest a message can be parked).
 MAX_RETRY_AFTER_SECONDS = 43_200.0
 # What requests, urllib3, http.client and the socket raise (requests' own exceptions are OSErrors;
@@ -266,8 +267,8 @@ class VendorClient:
         if deadline.remaining() <= 0:
             raise TransientHttpError("no time left in this invocation to call the vendor")
         credentials = tally.credentials = self.credentials.current()  # per attempt: a token may expire mid-run
-        if self.pacer is not None:
-            self.pacer.wait()
+        if self.pacer is not None:  # a wait past what may be slept here parks the page (the quota is spent)
+            self.pacer.wait(min(self.source.retries.max_inline_wait_seconds, max(0.0, deadline.remaining())))
         tally.attempts += 1
         url, params = request.url, {**request.params, **credentials.params}
         headers = {**self.source.headers, **credentials.headers}
@@ -300,7 +301,9 @@ class VendorClient:
                 f"the response of {self._shown(response)} is not JSON ({content_type}, {len(body)} bytes): "
                 f"{type(exc).__name__}"
             ) from None
-        if self.source.error_path and (reported := reported_errors(document, self.source.error_path)):
+        if self.source.error_path and (
+            reported := reported_errors(document, self.source.error_path, credentials.scrub)
+        ):
             raise BadResponseError(f"the response of {self._shown(response)} {reported}")
         return VendorPage(
             document=document,
@@ -392,15 +395,19 @@ class VendorClient:
         if status < 400:
             return
         shown = self._shown(response)
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        # A 403 that says the rate limit is spent (GitHub) is waited out as a 429.
+        rated = refused_for_rate(status, response.headers, retry_after, time.time())
+        if status == 429 or status >= 500 or rated is not None:
+            retry_after = rated if rated is not None else retry_after
+            if status in (429, 403):
                 count(self.source.name, Metric.THROTTLED)
                 tally.throttled += 1
             inline_limit = min(self.source.retries.max_inline_wait_seconds, deadline.remaining())
             if retry_after is not None and retry_after > inline_limit:
                 raise ParkMessageError(
-                    f"{status} from {shown} with Retry-After {retry_after:.0f}s: parking the message",
+                    f"{status} from {shown} with {'Retry-After' if rated is None else 'its rate limit spent for'} "
+                    f"{retry_after:.0f}s: parking the message",
                     delay_seconds=math.ceil(retry_after),
                 )
             raise TransientHttpError(f"{status} from {shown}", status=status, retry_after=retry_after)

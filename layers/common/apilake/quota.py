@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 # Longer than any window worth pacing within (a day): a reset further away is read as "not now".
 MAX_RESET_SECONDS = 86_400.0
+# A rate-limit 403 that names no reset: wait as long as a one-minute window could take.
+SPENT_WITHOUT_RESET_SECONDS = 60.0
 _EPOCH_SECONDS = 1e9
 _EPOCH_MILLISECONDS = 1e12
 _NUMBER = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*")
@@ -186,3 +188,17 @@ def _shopify(headers: Mapping[str, str], now: float) -> Quota | None:
         return None
     used, capacity = float(match[1]), float(match[2])
     return Quota(remaining=max(0.0, capacity - used), reset_seconds=None, limit=capacity, style="shopify")
+
+
+def refused_for_rate(status: int, headers: Mapping[str, str], retry_after: float | None, now: float) -> float | None:
+    """The seconds to wait when a 403 is a rate limit in all but name (None: a real 403). GitHub answers a spent
+    primary limit with 403 and ``X-RateLimit-Remaining: 0`` (wait for ``X-RateLimit-Reset``), a secondary limit
+    with 403 and ``Retry-After``; others do the same."""
+    if status != 403:
+        return None
+    if retry_after is not None:
+        return retry_after
+    quota = read_quota(headers, now)
+    if quota is None or quota.remaining > 0:
+        return None
+    return quota.reset_seconds if quota.reset_seconds is not None else SPENT_WITHOUT_RESET_SECONDS

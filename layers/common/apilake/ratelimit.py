@@ -8,11 +8,18 @@ the pace is exact: every thread waits for its slot on one schedule.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 
+from apilake.exceptions import ParkMessageError
 from apilake.quota import Quota, read_quota
+
+
+class PaceParkedError(ParkMessageError):
+    """The next request's slot is further away than may be waited here: the page is parked until then."""
+
 
 # A leaky bucket (no reset) that is full: how long to let it drain before the next request.
 FULL_BUCKET_WAIT_SECONDS = 1.0
@@ -55,11 +62,17 @@ class Pacer:
         self._after_reset = 0.0  # the pace once it has ended: its whole window's rate, if stated
         self.quota: Quota | None = None  # the vendor's last word, for logs and tests
 
-    def wait(self) -> float:
-        """Block until this call's slot; returns the seconds waited."""
+    def wait(self, at_most: float | None = None) -> float:
+        """Block until this call's slot; returns the seconds waited. A slot more than ``at_most`` seconds away is
+        not taken: :class:`PaceParkedError` says how far it is (the caller parks its work instead of sleeping)."""
         with self._lock:
             now = self._clock()
             slot = max(self._next_at, now)
+            if at_most is not None and slot - now > at_most:
+                raise PaceParkedError(
+                    f"the vendor's rate limit allows this worker's next request in {slot - now:.0f}s",
+                    delay_seconds=math.ceil(slot - now),
+                )
             vendor = self._vendor_interval if slot < self._quota_until else self._after_reset
             self._next_at = slot + max(self.interval, vendor)
         delay = slot - now

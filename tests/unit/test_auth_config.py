@@ -21,8 +21,9 @@ BASIC = {"type": "http_basic", "secret_name": "apilake/x"}
 HEADERS = {"type": "headers_from_secret", "secret_name": "apilake/x", "headers": {"X-Account-Id": "account"}}
 
 
-def source_with(auth: dict[str, Any]) -> Source:
+def source_with(auth: dict[str, Any], **extra: Any) -> Source:
     raw = {
+        **extra,
         "name": "api-x",
         "base_url": "https://api.example.com",
         "records_path": "data",
@@ -67,6 +68,16 @@ VALID = [
     pytest.param(
         {**OAUTH2, "token_url": "https://zoom.us/oauth/token", "token_params": {"account_id": "abc", "n": 3}},
         id="Zoom: account_id, a number",
+    ),
+    pytest.param(
+        {
+            **OAUTH2,
+            "token_url": "https://zoom.us/oauth/token",
+            "grant_type": "account_credentials",
+            "token_params": {"account_id": "AbC123"},
+            "client_auth": "basic",
+        },
+        id="Zoom server-to-server: account_credentials",
     ),
     pytest.param({**OAUTH2, "token_url": "http://127.0.0.1:8080/token"}, id="loopback over http"),
     pytest.param({**OAUTH2, "token_url": "https://login.example.com/t?api-version=2"}, id="token url with a query"),
@@ -121,8 +132,20 @@ INVALID = [
     ),
     pytest.param(
         {**OAUTH2, "token_params": {"grant_type": "password"}},
-        "token_params: Value error, grant_type: apilake sets it (always client_credentials)",
+        "token_params: Value error, grant_type: apilake sets it (from grant_type: client_credentials or "
+        "account_credentials)",
         id="grant_type in token_params",
+    ),
+    pytest.param(
+        {**OAUTH2, "grant_type": "password"},
+        "grant_type: Input should be 'client_credentials' or 'account_credentials'",
+        id="a grant apilake does not make",
+    ),
+    pytest.param(
+        {**OAUTH2, "grant_type": "account_credentials", "token_params": {"audience": "x"}},
+        "token_params: Value error, grant_type account_credentials (Zoom's server-to-server OAuth) needs the "
+        "account's id: token_params: {account_id: <your account id>}",
+        id="Zoom's grant without the account id",
     ),
     pytest.param(
         {**OAUTH2, "token_params": {"scope": "read"}},
@@ -213,3 +236,51 @@ def test_the_worker_may_read_the_secret_of_every_new_kind(auth: dict[str, Any]) 
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:apilake/x-??????"
     )
     assert secret_arn(source_with({"type": "none"})) is None
+
+
+@pytest.mark.parametrize(
+    ("auth", "headers", "message"),
+    [
+        pytest.param(
+            HEADERS,
+            {"Accept": "application/json", "x-account-id": "42"},
+            "sources.yaml: source 'api-x': headers.x-account-id: Value error, the header 'X-Account-Id' is set by "
+            "auth (headers_from_secret): drop it from headers (header names are case-insensitive)",
+            id="a header of the secret, case aside",
+        ),
+        pytest.param(
+            {"type": "api_key", "secret_name": "s"},
+            {"X-Api-Key": "k"},
+            "sources.yaml: source 'api-x': headers.X-Api-Key: Value error, the header 'X-Api-Key' is set by auth "
+            "(api_key): drop it from headers (header names are case-insensitive)",
+            id="the API key's header",
+        ),
+        pytest.param(
+            OAUTH2,
+            {"authorization": "Bearer x"},
+            "sources.yaml: source 'api-x': headers.authorization: Value error, the header 'Authorization' is set by "
+            "auth (oauth2_client_credentials): drop it from headers (header names are case-insensitive)",
+            id="Authorization beside a token",
+        ),
+    ],
+)
+def test_a_header_the_auth_sets_is_refused_in_headers(
+    auth: dict[str, Any], headers: dict[str, str], message: str
+) -> None:
+    # given a source whose own headers repeat one its auth sets (which would win is not for the file to guess)
+    with pytest.raises(ConfigError) as raised:
+        # when it is validated
+        source_with(auth, headers=headers)
+    # then it is refused at that header
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("auth", "headers"),
+    [
+        pytest.param({"type": "api_key", "secret_name": "s", "location": "query"}, {"X-Api-Key": "k"}, id="query key"),
+        pytest.param(HEADERS, {"X-Account": "1", "Accept": "application/json"}, id="other headers"),
+    ],
+)
+def test_headers_the_auth_does_not_set_are_kept(auth: dict[str, Any], headers: dict[str, str]) -> None:
+    assert source_with(auth, headers=headers).headers == headers

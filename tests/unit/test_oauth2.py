@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
+from apilake import USER_AGENT, http
 from apilake.auth_config import OAuth2ClientCredentialsAuth
 from apilake.exceptions import BadResponseError, CredentialsError, PermanentError, TransientHttpError
 from apilake.oauth2 import DEFAULT_LIFETIME_SECONDS, IssuedToken, TokenCache, TokenRequest, request_token
@@ -68,6 +69,32 @@ def test_with_client_auth_basic_the_client_goes_in_an_authorization_header_form_
     assert call["form"] == {"grant_type": "client_credentials"}
     sent = base64.b64decode(call["headers"]["Authorization"].removeprefix("Basic ")).decode()
     assert sent == f"id+with%3Acolon:{SECRET}"  # RFC 6749 2.3.1: form-urlencoded, then basic
+
+
+def test_zooms_account_credentials_grant_sends_its_account_id() -> None:
+    # Given Zoom's server-to-server OAuth: grant_type account_credentials, the account id a token param, basic client
+    session = RecordingSession(response(200, {"access_token": TOKEN, "token_type": "bearer", "expires_in": 3599}))
+    request = token_request(
+        grant_type="account_credentials", token_params={"account_id": "AbC123"}, client_auth="basic"
+    )
+    # When a token is asked for
+    request_token(session, request)
+    # Then the form carries that grant and the account id, the client in the Authorization header
+    assert session.calls[0]["form"] == {"grant_type": "account_credentials", "account_id": "AbC123"}
+    assert session.calls[0]["headers"]["Authorization"].startswith("Basic ")
+
+
+def test_the_token_request_says_it_is_apilake() -> None:
+    session = RecordingSession(response(200, {"access_token": TOKEN}))
+    request_token(session, token_request())
+    assert session.calls[0]["headers"]["User-Agent"] == USER_AGENT == http.USER_AGENT
+
+
+def test_the_grant_is_part_of_the_tokens_key() -> None:
+    zoom = {"account_id": "a"}
+    assert (
+        token_request(token_params=zoom).key != token_request(grant_type="account_credentials", token_params=zoom).key
+    )
 
 
 @pytest.mark.parametrize(

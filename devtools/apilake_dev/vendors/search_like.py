@@ -7,7 +7,8 @@
 - ``POST /graphql/<ds>`` answers as a GraphQL connection does (GitHub's shape): ``{"query": "... items(first:
   $first, after: $after) ...", "variables": {"first": N, "after": C}}`` gives ``{"data": {"items": {"pageInfo":
   {"hasNextPage", "endCursor"}, "nodes": [...]}}}``; a query that does not ask for ``items`` gets a 200 with an
-  ``errors`` array and no ``data``, as GraphQL servers answer.
+  ``errors`` array and no ``data``, as GraphQL servers answer (``echo_key=True``: its message quotes the API key
+  it was sent, as some vendors' do: apilake must not repeat it).
 
 Each dataset notes the bodies it was asked (``asked``); faults, rate limits and the API key work as in
 :mod:`apilake_dev.vendors.fake`, the page of a request being the one its offset falls in.
@@ -44,6 +45,8 @@ class _BadRequestError(ValueError):
 
 
 class _Handler(fake._Handler):
+    echo_key = False
+
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         self.drip = None
         state = self.server.state
@@ -77,6 +80,8 @@ class _Handler(fake._Handler):
         if "items" not in body["query"]:
             asked = re.search(r"\{\s*(\w+)", body["query"])
             message = f"Cannot query field '{asked[1] if asked else ''}' on type 'Query'."
+            if self.echo_key:
+                message += f" (asked with API key {offered[0] or offered[1]})"
             return self._json(200, {"errors": [{"message": message, "locations": [{"line": 1, "column": 3}]}]})
         return self._json(200, _graphql_answer(records, start, size))
 
@@ -136,6 +141,10 @@ def _graphql_answer(records: list[dict[str, Any]], start: int, size: int) -> dic
 class SearchLikeVendor(FakeVendor):
     """The fake vendor, answering POST searches and GraphQL queries over its :class:`SearchLikeDataset`s."""
 
-    def __init__(self, datasets: list[Dataset], **options: Any) -> None:
+    def __init__(self, datasets: list[Dataset], *, echo_key: bool = False, **options: Any) -> None:
         super().__init__(datasets, **options)
-        self._server.RequestHandlerClass = _Handler
+        self._server.RequestHandlerClass = _EchoingHandler if echo_key else _Handler
+
+
+class _EchoingHandler(_Handler):
+    echo_key = True

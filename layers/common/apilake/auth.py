@@ -13,13 +13,14 @@ credentials are worth one more attempt (an OAuth2 token: the rejected one is dro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -33,11 +34,12 @@ from apilake.auth_config import (
     OAuth2ClientCredentialsAuth,
 )
 from apilake.config import Source
-from apilake.exceptions import CredentialsError, PermanentHttpError, RetryableError
+from apilake.exceptions import ApilakeError, CredentialsError, PermanentHttpError, RetryableError
 from apilake.oauth2 import TokenCache, TokenRequest, request_token
 from apilake.observability import logger
 
 SECRET_MAX_AGE_SECONDS = 300
+MIN_SCRUBBED_CHARS = 4  # a credential value shorter than this is not scrubbed from error texts (Credentials.scrub)
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,6 +69,24 @@ class Credentials:
         """``url`` without the credential query parameters (they are added again on each request)."""
         return _replace_params(url, dict.fromkeys(self.params))
 
+    def scrub(self, text: str) -> str:
+        """``text`` (an error's, quoting what the vendor said) with each credential value in it replaced by ``***``:
+        every header and query value, the bearer token, basic's username and password (and their base64), as
+        they are and URL-encoded. A value shorter than :data:`MIN_SCRUBBED_CHARS` is left: no secret, and
+        replacing it everywhere would leave nothing to read."""
+        values: set[str] = set()
+        for name, value in [*self.headers.items(), *self.params.items()]:
+            values.add(value)
+            scheme, _, rest = value.partition(" ")
+            if name.lower() != "authorization" or not rest:
+                continue
+            values.add(rest)  # the token (or basic's base64), without its scheme
+            if scheme.lower() == "basic":
+                with contextlib.suppress(ValueError):
+                    pair = base64.b64decode(rest, validate=True).decode()
+                    values.update((pair, *pair.split(":", 1)))
+        return _scrubbed(text, values)
+
 
 class Authenticator(Protocol):
     """A source's credentials, resolved for each attempt of a request."""
@@ -90,13 +110,23 @@ class _Attempted(Protocol):
 
 def renewing[T](authenticator: Authenticator, fetch: Callable[[], T], attempted: _Attempted) -> T:
     """``fetch()``; after a 401 to credentials that can be renewed, ``fetch()`` once more with new ones. A second
-    401 is a permanent error that says the renewed credentials were refused too."""
+    401 is a permanent error that says the renewed credentials were refused too. Every error's text is scrubbed
+    of the credentials of the latest attempt (it may quote what the vendor said, which may echo them)."""
+    try:
+        return _renewing(authenticator, fetch, attempted)
+    except ApilakeError as exc:
+        scrub_error(exc, attempted.credentials)
+        raise
+
+
+def _renewing[T](authenticator: Authenticator, fetch: Callable[[], T], attempted: _Attempted) -> T:
     try:
         return fetch()
     except PermanentHttpError as exc:
         if exc.status != 401 or not authenticator.renew(attempted.credentials):
             raise
-        logger.info("401 from the vendor: trying once more with renewed credentials", extra={"error": str(exc)})
+        said = attempted.credentials.scrub(str(exc))
+        logger.info("401 from the vendor: trying once more with renewed credentials", extra={"error": said})
     try:
         return fetch()
     except PermanentHttpError as exc:
@@ -107,6 +137,24 @@ def renewing[T](authenticator: Authenticator, fetch: Callable[[], T], attempted:
             "audience and access to this API)",
             status=401,
         ) from None
+
+
+def _scrubbed(text: str, values: set[str]) -> str:
+    """``text`` with each of ``values`` (as it is, and URL-encoded) replaced by ``***``, the longest first (a value
+    inside another is not left half-replaced)."""
+    spelt = {
+        spelling for value in values for spelling in (value, quote(value, safe=""), quote(value), quote_plus(value))
+    }
+    for value in sorted(spelt, key=len, reverse=True):
+        if len(value) >= MIN_SCRUBBED_CHARS:
+            text = text.replace(value, "***")
+    return text
+
+
+def scrub_error(error: BaseException, credentials: Credentials) -> None:
+    """Scrub ``error``'s text of ``credentials`` (:meth:`Credentials.scrub`) in place: its type and fields kept."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (credentials.scrub(error.args[0]), *error.args[1:])
 
 
 def _redact(url: str, params: Mapping[str, str]) -> str:

@@ -11,8 +11,9 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
+from apilake.exceptions import field_error
 from apilake.pagination_config import ParamName, _Model
 from apilake.param_text import ParamValue
 
@@ -25,7 +26,7 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
 SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,256}")
 # The form fields of a client credentials grant that apilake sets itself (RFC 6749 4.4.2 and 2.3.1).
 RESERVED_TOKEN_PARAMS = {
-    "grant_type": "always client_credentials",
+    "grant_type": "from grant_type: client_credentials or account_credentials",
     "scope": "list the scopes in scopes",
     "client_id": "from the secret's client_id_field",
     "client_secret": "from the secret's client_secret_field",
@@ -77,10 +78,13 @@ class HttpBasicAuth(_Model):
 class OAuth2ClientCredentialsAuth(_Model):
     """An access token from the vendor's token endpoint (RFC 6749 4.4, client credentials), sent as
     ``Authorization: Bearer <token>``; kept per container until shortly before it expires, fetched again once
-    when the API answers 401. The client id and secret are two fields of one JSON secret."""
+    when the API answers 401. The client id and secret are two fields of one JSON secret. ``grant_type``
+    account_credentials is Zoom's server-to-server OAuth (its account id in ``token_params.account_id``)."""
 
     type: Literal["oauth2_client_credentials"]
     token_url: str
+    # The token request's grant_type: client_credentials (RFC 6749 4.4), or account_credentials (Zoom).
+    grant_type: Literal["client_credentials", "account_credentials"] = "client_credentials"
     secret_name: SecretName
     client_id_field: SecretField = "client_id"
     client_secret_field: SecretField = "client_secret"
@@ -127,11 +131,22 @@ class OAuth2ClientCredentialsAuth(_Model):
                 raise ValueError(f"{name}: apilake sets it ({RESERVED_TOKEN_PARAMS[name]})")
         return value
 
+    @model_validator(mode="after")
+    def _account_id(self) -> OAuth2ClientCredentialsAuth:
+        if self.grant_type == "account_credentials" and not self.token_params.get("account_id"):
+            raise field_error(
+                self,
+                "token_params",
+                "grant_type account_credentials (Zoom's server-to-server OAuth) needs the account's id: "
+                "token_params: {account_id: <your account id>}",
+            )
+        return self
+
     @property
     def token_key(self) -> tuple[str, ...]:
         """What the token depends on, besides the client id: sources that agree share a token."""
         params = tuple(f"{name}={value}" for name, value in sorted(self.token_params.items()))
-        return (self.token_url, self.client_auth, " ".join(sorted(self.scopes)), *params)
+        return (self.token_url, self.grant_type, self.client_auth, " ".join(sorted(self.scopes)), *params)
 
 
 class HeadersFromSecretAuth(_Model):
@@ -158,3 +173,16 @@ Auth = Annotated[
     NoAuth | ApiKeyAuth | BearerAuth | HttpBasicAuth | OAuth2ClientCredentialsAuth | HeadersFromSecretAuth,
     Field(discriminator="type"),
 ]
+
+
+def auth_headers(
+    auth: NoAuth | ApiKeyAuth | BearerAuth | HttpBasicAuth | OAuth2ClientCredentialsAuth | HeadersFromSecretAuth,
+) -> list[str]:
+    """The headers a source's auth sets on every request (a source's own ``headers`` must not set them too)."""
+    if isinstance(auth, ApiKeyAuth):
+        return [auth.name] if auth.location == "header" else []
+    if isinstance(auth, BearerAuth | HttpBasicAuth | OAuth2ClientCredentialsAuth):
+        return ["Authorization"]
+    if isinstance(auth, HeadersFromSecretAuth):
+        return list(auth.headers)
+    return []

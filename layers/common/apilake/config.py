@@ -20,7 +20,7 @@ from pydantic import Field, StringConstraints, ValidationInfo, field_validator, 
 
 # The auth models live in apilake.auth_config (importable from here too, as before).
 from apilake.auth_config import ApiKeyAuth as ApiKeyAuth
-from apilake.auth_config import Auth, NoAuth, is_loopback
+from apilake.auth_config import Auth, NoAuth, auth_headers, is_loopback
 from apilake.auth_config import BearerAuth as BearerAuth
 from apilake.auth_config import HeadersFromSecretAuth as HeadersFromSecretAuth
 from apilake.auth_config import HttpBasicAuth as HttpBasicAuth
@@ -330,6 +330,19 @@ class Source(_Model):
     def _incremental_unsharded(self) -> Source:
         if self.incremental is not None and not isinstance(self.sharding, NoSharding):
             raise field_error(self, "incremental", "a source fetched by date shards cannot also be incremental")
+        return self
+
+    @model_validator(mode="after")
+    def _headers_not_auths(self) -> Source:
+        by_auth = {name.lower(): name for name in auth_headers(self.auth)}
+        for name in self.headers:
+            if name.lower() in by_auth:
+                raise field_error(
+                    self,
+                    ("headers", name),
+                    f"the header {by_auth[name.lower()]!r} is set by auth ({self.auth.type}): drop it from headers "
+                    "(header names are case-insensitive)",
+                )
         return self
 
     @model_validator(mode="after")

@@ -1,9 +1,10 @@
 """OAuth2 client credentials (RFC 6749 4.4): access tokens fetched from a token endpoint, kept per container.
 
-A token is asked for with a form POST (``grant_type=client_credentials``, the scopes space-separated, the
-source's ``token_params``), the client authenticated by two form fields or HTTP basic (``client_auth``). It is
-kept until ``refresh_margin_seconds`` before it expires (at most half its lifetime before: a token that lives
-less than twice the margin is still used for its first half), or until the API refuses it (``invalidate``).
+A token is asked for with a form POST (``grant_type=client_credentials``, or Zoom's ``account_credentials``;
+the scopes space-separated, the source's ``token_params``) with apilake's User-Agent, the client authenticated
+by two form fields or HTTP basic (``client_auth``). It is kept until ``refresh_margin_seconds`` before it expires
+(at most half its lifetime before: a token that lives less than twice the margin is still used for its first half),
+or until the API refuses it (``invalidate``).
 A token endpoint that gives no ``expires_in`` has its tokens kept :data:`DEFAULT_LIFETIME_SECONDS`.
 
 Nothing the token endpoint answers with a token is ever quoted: an answer that cannot be used is described
@@ -27,6 +28,7 @@ from urllib.parse import quote_plus
 import requests
 import urllib3
 
+from apilake import USER_AGENT
 from apilake.auth_config import OAuth2ClientCredentialsAuth
 from apilake.exceptions import BadResponseError, CredentialsError, PermanentError, TransientHttpError
 
@@ -73,11 +75,11 @@ class TokenRequest:
 def request_token(session: requests.Session, request: TokenRequest) -> IssuedToken:
     """A new access token from the token endpoint; TransientHttpError when asking again later may help."""
     auth = request.auth
-    form = {"grant_type": "client_credentials"}
+    form: dict[str, str] = {"grant_type": auth.grant_type}
     if auth.scopes:
         form["scope"] = " ".join(auth.scopes)
     form.update(auth.token_params)
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if auth.client_auth == "basic":  # RFC 6749 2.3.1: each form-urlencoded, then basic
         pair = f"{quote_plus(request.client_id)}:{quote_plus(request.client_secret)}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -100,15 +100,16 @@ def canonical(body: Any) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def reported_errors(document: Any, error_path: str) -> str | None:
+def reported_errors(document: Any, error_path: str, scrub: Callable[[str], str] = str) -> str | None:
     """What a 200 response reports at ``error_path`` (GraphQL's ``errors``), as the end of an error's text;
     None when nothing is there (absent, null, empty, false). The first error's ``message`` is quoted, cut to
-    200 characters: the vendor's own words, which say what was wrong with the query."""
+    200 characters: the vendor's own words, which say what was wrong with the query; ``scrub`` (the request's
+    credentials, :meth:`apilake.auth.Credentials.scrub`) blanks them before the cut, which could halve one."""
     reported = find_optional(document, error_path)
     if reported is None or reported is False or reported in ([], {}, ""):
         return None
     first = reported[0] if isinstance(reported, list) else reported
     said = first.get("message") if isinstance(first, dict) else first
     how_many = f"{len(reported)} error(s)" if isinstance(reported, list) else "an error"
-    quoted = f": {said[:200]!r}" if isinstance(said, str) and said else ""
+    quoted = f": {scrub(said)[:200]!r}" if isinstance(said, str) and said else ""
     return f"reports {how_many} at {error_path!r}{quoted}"

@@ -7,7 +7,9 @@ string, and the HTTP layer's own error for a bad header value quotes the value.
 The credentials of a request are resolved for each attempt (:meth:`Authenticator.current`): a secret is read
 through a cache of :data:`SECRET_MAX_AGE_SECONDS` (a rotated secret is picked up), and an OAuth2 token can
 expire in the middle of a run (:mod:`apilake.oauth2`). On a 401, :meth:`Authenticator.renew` says whether new
-credentials are worth one more attempt (an OAuth2 token: the rejected one is dropped first).
+credentials are worth one more attempt: the source's secret is read again past the cache (rotated in Secrets
+Manager a moment ago?), and an OAuth2 token is dropped; a static secret (api_key, bearer, http_basic,
+headers_from_secret) is worth another attempt only when its value changed.
 """
 
 from __future__ import annotations
@@ -180,8 +182,9 @@ def _replace_params(url: str, replacements: dict[str, str | None]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
-# A secret's name -> its value (a string); raises CredentialsError or RetryableError, naming the secret only.
-SecretReader = Callable[[str], str]
+# A secret's name, and whether to read it past the cache (``fresh``) -> its value (a string); raises
+# CredentialsError or RetryableError, naming the secret only.
+SecretReader = Callable[[str, bool], str]
 
 
 class CredentialStore:
@@ -196,7 +199,9 @@ class CredentialStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         provider = SecretsProvider(boto3_client=secrets_client) if secrets_client is not None else None
-        self._read: SecretReader | None = (lambda name: _managed(provider, name)) if provider is not None else None
+        self._read: SecretReader | None = None
+        if provider is not None:
+            self._read = lambda name, fresh: _managed(provider, name, fresh)
         self._session = session or _token_session()
         self.tokens = TokenCache(lambda request: request_token(self._session, request), clock=clock)
 
@@ -212,7 +217,7 @@ class CredentialStore:
         store = cls(None, session=session, clock=clock)
         given = dict(values)
 
-        def read(name: str) -> str:
+        def read(name: str, fresh: bool) -> str:
             if name not in given:
                 raise CredentialsError(f"secret {name!r} was not given")
             return given[name]
@@ -227,14 +232,7 @@ class CredentialStore:
 
     def secret(self, source: Source, name: str, secret_field: str | None = None, *, empty_ok: bool = False) -> str:
         """The secret's value (stripped), or the value of one of its fields when it is a JSON object."""
-        if self._read is None:
-            raise CredentialsError(f"source '{source.name}': auth needs Secrets Manager, but no client was given")
-        try:
-            value = self._read(name)
-        except CredentialsError as exc:
-            raise CredentialsError(f"source '{source.name}': {exc}") from None
-        except RetryableError as exc:
-            raise RetryableError(f"source '{source.name}': {exc}") from exc
+        value = self._value(source, name, fresh=False)
         if not isinstance(value, str) or not value.strip():
             raise CredentialsError(f"source '{source.name}': secret {name!r} is empty or binary")
         if secret_field is not None:
@@ -251,10 +249,25 @@ class CredentialStore:
             raise CredentialsError(f"source '{source.name}': secret {name!r} has a control character in its value")
         return value
 
+    def refresh(self, source: Source, name: str) -> None:
+        """Read the secret from Secrets Manager past the cache's age (the cache keeps what was read): a value
+        rotated a moment ago is what :meth:`secret` gives next. Given values (:meth:`from_values`) stay as given."""
+        self._value(source, name, fresh=True)
 
-def _managed(provider: SecretsProvider, name: str) -> str:
+    def _value(self, source: Source, name: str, *, fresh: bool) -> str:
+        if self._read is None:
+            raise CredentialsError(f"source '{source.name}': auth needs Secrets Manager, but no client was given")
+        try:
+            return self._read(name, fresh)
+        except CredentialsError as exc:
+            raise CredentialsError(f"source '{source.name}': {exc}") from None
+        except RetryableError as exc:
+            raise RetryableError(f"source '{source.name}': {exc}") from exc
+
+
+def _managed(provider: SecretsProvider, name: str, fresh: bool = False) -> str:
     try:
-        value = provider.get(name, max_age=SECRET_MAX_AGE_SECONDS)
+        value = provider.get(name, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh)
     except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
         raise RetryableError(f"could not read secret {name!r}: {exc}") from exc
     return value if isinstance(value, str) else ""
@@ -305,12 +318,20 @@ class SourceCredentials:
         return Credentials()
 
     def renew(self, rejected: Credentials) -> bool:
+        """After a 401 to ``rejected``: the secret read again past the cache (one read); an OAuth2 token dropped
+        (the next one asked for with the secret as it is now), worth one more attempt; a static secret worth one
+        only when what it gives changed (rotated since it was cached), else no second request."""
         auth = self.source.auth
-        if not isinstance(auth, OAuth2ClientCredentialsAuth):
+        if isinstance(auth, OAuth2ClientCredentialsAuth):
+            token = rejected.headers.get("Authorization", "").removeprefix("Bearer ")
+            self._store.tokens.invalidate(self._token_request(auth), token)
+            self._store.refresh(self.source, auth.secret_name)
+            return True
+        secret_name = getattr(auth, "secret_name", None)
+        if secret_name is None:
             return False
-        token = rejected.headers.get("Authorization", "").removeprefix("Bearer ")
-        self._store.tokens.invalidate(self._token_request(auth), token)
-        return True
+        self._store.refresh(self.source, secret_name)
+        return self.current() != rejected
 
     def redact(self, url: str) -> str:
         return _redact(url, dict.fromkeys(self._query_names, ""))

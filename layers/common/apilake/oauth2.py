@@ -15,6 +15,7 @@ by their ``error`` code and description, with the client secret blanked, cut to 
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import threading
@@ -65,8 +66,11 @@ class TokenRequest:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """Sources that ask the same endpoint for the same token with the same client share one token."""
-        return (*self.auth.token_key, self.client_id)
+        """Sources that ask the same endpoint for the same token with the same client, read from the same secret,
+        share one token: the key holds the secret's name and a SHA-256 of the client id and secret (never the
+        secret itself), so a source whose secret differs (a wrong or rotated one) never uses another's token."""
+        client = json.dumps([self.client_id, self.client_secret]).encode()  # no two pairs give the same text
+        return (*self.auth.token_key, self.auth.secret_name, hashlib.sha256(client).hexdigest())
 
     def where(self) -> str:
         return f"source '{self.source}': token endpoint {self.auth.token_url}"

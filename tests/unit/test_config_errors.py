@@ -76,6 +76,27 @@ WHERE = [
         id="misspelt key in a flow mapping",
     ),
     pytest.param(
+        source_with("pagination: {type: Cursor, cursor_path: next}"),
+        "(did you mean 'cursor'?)",
+        id="a type in another case: the type",
+    ),
+    pytest.param(
+        source_with(SINGLE, "columns: {id: BigInt}"),
+        "columns.id: Input should be 'string', 'bigint', 'double', 'boolean', 'timestamp', 'date' or 'json' "
+        "(did you mean 'bigint'?)",
+        id="an enum value in another case",
+    ),
+    pytest.param(
+        source_with(SINGLE, "method: PSOT"),
+        "sources.yaml:7:13: source 'api-x': method: Input should be 'GET' or 'POST' (did you mean 'POST'?)",
+        id="a misspelt method",
+    ),
+    pytest.param(
+        source_with(SINGLE, "method: psot"),
+        "method: Input should be 'GET' or 'POST' (did you mean 'POST'?)",
+        id="a misspelt method in lower case",
+    ),
+    pytest.param(
         source_with(SINGLE, "colour: blue"),
         "sources.yaml:7:5: source 'api-x': colour: Extra inputs are not permitted\n",
         id="unknown field, nothing close: no suggestion",

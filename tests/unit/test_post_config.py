@@ -85,6 +85,8 @@ VALID = [
         None,
         id="page number in the body without a size",
     ),
+    pytest.param(doc(method="post", body={"q": "x"}), "POST", {"q": "x"}, id="post in lower case: POST"),
+    pytest.param(doc(method="Get"), "GET", None, id="Get: GET"),
     pytest.param(doc(pagination=cursor(placement="query")), "GET", None, id="placement query on a GET"),
     pytest.param(doc(method="POST", pagination=cursor()), "POST", None, id="POST with the cursor in the query"),
     pytest.param(doc(method="POST", error_path="errors"), "POST", None, id="error_path"),
@@ -155,6 +157,22 @@ INVALID = [
         "not an object, so 'after' cannot be set in it",
         id="a path through a string",
     ),
+    pytest.param(
+        doc(
+            method="POST",
+            body={"variables": {"after": None}},
+            pagination=cursor(placement="body", cursor_param="variables.after.x"),
+        ),
+        "pagination.cursor_param: Value error, 'variables.after.x': the body template holds null at "
+        "'variables.after', not an object, so 'x' cannot be set in it: write {} there, or leave it out",
+        id="a path through null",
+    ),
+    pytest.param(
+        doc(method="post", body={"q": None}, pagination=cursor(placement="body", cursor_param="q.after")),
+        "pagination.cursor_param: Value error, 'q.after': the body template holds null at 'q', not an object",
+        id="a path through null, method in lower case",
+    ),
+    pytest.param(doc(method="put"), "method: Input should be 'GET' or 'POST'", id="another method in lower case"),
     pytest.param(
         doc(method="POST", body={"page": [1]}, pagination={"type": "page_number", "placement": "body"}),
         "pagination.page_param: Value error, 'page': the body template holds a list at 'page', "

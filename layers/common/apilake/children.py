@@ -24,8 +24,12 @@ from apilake.messages import CHILD_SHARD_PREFIX, PARENT_VALUE_CHARS, WorkItem
 from apilake.param_text import param_text
 from apilake.parent_config import fill, placeholders
 from apilake.records import find_optional
+from apilake.request_body import with_texts
 
 SLUG_CHARS = 40
+# S3 user metadata holds 2 KB in all (keys and values); a page's other metadata takes some 200 bytes. Values whose
+# JSON is longer go to the ledger's landed marker only, the metadata keeping their hash.
+METADATA_VALUE_CHARS = 1024
 HASH_CHARS = 16  # 64 bits: two parent records of one run collide once in some 10^19 pairs
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -90,9 +94,47 @@ def announced(parent: WorkItem, child: Source, records: Sequence[Any]) -> list[W
     return list(items.values())
 
 
+def canonical_values(values: Mapping[str, str]) -> str:
+    """The parent values as compact JSON, keys sorted, ASCII only (what S3 metadata, an HTTP header, takes)."""
+    return json.dumps(dict(sorted(values.items())), separators=(",", ":"), ensure_ascii=True)
+
+
+def parent_metadata(item: WorkItem) -> dict[str, str]:
+    """The S3 metadata of a child page joining it to its parent record: ``parent-values``, the values as compact
+    JSON, or, past :data:`METADATA_VALUE_CHARS`, ``parent-values-sha256``, the SHA-256 of that JSON (the values
+    are in the page's landed marker). Nothing for a page of a source that is no child."""
+    if item.parent_values is None:
+        return {}
+    text = canonical_values(item.parent_values)
+    if len(text) <= METADATA_VALUE_CHARS:
+        return {"parent-values": text}
+    return {"parent-values-sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def include_parent(source: Source, item: WorkItem, records: Sequence[Any]) -> Sequence[Any]:
+    """``records`` with ``parent.include``'s fields added: ``_parent_<placeholder>`` -> the value (as sent, text)
+    at the top of each record. A record that is not a JSON object, or already has such a field, fails the page
+    (a bad response): the field would be lost or would overwrite the vendor's. Other sources' records as they are.
+    """
+    fields = source.parent.included_fields() if source.parent is not None else {}
+    if not fields or item.parent_values is None:
+        return records
+    added = {field: item.parent_values[name] for name, field in fields.items() if name in item.parent_values}
+    included = []
+    for index, record in enumerate(records):
+        where = f"record {index + 1} of page {item.page} of child source '{source.name}'"
+        if not isinstance(record, dict):
+            raise BadResponseError(f"{where} is not a JSON object: parent.include cannot add {', '.join(added)}")
+        if clash := sorted(set(record) & set(added)):
+            raise BadResponseError(f"{where} already has {', '.join(clash)}, the field parent.include adds")
+        included.append({**record, **added})
+    return included
+
+
 def bind(source: Source, item: WorkItem) -> Source:
     """``source`` as ``item`` asks for it: a child's placeholders filled with the item's parent values (each one
-    path segment in the path, as it is in the params); any other source as it is."""
+    path segment in the path, as it is in the params and in the body's texts, a JSON string); any other source
+    as it is."""
     values = item.parent_values
     if source.parent is None:
         return source
@@ -106,5 +148,6 @@ def bind(source: Source, item: WorkItem) -> Source:
         update={
             "path": fill(source.path, segments),
             "params": {name: fill(value, values) for name, value in source.params.items()},
+            "body": with_texts(source.body, lambda text: fill(text, values)),
         }
     )

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 # The auth models live in apilake.auth_config (importable from here too, as before).
 from apilake.auth_config import ApiKeyAuth as ApiKeyAuth
@@ -210,6 +218,21 @@ class Curated(_Model):
     recent_days: int = Field(default=7, ge=1, le=3650)  # the ``_recent`` view's days, up to today
 
 
+def _method_upper(value: object) -> object:
+    """``post`` is ``POST``: HTTP's methods are upper case on the wire, people write them either way in YAML."""
+    return value.upper() if isinstance(value, str) else value
+
+
+# GET or POST, in any case (sent upper case); the JSON Schema offers the upper-case names for completion.
+Method = Annotated[
+    Literal["GET", "POST"],
+    BeforeValidator(_method_upper),
+    WithJsonSchema(
+        {"anyOf": [{"enum": ["GET", "POST"]}, {"pattern": "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt])$"}], "type": "string"}
+    ),
+]
+
+
 class Source(_Model):
     name: SourceName
     base_url: str
@@ -218,7 +241,7 @@ class Source(_Model):
     headers: dict[ParamName, ParamValue] = Field(default_factory=dict)
     # POST: each page's request carries a JSON body, the ``body`` template ({} if none) with the page's values
     # set in it when the pagination's placement is body (apilake.request_body); params stay in the query string.
-    method: Literal["GET", "POST"] = "GET"
+    method: Method = "GET"
     body: JsonObject | None = None
     # Where a response that answers 200 reports its errors (GraphQL's "errors"): anything there fails the page.
     error_path: Annotated[JsonPath, StringConstraints(min_length=1)] | None = None

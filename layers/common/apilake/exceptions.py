@@ -147,8 +147,9 @@ def _hint(err: ErrorDetails, fields: Callable[[Location], Collection[str]] | Non
         return ""
     if not isinstance(written, str):
         return ""
-    close = difflib.get_close_matches(written, choices, n=1, cutoff=0.65)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    by_folded = {choice.casefold(): choice for choice in reversed(choices)}  # case aside: 'Cursor' is 'cursor'
+    close = difflib.get_close_matches(written.casefold(), list(by_folded), n=1, cutoff=0.65)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
 def field_error(model: BaseModel, field: str | Location, message: str) -> ValidationError:

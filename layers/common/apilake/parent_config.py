@@ -14,7 +14,7 @@ declared, no cycle) :func:`check_parents` (``SourcesFile``'s). :mod:`apilake.chi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
@@ -26,6 +26,7 @@ from apilake.pagination_config import (
     PageNumberPagination,
     _Model,
 )
+from apilake.request_body import text_leaves
 
 if TYPE_CHECKING:
     from apilake.config import Source
@@ -35,15 +36,22 @@ PLACEHOLDER = r"[A-Za-z_][A-Za-z0-9_]{0,31}"
 _PLACEHOLDER = re.compile(r"\{(" + PLACEHOLDER + r")\}")
 Placeholder = Annotated[str, StringConstraints(pattern=f"^{PLACEHOLDER}$")]
 MAX_PLACEHOLDERS = 8
+INCLUDED_PREFIX = "_parent_"  # parent.include: the field of a child record holding a placeholder's value
 
 
 class ParentConfig(_Model):
-    """``source``: the parent source's name; ``fields``: placeholder -> dotted path in a parent record."""
+    """``source``: the parent source's name; ``fields``: placeholder -> dotted path in a parent record;
+    ``include``: add each placeholder's value to every record of the child as ``_parent_<placeholder>``."""
 
     source: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
     fields: dict[Placeholder, Annotated[JsonPath, StringConstraints(min_length=1)]] = Field(
         min_length=1, max_length=MAX_PLACEHOLDERS
     )
+    include: bool = False
+
+    def included_fields(self) -> dict[str, str]:
+        """placeholder -> the top-level field ``include`` adds to each child record (none without ``include``)."""
+        return {name: f"{INCLUDED_PREFIX}{name}" for name in self.fields} if self.include else {}
 
 
 def placeholders(text: str) -> list[str]:
@@ -52,19 +60,53 @@ def placeholders(text: str) -> list[str]:
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
-    """``text`` with each ``{name}`` replaced by ``values[name]`` (already encoded as the place needs)."""
-    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
+    """``text`` with each ``{name}`` of ``values`` replaced by ``values[name]`` (already encoded as the place
+    needs); any other ``{name}`` as it is (a GraphQL selection ``{id}`` in a body)."""
+    return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), text)
 
 
 def used_placeholders(source: Source) -> dict[str, str]:
-    """Each placeholder the source uses -> where (``path``, ``params.<name>``), the first place it is used."""
+    """Each placeholder the source uses -> where (``path``, ``params.<name>``, ``body.<path>``), the first place
+    it is used. In the body only the names of ``parent.fields`` are placeholders: a GraphQL query's braces
+    (``{id}``) are its own."""
     used: dict[str, str] = {}
     for name in placeholders(source.path):
         used.setdefault(name, "path")
     for param, value in source.params.items():
         for name in placeholders(value):
             used.setdefault(name, f"params.{param}")
+    fields = source.parent.fields if source.parent is not None else {}
+    for at, text in text_leaves(source.body or {}, ("body",)):
+        for name in placeholders(text):
+            if name in fields:
+                used.setdefault(name, ".".join(map(str, at)))
     return used
+
+
+def _check_unfilled(source: Source, fields: Collection[str]) -> None:
+    """A child's placeholders are filled in path, params and body only: one in base_url or a header would be sent
+    as written; one in a body text with other braces (a GraphQL query: its ``{id}`` is a selection) is ambiguous."""
+    places: list[tuple[tuple[str, ...], object]] = [(("base_url",), source.base_url)]
+    places += [(("headers", name), value) for name, value in source.headers.items()]
+    for place, value in places:
+        if isinstance(value, str) and (found := placeholders(value)):
+            raise field_error(
+                source,
+                place,
+                f"{{{found[0]}}}: a child source's placeholders are filled in path, params and body only, "
+                f"not in {place[0]}",
+            )
+    for at, text in text_leaves(source.body or {}, ("body",)):
+        known = [name for name in placeholders(text) if name in fields]
+        rest = fill(text, dict.fromkeys(known, ""))
+        if known and ("{" in rest or "}" in rest):
+            raise field_error(
+                source,
+                at,
+                f"{{{known[0]}}} is one of parent.fields, but this text has other braces (a GraphQL query?), where "
+                f"{{{known[0]}}} could be its own: pass the value as a variable (variables: {{{known[0]}: "
+                f'"{{{known[0]}}}"}}), or name the placeholder apart',
+            )
 
 
 def check_child(source: Source) -> None:
@@ -90,9 +132,23 @@ def check_child(source: Source) -> None:
                 f"{{{name}}} is not one of parent.fields ({', '.join(parent.fields)}): "
                 f"add {name}: <field of the parent's records> to parent.fields",
             )
+    _check_unfilled(source, parent.fields)
     for name in parent.fields:
         if name not in used:
-            raise field_error(source, ("parent", "fields", name), f"{{{name}}} is used neither in path nor in params")
+            raise field_error(
+                source,
+                ("parent", "fields", name),
+                f"{{{name}}} is used neither in path nor in params"
+                + (" nor in body" if source.method == "POST" else ""),
+            )
+    undeclared = [field for field in parent.included_fields().values() if field not in (source.columns or {})]
+    if source.columns is not None and undeclared:
+        raise field_error(
+            source,
+            ("parent", "include"),
+            f"parent.include adds {', '.join(undeclared)} to each record: declare "
+            f"{'it' if len(undeclared) == 1 else 'them'} in columns (string), or drop include",
+        )
     if source.sharding.type != "none":
         raise field_error(
             source, "sharding", "a child source (parent:) is not sharded by date: sharding: none; its parent may be"

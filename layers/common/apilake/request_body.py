@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from apilake.exceptions import PermanentError
 from apilake.records import find_optional
 
 JsonObject = dict[str, Any]
@@ -64,16 +65,19 @@ def _kind(value: object) -> str:
 
 def path_problem(template: Mapping[str, Any], path: str) -> str | None:
     """Why a value cannot be set at the dotted ``path`` of ``template`` (None: it can). Every part but the
-    last must be absent or an object; the last absent or a placeholder that is not an object or a list."""
+    last must be absent or an object (null too is refused: a page would have to replace it); the last absent
+    or a placeholder that is not an object or a list."""
     value: Any = template
     parts = path.split(".")
     for depth, part in enumerate(parts[:-1]):
+        present = isinstance(value, dict) and part in value
         value = value.get(part) if isinstance(value, dict) else None
-        if value is not None and not isinstance(value, dict):
+        if present and not isinstance(value, dict):
             at = ".".join(parts[: depth + 1])
             return (
                 f"the body template holds {_kind(value)} at {at!r}, not an object, "
                 f"so {'.'.join(parts[depth + 1 :])!r} cannot be set in it"
+                + (": write {} there, or leave it out" if value is None else "")
             )
     last = value.get(parts[-1]) if isinstance(value, dict) else None
     if isinstance(last, dict | list):
@@ -84,15 +88,44 @@ def path_problem(template: Mapping[str, Any], path: str) -> str | None:
 
 def with_values(template: Mapping[str, Any] | None, values: Mapping[str, Any]) -> JsonObject:
     """A deep copy of ``template`` (``{}`` when None) with each value set at its dotted path; the objects on
-    the way are made when absent (the config was checked with :func:`path_problem`)."""
+    the way are made when absent. The config was checked with :func:`path_problem`; a path through something
+    else than an object is still a :class:`PermanentError` saying where (the page fails, noted), never a TypeError."""
     body: JsonObject = copy.deepcopy(dict(template or {}))
     for path, value in values.items():
         *parents, last = path.split(".")
         here = body
-        for part in parents:
+        for depth, part in enumerate(parents):
             here = here.setdefault(part, {})
+            if not isinstance(here, dict):
+                at = ".".join(parents[: depth + 1])
+                raise PermanentError(
+                    f"the body template holds {_kind(here)} at {at!r}, not an object: cannot set {path!r}"
+                )
         here[last] = value
     return body
+
+
+def text_leaves(value: Any, at: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each text value of a JSON template, with its path (keys and list indices), in order: where a child's
+    ``{placeholders}`` may stand in its body (:mod:`apilake.parent_config`)."""
+    if isinstance(value, str):
+        return [(at, value)]
+    if isinstance(value, dict):
+        return [leaf for key, inner in value.items() for leaf in text_leaves(inner, (*at, key))]
+    if isinstance(value, list):
+        return [leaf for index, inner in enumerate(value) for leaf in text_leaves(inner, (*at, index))]
+    return []
+
+
+def with_texts(value: Any, change: Callable[[str], str]) -> Any:
+    """A copy of a JSON template with ``change`` applied to each text value (keys and other values as they are)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: with_texts(inner, change) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [with_texts(inner, change) for inner in value]
+    return value
 
 
 def canonical(body: Any) -> str:

@@ -117,7 +117,7 @@ def renewing[T](authenticator: Authenticator, fetch: Callable[[], T], attempted:
     try:
         return _renewing(authenticator, fetch, attempted)
     except ApilakeError as exc:
-        scrub_error(exc, attempted.credentials)
+        scrub_error(exc, attempted.credentials.scrub)
         raise
 
 
@@ -153,10 +153,10 @@ def _scrubbed(text: str, values: set[str]) -> str:
     return text
 
 
-def scrub_error(error: BaseException, credentials: Credentials) -> None:
-    """Scrub ``error``'s text of ``credentials`` (:meth:`Credentials.scrub`) in place: its type and fields kept."""
+def scrub_error(error: BaseException, scrub: Callable[[str], str]) -> None:
+    """Scrub ``error``'s text with ``scrub`` (a :meth:`Credentials.scrub`) in place: its type and fields kept."""
     if error.args and isinstance(error.args[0], str):
-        error.args = (credentials.scrub(error.args[0]), *error.args[1:])
+        error.args = (scrub(error.args[0]), *error.args[1:])
 
 
 def _redact(url: str, params: Mapping[str, str]) -> str:

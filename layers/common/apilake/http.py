@@ -34,8 +34,6 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
-from tenacity.stop import stop_base
 
 from apilake import USER_AGENT as USER_AGENT  # importable from here too, as before
 from apilake.auth import Authenticator, Credentials, CredentialStore, renewing
@@ -231,37 +229,37 @@ class VendorClient:
         self._jitter = jitter
 
     def fetch(self, request: PageRequest, deadline: Deadline) -> VendorPage:
-        retries = self.source.retries
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientHttpError),
-            wait=self._wait,
-            stop=stop_any(stop_after_attempt(retries.max_attempts), _StopAtDeadline(deadline)),
-            before_sleep=self._before_sleep,
-            sleep=self._sleep,
-            reraise=True,
-        )
         tally = _Tally()  # a 401 to renewable credentials (an OAuth2 token): renewed, and the page fetched once more
-        return renewing(self.credentials, lambda: retrying(self._attempt, request, deadline, tally), tally)
+        return renewing(self.credentials, lambda: self._retrying(request, deadline, tally), tally)
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _retrying(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
+        """Attempts until one answers; a transient error is retried after its wait unless it was the last
+        attempt or the wait would not end before the deadline (then it is raised). A loop of our own, not
+        tenacity: one import less at cold start (decision J-3)."""
         retries = self.source.retries
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, TransientHttpError) and error.retry_after is not None:
-            return min(error.retry_after, retries.max_delay_seconds)
-        ceiling = min(retries.max_delay_seconds, retries.base_delay_seconds * 2 ** (state.attempt_number - 1))
-        return self._jitter(0.0, ceiling)
+        attempt = 1
+        while True:
+            try:
+                return self._attempt(request, deadline, tally)
+            except TransientHttpError as error:
+                wait = self._wait(error, attempt)
+                if attempt >= retries.max_attempts or wait >= deadline.remaining():
+                    raise
+                count(self.source.name, Metric.RETRIES)
+                logger.info(
+                    "retrying vendor request",
+                    extra={"attempt": attempt, "wait_seconds": round(wait, 3), "error": str(error)},
+                )
+                self._sleep(wait)
+                attempt += 1
 
-    def _before_sleep(self, state: RetryCallState) -> None:
-        count(self.source.name, Metric.RETRIES)
-        error = state.outcome.exception() if state.outcome else None
-        logger.info(
-            "retrying vendor request",
-            extra={
-                "attempt": state.attempt_number,
-                "wait_seconds": round(state.upcoming_sleep, 3),
-                "error": str(error),
-            },
-        )
+    def _wait(self, error: TransientHttpError, attempt: int) -> float:
+        """The vendor's ``Retry-After`` (capped), else exponential backoff with full jitter."""
+        retries = self.source.retries
+        if error.retry_after is not None:
+            return min(error.retry_after, retries.max_delay_seconds)
+        ceiling = min(retries.max_delay_seconds, retries.base_delay_seconds * 2 ** (attempt - 1))
+        return self._jitter(0.0, ceiling)
 
     def _attempt(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
         if deadline.remaining() <= 0:
@@ -313,6 +311,7 @@ class VendorClient:
             latency_ms=(time.monotonic() - started) * 1000.0,
             attempts=tally.attempts,
             throttled=tally.throttled,
+            scrub=credentials.scrub,  # for an error past the fetch that quotes the vendor (apilake.ingest)
         )
 
     def _send(
@@ -445,16 +444,6 @@ class _Tally:
     attempts: int = 0
     throttled: int = 0
     credentials: Credentials = field(default_factory=Credentials)  # those of the latest attempt
-
-
-class _StopAtDeadline(stop_base):
-    """Stop when the next wait would not end before the deadline (tenacity computes the wait first)."""
-
-    def __init__(self, deadline: Deadline) -> None:
-        self.deadline = deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return retry_state.upcoming_sleep >= self.deadline.remaining()
 
 
 class VendorClients:

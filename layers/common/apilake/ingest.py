@@ -9,14 +9,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse, PartialItemFailures
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from apilake.auth import Authenticator
+from apilake.auth import Authenticator, scrub_error
 from apilake.aws import cached_sources, default_clients, default_vendor_clients
-from apilake.children import announced, bind
+from apilake.batch import BatchResponse, ItemFailure, process_batch
+from apilake.children import announced, bind, include_parent, parent_metadata
 from apilake.config import Source, SourcesFile
 from apilake.drift import text_kinds
 from apilake.exceptions import (
@@ -33,8 +32,8 @@ from apilake.incremental import HighWater, to_json
 from apilake.lake import LakeWriter, WriteResult, page_key
 from apilake.ledger import Claim, ClaimState, Ledger
 from apilake.messages import MAX_PAGES_PER_SHARD, WorkItem, WorkItemRecord
-from apilake.observability import Metric, count, logger
-from apilake.pagination import PageRequest, VendorPage, paginator_for
+from apilake.observability import Metric, count, logger, std_logger
+from apilake.pagination import PageRequest, Paginator, VendorPage, paginator_for
 from apilake.parent_config import children_of
 from apilake.queue import MAX_DELAY_SECONDS, QueueSender
 from apilake.records import FieldKinds, extract_records
@@ -82,6 +81,7 @@ class ItemSender(Protocol):
     to each child's queue (``WorkerSettings.child_queue_urls``; a one-process runner may route by ``item.source``)."""
 
     def send_one(self, queue_url: str, item: WorkItem, delay_seconds: int = 0) -> None: ...
+    def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int: ...  # in batches; raises if some unsent
 
 
 class PageFetcher(Protocol):
@@ -131,25 +131,17 @@ class PageIngester:
             sender=QueueSender(clients.sqs),
         )
 
-    def process(
-        self, event: dict[str, Any], context: LambdaContext, processor: BatchProcessor
-    ) -> PartialItemFailureResponse:
-        """One SQS batch: each record through :meth:`handle`, then the pages that landed recorded in
-        the ledger at once. A page whose ledger record could not be written is reported failed, so that its
-        message comes back (and lands unchanged, then is recorded)."""
-        response = process_partial_response(
-            event=event, record_handler=self.handle, processor=processor, context=context
-        )
+    def process(self, event: dict[str, Any], context: LambdaContext) -> BatchResponse:
+        """One SQS batch: each record through :meth:`handle` (apilake.batch: a record fails alone), then the
+        pages that landed recorded in the ledger at once. A page whose ledger record could not be written is
+        reported failed, so that its message comes back (and lands unchanged, then is recorded)."""
+        response = process_batch(event, WorkItemRecord, lambda record: self.handle(record, context), std_logger)
         unrecorded = self._record_landed()
         if unrecorded:
             failed = {failure["itemIdentifier"] for failure in response["batchItemFailures"]}
             response["batchItemFailures"] = [
                 *response["batchItemFailures"],
-                *(
-                    PartialItemFailures(itemIdentifier=message_id)
-                    for message_id in unrecorded
-                    if message_id not in failed
-                ),
+                *(ItemFailure(itemIdentifier=message_id) for message_id in unrecorded if message_id not in failed),
             ]
         return response
 
@@ -173,7 +165,9 @@ class PageIngester:
         """The record handler of the batch processor: returns the key landed (or when the page was parked
         until), raises to fail the record."""
         item = record.body
-        logger.append_keys(
+        # This thread's keys (`apilake ingest` runs a source's batches in threads of one process, each its own page);
+        # a Lambda's handler clears them at every invocation (inject_lambda_context(clear_state=True)).
+        logger.thread_safe_append_keys(
             message_id=record.messageId,
             source=item.source,
             shard=item.shard,
@@ -228,7 +222,24 @@ class PageIngester:
         client = self.vendors.for_source(source)
         request = paginator.request(item)
         page = client.fetch(request, deadline)
-        records = extract_records(page.document, source.records_path)
+        try:  # an error past the fetch may quote the vendor (a total, a cursor, a parent's value): credentials blanked
+            return self._land(item, source, paginator, client, request, page)
+        except Exception as exc:
+            scrub_error(exc, page.scrub)
+            raise
+
+    def _land(
+        self,
+        item: WorkItem,
+        source: Source,
+        paginator: Paginator,
+        client: PageFetcher,
+        request: PageRequest,
+        page: VendorPage,
+    ) -> tuple[WriteResult, dict[str, Any]]:
+        """The fetched page: its records, its chain's next page and its children checked, then written and noted."""
+        # A child's records with parent.include's _parent_<placeholder> fields (the next page and grandchildren too)
+        records = include_parent(source, item, extract_records(page.document, source.records_path))
         following = paginator.next_page(item, page, records)
         next_item = self._next_item(item, following.cursor, paginator.cursor_is_url, client) if following else None
         children = self._children(item, records)  # checked before anything of this page is written
@@ -244,6 +255,7 @@ class PageIngester:
                 "fetched-at": self._clock().isoformat(timespec="seconds"),
                 "request-fingerprint": request_fingerprint(request),
                 "run-id": item.run_id,
+                **parent_metadata(item),  # a child page: the parent values it was fetched for
             },
         )
         if next_item is not None:
@@ -266,6 +278,8 @@ class PageIngester:
             "latency_ms": round(page.latency_ms, 1),
             "parks": item.park.count if item.park else 0,
         }
+        if item.parent_values is not None:
+            details["parent_values"] = item.parent_values  # what joins the page's records to their parent record
         if observed is not None and observed.highest is not None:
             details["cursor_max"] = to_json(observed.highest)
         if kinds is not None:
@@ -329,9 +343,10 @@ class PageIngester:
                 "not yet confirmed"
             )
         try:
-            for item in items:
-                self.sender.send_one(self.settings.child_queue_urls[child], item)
-        except (ClientError, BotoCoreError) as exc:
+            # In batches of 10 (SendMessageBatch); any item unsent releases the claim: the redelivered page sends
+            # every one again, the duplicates landing on the same keys.
+            self.sender.send_all(self.settings.child_queue_urls[child], items)
+        except (ClientError, BotoCoreError, RetryableError) as exc:
             if state.claim is Claim.CREATED:
                 self.ledger.release_children(parent, child)
             raise RetryableError(f"could not enqueue the work of child source '{child}': {exc}") from exc

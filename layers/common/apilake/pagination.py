@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
@@ -49,7 +49,9 @@ class PageRequest:
 @dataclass(frozen=True)
 class VendorPage:
     """A successful response, parsed; ``attempts``: the requests it took (retries included), ``throttled``:
-    the 429s among their answers, ``latency_ms``: of the successful response."""
+    the 429s among their answers, ``latency_ms``: of the successful response; ``scrub``: blanks the credentials
+    of the request that got it from a text (:meth:`apilake.auth.Credentials.scrub`), for an error that quotes
+    what the vendor said."""
 
     document: Any
     headers: Mapping[str, str]
@@ -58,6 +60,7 @@ class VendorPage:
     latency_ms: float
     attempts: int = 1
     throttled: int = 0
+    scrub: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from apilake.auth import scrub_error
 from apilake.aws import cached_sources, default_clients, default_queue_locator, default_vendor_clients
 from apilake.config import DailySharding, Source, SourceName, SourcesFile
 from apilake.exceptions import ApilakeError, ConfigError, PlanningError, describe_validation_error
@@ -280,12 +281,15 @@ class Planner:
                 shards.append(ShardPlan(shard=shard, mode="chain", messages=1))
                 items.append(first)
                 continue
+            probed = None
             try:
                 probed = (
                     self.client_for(source).fetch(paginator.request(first), deadline) if paginator.needs_probe else None
                 )
                 fan = paginator.fan_out(probed)
             except ApilakeError as exc:
+                if probed is not None:  # a total that is no number may quote the vendor: credentials blanked
+                    scrub_error(exc, probed.scrub)
                 logger.error("probe failed", extra={"source": source.name, "shard": shard, "reason": str(exc)})
                 shards.append(ShardPlan(shard=shard, mode="fanout", error=f"probe failed: {exc}"))
                 continue

@@ -16,8 +16,10 @@ import pytest
 from apilake.children import child_shard
 from apilake.lake import page_key
 from apilake.ledger import Ledger
+from apilake.marks import MarkStore
 from apilake.report import build_report
 from apilake_cli.output import print_status, status_document
+from apilake_cli.redrive import redrive
 from apilake_dev.local.event_source import LambdaContextStub
 from apilake_dev.vendors.fake import FakeVendor
 from apilake_dev.vendors.github_like import GitHubLikeVendor, Repo, sources
@@ -44,10 +46,13 @@ REPOS = [
 
 
 @contextmanager
-def github_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Harness, GitHubLikeVendor]]:
+def github_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, include: bool = False, incremental: bool = False
+) -> Iterator[tuple[Harness, GitHubLikeVendor]]:
     vendor = GitHubLikeVendor(REPOS, token=API_KEY)
+    configs = sources(vendor.base_url, include=include, incremental=incremental)
     # The harness keeps its vendor only to hand it back: a GitHub-like one serves as well.
-    with vendor, emulated_harness(cast(FakeVendor, vendor), sources(vendor.base_url), tmp_path, monkeypatch) as harness:
+    with vendor, emulated_harness(cast(FakeVendor, vendor), configs, tmp_path, monkeypatch) as harness:
         # What the template sets on the parent's worker (make template): the child's queue by its URL.
         monkeypatch.setenv("APILAKE_CHILD_QUEUE_URLS", json.dumps({"issues": harness.queues["issues"]}))
         yield harness, vendor
@@ -72,8 +77,9 @@ def judge(harness: Harness) -> dict[str, Any]:
 def test_every_issue_of_every_repo_lands_exactly_once_and_the_run_is_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with github_harness(tmp_path, monkeypatch) as (harness, vendor):
-        # Given the nightly run planned: the planner plans the repos, and lists issues as their child
+    with github_harness(tmp_path, monkeypatch, include=True) as (harness, vendor):
+        # Given the nightly run planned (the issues with parent.include): the planner plans the repos, and lists
+        # issues as their child
         summary = harness.plan(load_event("planner.json"))
         assert summary["messages"] == {"repos": 1}
         manifest = harness_manifest(harness)
@@ -97,6 +103,17 @@ def test_every_issue_of_every_repo_lands_exactly_once_and_the_run_is_complete(
             "/repos/dotted.owner/x/issues?state=all&per_page=10",
             "/repos/dotted.owner/x/issues?state=all&per_page=10&page=2",
         ]
+        # And each issue carries its repo's owner and name (parent.include), each page's metadata the repo's values
+        records = harness.records("issues")
+        assert all(
+            issue["repository_url"].endswith(f"/repos/{issue['_parent_owner']}/{issue['_parent_repo']}")
+            for issue in records
+        )
+        assert {(issue["_parent_owner"], issue["_parent_repo"]) for issue in records} == {
+            (repo.owner, repo.name) for repo in REPOS if repo.issues
+        }
+        head = harness.s3.head_object(Bucket=BUCKET, Key=page_key("issues", DAY, shards[REPOS[6]], 2))
+        assert head["Metadata"]["parent-values"] == '{"owner":"dotted.owner","repo":"x"}'
         # And the status says the run is complete: the issues' shards are those the repos announced, each ended
         status = harness.status(RUN)
         assert status.complete
@@ -194,3 +211,33 @@ def harness_manifest(harness: Harness) -> Any:
     manifest = Ledger(harness.s3, BUCKET).read_manifest(RUN)
     assert manifest is not None
     return manifest
+
+
+def test_an_incremental_parent_s_mark_waits_for_its_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with github_harness(tmp_path, monkeypatch, incremental=True) as (harness, vendor):
+        marks = MarkStore(harness.s3, BUCKET)
+        # Given the repos incremental (on updated_at), and page 2 of one repo's issues failing for good in a run
+        vendor.break_page("/repos/octocat/Spoon-Knife/issues", 2)
+        harness.plan({"sources": ["repos"], "run_id": "r1", "ingestion_date": "2026-11-26"})
+        harness.drain("repos")
+        harness.drain("issues")
+        first = {source.source: source.complete for source in harness.status("r1").sources}
+        assert first == {"repos": True, "issues": False}
+        # When the next run is planned: the repos' mark does not move (the next run would not list that repo again,
+        # and its issues would never be fetched): the repos are asked for from the initial value again
+        harness.plan({"sources": ["repos"], "run_id": "r2", "ingestion_date": "2026-11-27"})
+        assert marks.read("repos")[0] is None and sorted(marks.open_runs("repos")) == ["r1", "r2"]
+        # When the vendor recovers, the issues' DLQ is redriven and everything drains: both runs complete
+        with vendor.state.lock:
+            vendor.state.broken.clear()
+        assert redrive(harness.sqs, harness.dlqs["issues"], harness.queues["issues"]) == 1
+        harness.drain("repos")
+        harness.drain("issues")
+        assert harness.status("r1").complete and harness.status("r2").complete
+        initial = "/user/repos?per_page=5&since=2026-01-01T00%3A00%3A00Z"
+        assert [request for request in vendor.requests_to("/user/repos") if request == initial] == [initial] * 2
+        # Then the next planning moves the mark to the highest updated_at the repos landed
+        harness.plan({"sources": ["repos"], "run_id": "r3", "ingestion_date": "2026-11-28"})
+        mark = marks.read("repos")[0]
+        assert mark is not None and mark.value == "2026-11-12T00:00:00Z"
+        assert marks.open_runs("repos") == ["r3"]

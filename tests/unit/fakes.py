@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
@@ -23,7 +22,7 @@ from apilake.http import Deadline
 from apilake.ingest import PageIngester
 from apilake.lake import WriteResult, encode_page, page_key
 from apilake.ledger import Claim, ClaimState
-from apilake.messages import WorkItem, WorkItemRecord
+from apilake.messages import WorkItem
 from apilake.pagination import PageRequest, VendorPage
 from apilake.settings import WorkerSettings
 
@@ -216,6 +215,13 @@ class FakeSender:
         self.sent.append((queue_url, item))
         self.delays.append(delay_seconds)
 
+    def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int:
+        if self.broken is not None:
+            raise self.broken
+        for item in items:
+            self.send_one(queue_url, item)
+        return len(items)
+
     def parked(self) -> list[tuple[WorkItem, int]]:
         """The messages sent with a delay (parked copies), each with its delay."""
         return [(item, delay) for (_, item), delay in zip(self.sent, self.delays, strict=True) if delay]
@@ -298,9 +304,8 @@ class Worker:
             sender=self.sender,
             clock=self.clock,
         )
-        processor = BatchProcessor(event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False)
         event = {"Records": [sqs_record(f"m{i}", work) for i, work in enumerate(items)]}
-        response = ingester.process(event, FakeContext(), processor)
+        response = ingester.process(event, FakeContext())
         by_id = {f"m{i}": work.page for i, work in enumerate(items)}
         return [by_id[str(failure["itemIdentifier"])] for failure in response["batchItemFailures"]]
 

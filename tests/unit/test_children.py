@@ -3,20 +3,23 @@ fan-out of a landed parent page, claimed once however often the page is delivere
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections import Counter
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from pydantic import TypeAdapter
 
-from apilake.children import announced, bind, child_shard, parent_values
+from apilake.children import METADATA_VALUE_CHARS, announced, bind, child_shard, parent_values
 from apilake.config import SourcesFile, parse_sources
 from apilake.exceptions import BadResponseError, ConfigError, InvalidMessageError
-from apilake.ingest import PageIngester
-from apilake.messages import ShardName, WorkItem, WorkItemRecord
+from apilake.ingest import ItemSender, PageIngester
+from apilake.messages import ShardName, WorkItem
 from apilake.pagination import paginator_for
 from apilake.planner import PlanRequest
+from apilake.queue import QueueSender
 from apilake.settings import WorkerSettings
 from tests.unit.fakes import (
     INGESTION,
@@ -161,25 +164,28 @@ def test_a_page_announces_each_child_shard_once_in_record_order() -> None:
 
 # -- the fan-out of a landed parent page -----------------------------------------------------------------------
 class ParentWorker:
-    """The repos' worker container over the fakes, its child's queue known."""
+    """The repos' worker container over the fakes, its child's queue known (or the issues' worker's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sender: ItemSender | None = None) -> None:
         self.clock = FakeClock(NOW)
         self.vendor, self.lake, self.sender = FakeVendor(), FakeLake(), FakeSender()
         self.ledger = FakeLedger(self.clock)
+        self.item_sender: ItemSender = self.sender if sender is None else sender
+        self.sources = SOURCES
 
-    def run(self, *items: WorkItem, child_queues: dict[str, str] | None = None) -> list[int]:
+    def run(self, *items: WorkItem, child_queues: dict[str, str] | None = None, source: str = "repos") -> list[int]:
         settings = WorkerSettings(
-            source="repos",
+            source=source,
             lake_bucket="lake",
             queue_url="https://sqs/repos",
             continuation_stale_seconds=300,
             child_queue_urls={"issues": CHILD_QUEUE} if child_queues is None else child_queues,
         )
-        ingester = PageIngester(settings, SOURCES, self.vendor, self.lake, self.ledger, self.sender, self.clock)
-        processor = BatchProcessor(event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False)
+        ingester = PageIngester(
+            settings, self.sources, self.vendor, self.lake, self.ledger, self.item_sender, self.clock
+        )
         event = {"Records": [sqs_record(f"m{i}", work) for i, work in enumerate(items)]}
-        response = ingester.process(event, FakeContext(), processor)
+        response = ingester.process(event, FakeContext())
         by_id = {f"m{i}": work.page for i, work in enumerate(items)}
         return [by_id[str(failure["itemIdentifier"])] for failure in response["batchItemFailures"]]
 
@@ -251,6 +257,153 @@ def test_a_parent_worker_without_its_child_s_queue_fails_the_page_naming_it(work
     assert (
         "no queue URL for its child source 'issues' (APILAKE_CHILD_QUEUE_URLS)" in worker.ledger.failures[1]["reason"]
     )
+
+
+# -- a parent page's children in batches (SendMessageBatch) ---------------------------------------------------
+class FakeSqs:
+    """SQS as QueueSender calls it: each call's name; the entries whose body holds a shard of ``failing`` fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.bodies: list[tuple[str, str]] = []  # (queue URL, message body) of each message taken
+        self.failing: set[str] = set()
+
+    def send_message(self, **call: Any) -> dict[str, Any]:
+        self.calls.append("SendMessage")
+        self.bodies.append((call["QueueUrl"], call["MessageBody"]))
+        return {}
+
+    def send_message_batch(self, **call: Any) -> dict[str, Any]:
+        self.calls.append("SendMessageBatch")
+        failed = []
+        for entry in call["Entries"]:
+            if any(shard in entry["MessageBody"] for shard in self.failing):
+                failed.append(
+                    {"Id": entry["Id"], "Code": "InternalError", "Message": "try again", "SenderFault": False}
+                )
+            else:
+                self.bodies.append((call["QueueUrl"], entry["MessageBody"]))
+        return {"Successful": [], "Failed": failed}
+
+    def child_shards(self) -> list[str]:
+        return [WorkItem.model_validate_json(body).shard for url, body in self.bodies if url == CHILD_QUEUE]
+
+
+REPOS_25 = [repo("o", f"r{index}") for index in range(25)]
+SHARDS_25 = [child_shard({"owner": "o", "repo": f"r{index}"}) for index in range(25)]
+
+
+def test_a_parent_page_s_children_go_to_their_queue_ten_to_a_call() -> None:
+    # Given a page of 25 repos, and the worker sending through SQS
+    sqs = FakeSqs()
+    worker = ParentWorker(sender=QueueSender(sqs))
+    worker.vendor.answer("page=1&per_page=2", REPOS_25)
+    # When it lands
+    assert worker.run(parent_item()) == []
+    # Then its 25 children went in 3 SendMessageBatch calls (not 25 SendMessage), the chain's next page in one
+    assert sorted(sqs.calls) == ["SendMessage", *["SendMessageBatch"] * 3]
+    assert sorted(sqs.child_shards()) == sorted(SHARDS_25)
+
+
+def test_a_batch_partly_unsent_releases_the_claim_and_the_redelivery_sends_every_child_again() -> None:
+    # Given SQS refusing one of the 25 children every time
+    sqs = FakeSqs()
+    worker = ParentWorker(sender=QueueSender(sqs))
+    worker.vendor.answer("page=1&per_page=2", REPOS_25)
+    sqs.failing = {SHARDS_25[13]}
+    # When the page is delivered: it fails (to come back), its claim released, nothing of it recorded
+    assert worker.run(parent_item()) == [1]
+    assert worker.ledger.children == {} and worker.ledger.landed_pages() == []
+    assert "1 of 25 messages not sent" in worker.ledger.failures[1]["reason"]
+    # When it comes back and SQS takes every message
+    sqs.failing = set()
+    assert worker.run(parent_item()) == []
+    # Then every child was sent again (24 of them twice: page 1 of the same shard, landing on the same keys)
+    assert Counter(sqs.child_shards()) == {shard: 1 if shard == SHARDS_25[13] else 2 for shard in SHARDS_25}
+    ((_, stored),) = worker.ledger.children.items()
+    assert stored[0].state == "sent" and sorted(stored[1]) == sorted(SHARDS_25)
+
+
+# -- a child page joined to its parent record ------------------------------------------------------------------
+def child_item(values: dict[str, str]) -> WorkItem:
+    return WorkItem(
+        run_id=RUN, source="issues", ingestion_date=INGESTION, shard=child_shard(values), page=1, parent_values=values
+    )
+
+
+def test_a_child_page_keeps_its_parent_values_in_its_metadata_and_its_landed_marker() -> None:
+    # Given a page of issues of octocat/Hello-World
+    worker = ParentWorker()
+    worker.vendor.answer("q=repo:octocat/Hello-World&state=all", [{"id": 1}, {"id": 2}])
+    # When it lands
+    assert worker.run(child_item({"repo": "Hello-World", "owner": "octocat"}), source="issues") == []
+    # Then its S3 metadata and its landed marker name the parent record's values; its records are as they came
+    (stored,) = worker.lake.objects.values()
+    assert stored.metadata["parent-values"] == '{"owner":"octocat","repo":"Hello-World"}'
+    assert "parent-values-sha256" not in stored.metadata and stored.records == [{"id": 1}, {"id": 2}]
+    (((_, details),),) = worker.ledger.landed
+    assert details["parent_values"] == {"owner": "octocat", "repo": "Hello-World"}
+
+
+def test_parent_values_too_long_for_s3_metadata_keep_their_hash_there_and_the_values_in_the_ledger() -> None:
+    # Given values whose JSON is longer than S3 metadata takes (2 KB in all), and not ASCII
+    values = {"owner": "é" * 300, "repo": "x" * 500}
+    worker = ParentWorker()
+    worker.vendor.answer(f"q=repo:{values['owner']}/{values['repo']}&state=all", [{"id": 1}])
+    assert worker.run(child_item(values), source="issues") == []
+    (stored,) = worker.lake.objects.values()
+    text = json.dumps(dict(sorted(values.items())), separators=(",", ":"))
+    assert len(text) > METADATA_VALUE_CHARS and "parent-values" not in stored.metadata
+    assert stored.metadata["parent-values-sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert all(value.isascii() for value in stored.metadata.values())  # what an HTTP header takes
+    (((_, details),),) = worker.ledger.landed
+    assert details["parent_values"] == values
+
+
+ISSUES_INCLUDED = ISSUES.model_dump(mode="json", exclude_unset=True)
+ISSUES_INCLUDED["parent"]["include"] = True
+INCLUDED = parse_sources(
+    {"sources": [SOURCES.get("repos").model_dump(mode="json", exclude_unset=True), ISSUES_INCLUDED]}, "sources.yaml"
+)
+ADDED = {"_parent_owner": "a", "_parent_repo": "7"}
+
+
+@pytest.mark.parametrize(
+    ("records", "landed", "error"),
+    [
+        (
+            [{"id": 1}, {"id": 2, "x": None}],
+            [{"id": 1, **ADDED}, {"id": 2, "x": None, **ADDED}],
+            None,
+        ),
+        ([], [], None),
+        (
+            [{"id": 1}, 3],
+            None,
+            "record 2 of page 1 of child source 'issues' is not a JSON object: parent.include cannot add "
+            "_parent_owner, _parent_repo",
+        ),
+        (
+            [{"id": 1, "_parent_repo": "mine"}],
+            None,
+            "record 1 of page 1 of child source 'issues' already has _parent_repo, the field parent.include adds",
+        ),
+    ],
+)
+def test_parent_include_adds_the_parent_values_to_each_child_record(
+    records: list[Any], landed: list[Any] | None, error: str | None
+) -> None:
+    # Given a child source with parent.include, a page of issues of repo a/7
+    worker = ParentWorker()
+    worker.sources = INCLUDED
+    worker.vendor.answer("q=repo:a/7&state=all", records)
+    # When it lands, then each record has _parent_owner and _parent_repo (the values as sent: text), or the page
+    # fails when a record cannot take them
+    failed = worker.run(child_item({"owner": "a", "repo": "7"}), source="issues")
+    if error is None:
+        assert failed == [] and [stored.records for stored in worker.lake.objects.values()] == [landed]
+    else:
+        assert failed == [1] and worker.lake.objects == {} and error in worker.ledger.failures[1]["reason"]
 
 
 # -- the planner -----------------------------------------------------------------------------------------------

@@ -63,7 +63,31 @@ VALID = [
     pytest.param(doc(pagination={"type": "page_number", "page_size": 50}), id="page number without a total"),
     pytest.param(doc(comments()), id="a grandchild"),
     pytest.param({"sources": [copy.deepcopy(ISSUES), copy.deepcopy(REPOS)]}, id="a child declared before its parent"),
+    pytest.param(doc(parent={**ISSUES["parent"], "include": True}), id="include (raw only)"),
+    pytest.param(doc(parent={**ISSUES["parent"], "include": False}, columns={"id": "bigint"}), id="no include"),
+    pytest.param(
+        doc(
+            parent={**ISSUES["parent"], "include": True},
+            columns={"id": "bigint", "_parent_owner": "string", "_parent_repo": "string"},
+        ),
+        id="include, its fields declared in columns",
+    ),
 ]
+
+INCLUDED = [
+    pytest.param(doc(), {}, id="without include: nothing added"),
+    pytest.param(
+        doc(parent={**ISSUES["parent"], "include": True}),
+        {"owner": "_parent_owner", "repo": "_parent_repo"},
+        id="include: _parent_<placeholder>",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "added"), INCLUDED)
+def test_include_adds_a_parent_field_per_placeholder(raw: dict[str, Any], added: dict[str, str]) -> None:
+    parent = parse_sources(raw, "sources.yaml").get("issues").parent
+    assert parent is not None and parent.included_fields() == added
 
 
 @pytest.mark.parametrize("raw", VALID)
@@ -180,6 +204,23 @@ INVALID = [
         doc(parent={"source": "repos"}),
         "sources.yaml: source 'issues': parent.fields: Field required",
         id="fields missing",
+    ),
+    pytest.param(
+        doc(parent={**ISSUES["parent"], "include": True}, columns={"id": "bigint"}),
+        "sources.yaml: source 'issues': parent.include: Value error, parent.include adds _parent_owner, "
+        "_parent_repo to each record: declare them in columns (string), or drop include",
+        id="include, its fields not in columns",
+    ),
+    pytest.param(
+        doc(parent={**ISSUES["parent"], "include": True}, columns={"id": "bigint", "_parent_owner": "string"}),
+        "sources.yaml: source 'issues': parent.include: Value error, parent.include adds _parent_repo to each "
+        "record: declare it in columns (string), or drop include",
+        id="include, one of its fields not in columns",
+    ),
+    pytest.param(
+        doc(parent={**ISSUES["parent"], "include": "yes please"}),
+        "sources.yaml: source 'issues': parent.include: Input should be a valid boolean, unable to interpret input",
+        id="include not a boolean",
     ),
 ]
 

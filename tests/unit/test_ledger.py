@@ -1,10 +1,12 @@
+import threading
 from datetime import UTC, date, datetime
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from apilake.ledger import Claim, Ledger, RunManifest, ShardPlan, ShardStatus, SourcePlan
+from apilake.ledger import ChildOf, Claim, Ledger, RunManifest, ShardPlan, ShardStatus, SourcePlan
+from apilake.marks import MarkStore
 from apilake.messages import WorkItem
 
 RUN = "r1"
@@ -192,3 +194,90 @@ def test_status_lists_each_shard_once_and_with_details_reads_each_marker_once() 
     assert sorted(calls) == ["GetObject"] * 5 + ["ListObjectsV2"] * 2
     assert [sorted(shard.pages or {}) for shard in detailed.shards] == [[1, 2], [1, 3]]
     assert [(shard.complete, shard.missing_pages) for shard in detailed.shards] == [(True, []), (False, [2])]
+
+
+def child_item(source: str, shard: str, page: int) -> WorkItem:
+    values = {"id": shard} if shard.startswith("p-") else None  # a child shard's page carries its parent values
+    return WorkItem(
+        run_id=RUN, source=source, ingestion_date=date(2026, 11, 26), shard=shard, page=page, parent_values=values
+    )
+
+
+def family_manifest() -> RunManifest:
+    """repos (a chain) -> issues (chains, one per repo) -> comments (single pages, one per issue)."""
+    return RunManifest(
+        run_id=RUN,
+        ingestion_date=date(2026, 11, 26),
+        created_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+        trigger="schedule",
+        sources={
+            "comments": SourcePlan(shards=[], parent=ChildOf(source="issues", mode="fanout")),
+            "repos": SourcePlan(shards=[ShardPlan(shard="all", mode="chain")]),
+            "issues": SourcePlan(shards=[], parent=ChildOf(source="repos", mode="chain")),
+            "other": SourcePlan(shards=[ShardPlan(shard="all", mode="chain")]),
+        },
+    )
+
+
+def test_a_manifest_lists_a_source_s_descendants_parents_first() -> None:
+    manifest = family_manifest()
+    assert manifest.descendants("repos") == ["issues", "comments"]
+    assert manifest.descendants("issues") == ["comments"]
+    assert manifest.descendants("other") == manifest.descendants("comments") == []
+
+
+@mock_aws
+def test_the_status_of_200_child_shards_reads_each_shard_s_marker_once_several_at_a_time() -> None:
+    # Given a parent whose two pages announced 100 child shards each, every child shard a one-page chain that ended
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger = Ledger(s3, "lake")
+    manifest = family_manifest()
+    shards = [f"p-repo-{index:03d}-{index:016x}" for index in range(200)]
+    ledger.mark_landed(
+        [
+            (child_item("repos", "all", 1), {"records": 100, "has_next": True}),
+            (child_item("repos", "all", 2), {"records": 100, "has_next": False}),
+        ]
+    )
+    ledger.mark_end(child_item("repos", "all", 2))
+    for page, announced in ((1, shards[:100]), (2, shards[100:])):
+        ledger.claim_children(child_item("repos", "all", page), "issues", announced)
+        ledger.confirm_children(child_item("repos", "all", page), "issues", announced)
+    for shard in shards:
+        ledger.mark_landed([(child_item("issues", shard, 1), {"records": 3, "has_next": False})])
+        ledger.mark_end(child_item("issues", shard, 1))
+    calls: list[tuple[str, int]] = []
+    s3.meta.events.register("before-call.s3", lambda model, **_: calls.append((model.name, threading.get_ident())))
+    # When the status of the issues is read with the pages' details (what the report and the completeness check do)
+    issues = ledger.source_status(manifest, "issues", details=True)
+    # Then it is complete, every shard known; the chains' ends come from their landed markers (has_next false), not
+    # from 200 reads of end.json: the parent's listing, marker and two children markers, the child's one listing,
+    # and one marker per child shard (406 requests before)
+    assert issues.complete and len(issues.shards) == 200 and all(s.expected_pages == 1 for s in issues.shards)
+    names = [name for name, _ in calls]
+    assert names.count("ListObjectsV2") == 2 and names.count("GetObject") == 1 + 2 + 200 and len(names) == 205
+    # And they were read several at a time
+    assert len({thread for _, thread in calls}) > 1
+
+
+@mock_aws
+def test_a_parent_counts_as_complete_for_its_mark_only_with_all_its_descendants() -> None:
+    # Given repos complete, and its child's one shard ended, but the grandchild's announced shard not landed
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="lake")
+    ledger, marks = Ledger(s3, "lake"), MarkStore(s3, "lake")
+    manifest = family_manifest()
+    ledger.mark_landed([(child_item("repos", "all", 1), {"has_next": False})])
+    ledger.mark_end(child_item("repos", "all", 1))
+    ledger.confirm_children(child_item("repos", "all", 1), "issues", ["p-a-0000000000000001"])
+    ledger.mark_landed([(child_item("issues", "p-a-0000000000000001", 1), {"has_next": False})])
+    ledger.mark_end(child_item("issues", "p-a-0000000000000001", 1))
+    ledger.confirm_children(child_item("issues", "p-a-0000000000000001", 1), "comments", ["p-c-0000000000000002"])
+    # Then repos and issues are complete by themselves, yet not for the mark: the comments are not
+    assert ledger.source_status(manifest, "repos").complete and ledger.source_status(manifest, "issues").complete
+    assert [s.complete for s in ledger.lineage_status(manifest, "repos")] == [True, True, False]
+    assert not marks.complete(manifest, "repos")
+    # And once the comment lands, the parent counts as complete
+    ledger.mark_landed([(child_item("comments", "p-c-0000000000000002", 1), {"has_next": False})])
+    assert marks.complete(manifest, "repos")

@@ -52,6 +52,7 @@ class GitHubState:
             "private": False,
             "url": f"{base}/repos/{repo.full_name}",
             "open_issues_count": repo.issues,
+            "updated_at": f"2026-11-{1 + index % 28:02d}T00:00:00Z",  # what an incremental repos source follows
         }
 
     def issue_records(self, repo: Repo, base: str) -> list[dict[str, Any]]:
@@ -165,8 +166,13 @@ class GitHubLikeVendor:
             return [seen for seen in self.state.seen if urlsplit(seen).path == path]
 
 
-def sources(base_url: str, repos_per_page: int = 5, issues_per_page: int = 10) -> list[dict[str, Any]]:
-    """The sources file's two sources for it: ``repos`` (the parent), ``issues`` (its child)."""
+def sources(
+    base_url: str, repos_per_page: int = 5, issues_per_page: int = 10, include: bool = False, incremental: bool = False
+) -> list[dict[str, Any]]:
+    """The sources file's two sources for it: ``repos`` (the parent; ``incremental``: on ``updated_at``, asked with
+    ``since``, which this vendor ignores), ``issues`` (its child; ``include``: each issue with ``_parent_owner`` and
+    ``_parent_repo``)."""
+    since = {"cursor_path": "updated_at", "param": "since", "initial_value": "2026-01-01T00:00:00Z"}
     auth = {"type": "bearer", "secret_name": "apilake/vendor"}
     retries = {"max_attempts": 2, "base_delay_seconds": 0.01, "max_delay_seconds": 1}
     return [
@@ -181,6 +187,7 @@ def sources(base_url: str, repos_per_page: int = 5, issues_per_page: int = 10) -
             "pagination": {"type": "link_header"},
             "auth": auth,
             "retries": retries,
+            **({"incremental": since} if incremental else {}),
         },
         {
             "name": "issues",
@@ -193,6 +200,6 @@ def sources(base_url: str, repos_per_page: int = 5, issues_per_page: int = 10) -
             "pagination": {"type": "link_header"},
             "auth": auth,
             "retries": retries,
-            "parent": {"source": "repos", "fields": {"owner": "owner.login", "repo": "name"}},
+            "parent": {"source": "repos", "fields": {"owner": "owner.login", "repo": "name"}, "include": include},
         },
     ]

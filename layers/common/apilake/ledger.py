@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +54,7 @@ PAGES_PER_MARKER = 100  # keeps a marker's key well under S3's 1,024 bytes with 
 _FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
 _CHILDREN_MARKER = re.compile(r"/children=([a-z0-9-]+)_\d{5}\.json$")
 _SHARD_IN_KEY = re.compile(r"/shard=([^/]+)/")
+READ_THREADS = 16  # reads of one source's shards (a child's may be thousands) at once; the S3 client is thread-safe
 
 
 def manifest_key(run_id: str) -> str:
@@ -190,6 +193,12 @@ class Ledger:
     def source_status(self, manifest: RunManifest, source: str, details: bool = False) -> SourceStatus:
         return self._source_status(manifest, source, details, {})
 
+    def lineage_status(self, manifest: RunManifest, source: str) -> list[SourceStatus]:
+        """``source``'s status, then each of its descendants' in the run (children, grandchildren), each read once:
+        an incremental parent's mark moves only when all of them are complete (apilake.marks)."""
+        found: dict[str, SourceStatus] = {}
+        return [self._source_status(manifest, name, False, found) for name in (source, *manifest.descendants(source))]
+
     def _source_status(
         self, manifest: RunManifest, source: str, details: bool, found: dict[str, SourceStatus]
     ) -> SourceStatus:
@@ -197,7 +206,7 @@ class Ledger:
         if source not in found:
             plan = manifest.sources[source]
             if plan.parent is None:
-                shards = [self._shard_status(source, manifest.run_id, shard, details) for shard in plan.shards]
+                shards = _each(lambda shard: self._shard_status(source, manifest.run_id, shard, details), plan.shards)
                 found[source] = SourceStatus(source, shards)
             elif plan.parent.source not in manifest.sources:
                 note = f"parent '{plan.parent.source}' is not in the run's manifest"
@@ -214,26 +223,27 @@ class Ledger:
         self, run_id: str, source: str, plan: ChildOf, parent: SourceStatus, details: bool
     ) -> SourceStatus:
         """A child source's shards: those its parent's pages announced (one read per marker), each a chain or a
-        single page, from one listing of the child's run; complete once the parent is too."""
+        single page, from one listing of the child's run; complete once the parent is too. The markers and the
+        shards are read :data:`READ_THREADS` at a time."""
         announced: set[str] = set()
-        for shard in parent.shards:
-            for key in shard.child_markers.get(source, []):
-                announced.update((self._get_json(key) or {}).get("shards", []))
+        markers = [key for shard in parent.shards for key in shard.child_markers.get(source, [])]
+        for document in _each(self._get_json, markers):
+            announced.update((document or {}).get("shards", []))
         listed: dict[str, list[str]] = {}
         for key in self._keys(f"{source_ledger_prefix(source)}run={run_id}/shard="):
             if match := _SHARD_IN_KEY.search(key):
                 listed.setdefault(match.group(1), []).append(key)
         expected = 1 if plan.mode == "fanout" else None
-        shards = [
-            self._shard_status(
+        shards = _each(
+            lambda name: self._shard_status(
                 source,
                 run_id,
                 ShardPlan(shard=name, mode=plan.mode, expected_pages=expected),
                 details,
                 listed.get(name, []),
-            )
-            for name in sorted(announced)
-        ]
+            ),
+            sorted(announced),
+        )
         note = None
         if not parent.complete:
             note = f"parent '{parent.source}' is not complete: the child shards its pages announce may not all be known"
@@ -258,7 +268,7 @@ class Ledger:
         reconciled = plan.error is None and plan.mode == "fanout"
         reconciled = reconciled and (plan.expected_records is not None or plan.page_size is not None)
         pages = self._read_landed(markers) if details or reconciled else None
-        status = self._landed_and_ended(plan, landed, f"{prefix}end.json" in keys, prefix)
+        status = self._landed_and_ended(plan, landed, f"{prefix}end.json" in keys, prefix, pages)
         if reconciled and pages is not None:
             self._reconcile(plan, status, pages)
         for key in keys:
@@ -282,14 +292,18 @@ class Ledger:
             for page, body in (self._get_json(key) or {}).items()
         }
 
-    def _landed_and_ended(self, plan: ShardPlan, landed: set[int], end_listed: bool, prefix: str) -> ShardStatus:
+    def _landed_and_ended(
+        self, plan: ShardPlan, landed: set[int], end_listed: bool, prefix: str, pages: dict[int, LandedPage] | None
+    ) -> ShardStatus:
         if plan.error is not None:
             return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error)
         if plan.mode == "fanout":
             expected = plan.expected_pages or 0
             missing = sorted(set(range(1, expected + 1)) - landed)
             return ShardStatus(plan.shard, plan.mode, expected, len(landed), True, missing)
-        end = self._get_json(f"{prefix}end.json") if end_listed else None
+        end = None
+        if end_listed:  # the chain ended: where, its landed pages read tell, else end.json
+            end = _chain_end(landed, pages) or self._get_json(f"{prefix}end.json")
         if end is None:
             last = max(landed, default=0)
             missing = sorted(set(range(1, last + 1)) - landed)
@@ -346,3 +360,20 @@ class Ledger:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
             for obj in page.get("Contents", [])
         ]
+
+
+def _chain_end(landed: set[int], pages: dict[int, LandedPage] | None) -> dict[str, Any] | None:
+    """The end of a chain whose ``end.json`` is listed, as its landed markers (when read) tell it without reading
+    ``end.json``: its highest landed page, when that page had no next (``has_next`` false, what made the worker
+    write ``end.json``). None when they cannot tell (no pages read, a page recorded before ``has_next`` was, or
+    the highest page had a next: the last page has not been recorded yet): ``end.json`` then."""
+    top = pages.get(max(landed)) if pages is not None and landed else None
+    return {"last_page": max(landed)} if top is not None and top.has_next is False else None
+
+
+def _each[T, R](read: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``read`` of each item, in order, :data:`READ_THREADS` at a time (one at a time for a single item)."""
+    if len(items) <= 1:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(items))) as pool:
+        return list(pool.map(read, items))

@@ -19,7 +19,8 @@ NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message
 
 
 class ShardPlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: built at first use; the worker imports these models and never uses them (decision J-4).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     shard: ShardName
     mode: Literal["fanout", "chain"]
@@ -37,7 +38,7 @@ class IncrementalWindow(BaseModel):
     """What an incremental source's run asked for: records after ``since`` (the mark less the overlap, the
     initial value, or a manual run's explicit window, which never moves the mark)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     param: str
     since: str | int | float
@@ -50,14 +51,14 @@ class ChildOf(BaseModel):
     """A child source in a run's manifest: not planned itself, its shards are those its parent's landed pages
     announce (``children=<child>_<page>.json`` markers in the parent's shards), each a chain or a single page."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     source: str  # the parent source
     mode: Literal["fanout", "chain"]  # fanout: a single page (expected_pages 1)
 
 
 class SourcePlan(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     shards: list[ShardPlan]
     window: IncrementalWindow | None = None  # incremental sources only
@@ -65,7 +66,7 @@ class SourcePlan(BaseModel):
 
 
 class RunManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     run_id: RunId
     ingestion_date: date
@@ -73,12 +74,24 @@ class RunManifest(BaseModel):
     trigger: Literal["schedule", "manual"]
     sources: dict[str, SourcePlan]
 
+    def descendants(self, source: str) -> list[str]:
+        """The sources of the run whose parent is ``source``, theirs, and so on (parents before their children)."""
+        found: list[str] = []
+        parents = [source]
+        while parents:
+            parent = parents.pop(0)
+            for name, plan in self.sources.items():
+                if plan.parent is not None and plan.parent.source == parent and name not in found and name != source:
+                    found.append(name)
+                    parents.append(name)
+        return found
+
 
 class LandedPage(BaseModel):
     """What the worker recorded of a page that landed (an entry of a landed marker). The request stats came
     later (issue 13): a marker written before them reads with them unknown (None)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     key: str | None = None
     sha256: str | None = None
@@ -93,6 +106,8 @@ class LandedPage(BaseModel):
     parks: int | None = None  # times the page waited in its queue because the vendor asked
     # A source with columns: each top-level field of the page's records -> its JSON kinds (apilake.drift)
     fields: dict[str, list[str]] | None = None
+    # A child source's page: the parent record's values it was fetched for (its records' join to the parent)
+    parent_values: dict[str, str] | None = None
 
 
 class Claim(StrEnum):

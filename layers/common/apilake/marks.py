@@ -6,7 +6,8 @@ Under ``ledger/source=<S>/state/``:
 - ``open=<R>.json``: run R asked for records after the mark, and whether it completed is not settled yet.
 
 The planner settles a source before it plans it (no other function, no other service): each open run that
-is complete (:attr:`apilake.ledger.SourceStatus.complete`) offers the highest value its pages landed (the
+is complete (:attr:`apilake.ledger.SourceStatus.complete`, the source's and that of each of its child sources
+in the run, grandchildren included: :meth:`MarkStore.complete`) offers the highest value its pages landed (the
 workers note it in their landed markers); the mark becomes the largest of those and of itself, never less.
 It is written with an S3 conditional write on the ETag that was read (``If-None-Match: *`` for the first),
 so two planners at once can neither move it backwards nor lose an advance: the one that loses reads it
@@ -106,11 +107,7 @@ class MarkStore:
                 for run in self.open_runs(source)
                 if run != current_run and (manifest := self.ledger.read_manifest(run)) is not None
             }
-            complete = {
-                run: manifest
-                for run, manifest in manifests.items()
-                if source in manifest.sources and self.ledger.source_status(manifest, source).complete
-            }
+            complete = {run: manifest for run, manifest in manifests.items() if self.complete(manifest, source)}
             if not complete:
                 return Settled(mark, waiting=sorted(manifests))
             newest = max(manifest.created_at for manifest in complete.values())
@@ -133,6 +130,14 @@ class MarkStore:
                 self._s3.delete_object(Bucket=self.bucket, Key=open_run_key(source, run))
             return Settled(mark, moved=moved, closed=closed, waiting=waiting)
         raise MarkLostRaceError(f"{source}: the mark changed under each of {MAX_SETTLE_ATTEMPTS} attempts")
+
+    def complete(self, manifest: RunManifest, source: str) -> bool:
+        """Whether ``source``'s run counts as complete for its mark: the source and every descendant of it in the
+        run (children, grandchildren). A parent's mark moved while a child's shard is missing would not list that
+        parent record again, and its children would never be fetched."""
+        return source in manifest.sources and all(
+            status.complete for status in self.ledger.lineage_status(manifest, source)
+        )
 
     def _highest(self, config: Incremental, manifest: RunManifest, source: str) -> Value | None:
         """The highest cursor value the run's pages landed (None when they held no records)."""

@@ -172,6 +172,11 @@ class RunSender:
         if self._queues.offer(item, delay_seconds):
             self._start(item.source)
 
+    def send_all(self, queue_url: str, items: Sequence[WorkItem]) -> int:
+        for item in items:
+            self.send_one(queue_url, item)
+        return len(items)
+
 
 class RunnerVendors:
     """One client per source on one pooled session. Each source's requests share one pacer at its whole budget

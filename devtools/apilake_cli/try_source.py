@@ -390,15 +390,19 @@ def _deadline(seconds: float) -> Deadline:
 
 @contextlib.contextmanager
 def _logs_to_stderr() -> Iterator[None]:
-    """The HTTP layer's logs (its retries) on stderr, so that stdout is the command's own (one JSON document)."""
+    """The HTTP layer's logs (its retries, INFO, whatever level an earlier command of this process left) on stderr,
+    so that stdout is the command's own (one JSON document)."""
     handler = logger.registered_handler
     if not isinstance(handler, logging.StreamHandler):
         yield
         return
     stream = handler.setStream(sys.stderr)
+    level = logger.log_level
+    logger.setLevel(logging.INFO)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if stream is not None:  # None: it was stderr already
             handler.setStream(stream)
 

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -30,11 +31,14 @@ from apilake_cli.exits import Exit, epilog
 from apilake_cli.output import format_table, print_json, print_status
 
 if TYPE_CHECKING:
+    from apilake.planner import PlanRequest
     from apilake.runner import Runner, RunOutcome
 
 FOLDER_BUCKET = "local"  # the bucket name the ledger and the report carry for a lake folder
 CHECKOUT_SOURCES = Path("layers/common/sources.yaml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# A scheduled run's id (apilake.planner.scheduled_run_id): its scheduled time, then a schedule's key, if any.
+_SCHEDULED_ID = re.compile(r"sched-(\d{8}T\d{6}Z)(-[A-Za-z0-9-]+)?")
 
 
 def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +67,13 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--source", action="append", metavar="NAME", help="a source to run (repeat or a,b; default: all)"
     )
     ingest.add_argument("--run-id", help="the run's id; an existing run's id resumes it (default: manual-<time>-<hex>)")
+    ingest.add_argument(
+        "--scheduled",
+        action="store_true",
+        help="a scheduled run, as the planner's (trigger schedule, id sched-<this minute, UTC>, ingestion date its "
+        "day): the main stack's completeness check, run report, curated step and run alarms judge it; every source "
+        "runs unless --source; with --run-id sched-..., that scheduled run resumed",
+    )
     ingest.add_argument("--ingestion-date", help="the run's ingestion date, YYYY-MM-DD (default: today)")
     ingest.add_argument(
         "--secret",
@@ -141,11 +152,13 @@ def logs_to(stream: IO[str], level: str) -> Iterator[None]:
     previous = getattr(handler, "stream", None)
     if hasattr(handler, "setStream"):
         handler.setStream(stream)
+    previous_level = logger.log_level
     logger.setLevel(level)
     try:
         with contextlib.redirect_stdout(stream):
             yield
     finally:
+        logger.setLevel(previous_level)  # as it was: a later command of this process (a test's) logs at its own
         if previous is not None and hasattr(handler, "setStream"):
             handler.setStream(previous)
 
@@ -162,12 +175,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ApilakeError("ingest: --endpoint-url goes with --bucket")
     sources = load_sources(sources_path(args.sources))
     names = [n.strip() for given in args.source or [] for n in given.split(",") if n.strip()] or None
-    event: dict[str, Any] = {"sources": names} if names else {}
-    if args.run_id:
-        event["run_id"] = args.run_id
-    if args.ingestion_date:
-        event["ingestion_date"] = args.ingestion_date
-    request = parse_planner_event(event)
+    if args.scheduled:
+        request = scheduled_request(sources, names, args.run_id, args.ingestion_date, datetime.now(UTC))
+    else:
+        event: dict[str, Any] = {"sources": names} if names else {}
+        if args.run_id:
+            event["run_id"] = args.run_id
+        if args.ingestion_date:
+            event["ingestion_date"] = args.ingestion_date
+        request = parse_planner_event(event)
     threads = workers_of(sources, names, args.workers_per_source)
     lake: Path | None = None
     client: Any
@@ -203,6 +219,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         print_outcome(outcome, runner, report)
     return Exit.DONE if outcome.ok else Exit.NOT_DONE
+
+
+def scheduled_request(
+    sources: SourcesFile, names: list[str] | None, run_id: str | None, ingestion_date: str | None, now: datetime
+) -> PlanRequest:
+    """`--scheduled`: the run the planner would plan for a schedule that fired this minute (``now`` floored), or,
+    given its id, for that scheduled time (resumed). Every source that is not a child, unless ``names``: the task
+    has one schedule, so a source's own ``schedule`` (the Lambda stack's) does not leave it out."""
+    from apilake.planner import PlanRequest, scheduled_run_id
+
+    if ingestion_date:
+        raise ApilakeError("ingest: --scheduled takes its ingestion date from its scheduled time, not --ingestion-date")
+    if run_id is None:
+        when = now.astimezone(UTC).replace(second=0, microsecond=0)
+        run_id = scheduled_run_id(when)
+    elif match := _SCHEDULED_ID.fullmatch(run_id):
+        when = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    else:
+        raise ApilakeError(
+            f"ingest --scheduled: run id {run_id!r} is not a scheduled run's (sched-<YYYYMMDD>T<HHMMSS>Z[-<key>])"
+        )
+    selected = names or [source.name for source in sources.sources if source.parent is None]
+    return PlanRequest(run_id=run_id, ingestion_date=when.date(), trigger="schedule", sources=selected)
 
 
 @contextlib.contextmanager

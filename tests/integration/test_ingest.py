@@ -22,12 +22,15 @@ from apilake.folder_store import FolderClient
 from apilake.http import new_session
 from apilake.lake import page_key
 from apilake.ledger import Ledger
+from apilake.observability import logger
 from apilake.planner import parse_planner_event
 from apilake.runner import Runner, RunOutcome
 from apilake_cli.ingest import LocalSecrets
 from apilake_cli.main import main
 from apilake_dev.local.aws import LocalAws
 from apilake_dev.vendors.fake import FakeVendor, Fault
+from apilake_dev.vendors.github_like import GitHubLikeVendor, Repo
+from apilake_dev.vendors.github_like import sources as github_sources
 from tests.integration.conftest import API_KEY, DATASETS, source_configs
 from tests.integration.test_pipeline import EXPECTED_PAGES, INGESTION, expected_records
 
@@ -72,9 +75,11 @@ def test_ingest_to_a_folder_lands_every_record_once_and_status_reads_it(
     # Given every pagination style in one sources file
     sources, home = _sources(vendor, tmp_path), tmp_path / "home"
     # When `apilake ingest` runs them all at once into the home's lake folder
+    level = logger.log_level
     code = main(["--home", str(home), "ingest", "--sources", str(sources), "--run-id", RUN, "--secret", SECRET,
                  "--ingestion-date", INGESTION.isoformat()])  # fmt: skip
     printed = capsys.readouterr().out
+    assert logger.log_level == level  # its --log-level held for its run only (the next command of a process logs)
     # Then the run is complete, and each source's pages are the vendor's records, each once, under their keys
     assert code == 0, printed
     lake = home / "lake"
@@ -188,3 +193,86 @@ def test_a_page_that_fails_on_every_receive_is_dead_and_the_run_incomplete(vendo
     assert outcome.status is not None and not outcome.status.complete
     shard = outcome.status.sources[0].shards[0]
     assert shard.missing_pages == [3] and "500" in shard.why_missing(3)
+
+
+def test_a_parents_pages_announce_its_childrens_work_and_every_child_record_lands_once(tmp_path: Path) -> None:
+    # Given GitHub-like repos (the parent, 3 pages of 5) and each repo's issues (its child, 10 a page)
+    repos = [Repo(f"owner{n % 4}", f"repo-{n}", n * 3 % 17) for n in range(13)]
+    with GitHubLikeVendor(repos, token=API_KEY) as vendor:
+        path = tmp_path / "sources.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "sources": github_sources(vendor.base_url)}, sort_keys=False))
+        lake = tmp_path / "lake"
+        # When `apilake ingest` runs the parent (its child follows)
+        outcome = _run(_runner(path, FolderClient(lake), "local"))
+        # Then the run is complete, every repo and every issue landed exactly once
+        assert outcome.ok, (outcome.dead_items, outcome.status)
+        assert _records(_folder_pages(lake, "repos")) == [r for page in _repo_pages(vendor) for r in page]
+        issues = [
+            (i["repository_url"].split("/repos/", 1)[1], i["number"]) for i in _records(_folder_pages(lake, "issues"))
+        ]
+        assert sorted(issues) == sorted(vendor.state.issues()) and len(set(issues)) == len(issues)
+        # And the child's shards are those its parent announced, one per repo, counted in the run's figures
+        assert outcome.status is not None and outcome.status.complete
+        child = next(source for source in outcome.status.sources if source.source == "issues")
+        assert child.parent == "repos" and len(child.shards) == len(repos)
+        assert outcome.sources["issues"].records == len(vendor.state.issues())
+
+
+def test_a_parent_child_run_stopped_midway_resumes_its_childrens_lost_work(tmp_path: Path) -> None:
+    # Given a parent-child run stopped after a few pages: child work announced by landed repos pages was in memory
+    repos = [Repo(f"owner{n % 3}", f"repo-{n}", n % 11) for n in range(12)]
+    with GitHubLikeVendor(repos, token=API_KEY) as vendor:
+        path = tmp_path / "sources.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "sources": github_sources(vendor.base_url)}, sort_keys=False))
+        lake = tmp_path / "lake"
+        first = _run(_runner(path, FolderClient(lake), "local", workers_per_source=1, stop_after_pages=3))
+        assert not first.drained and first.status is not None and not first.status.complete
+        child = next(source for source in first.status.sources if source.source == "issues")
+        assert any(shard.missing_pages[:1] == [1] for shard in child.shards)  # announced, its page 1 not landed
+        landed = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (lake / "raw").rglob("*.json.gz")}
+        # When the same run is started again
+        second = _run(_runner(path, FolderClient(lake), "local"))
+        # Then it resumed, and every issue of every repo landed exactly once, no landed page written again
+        assert second.resumed and second.ok, (second.dead_items, second.status)
+        issues = [
+            (i["repository_url"].split("/repos/", 1)[1], i["number"]) for i in _records(_folder_pages(lake, "issues"))
+        ]
+        assert sorted(issues) == sorted(vendor.state.issues()) and len(set(issues)) == len(issues)
+        for page, identity in landed.items():
+            assert (page.stat().st_ino, page.stat().st_mtime_ns) == identity, page
+
+
+def _repo_pages(vendor: GitHubLikeVendor) -> list[list[dict[str, Any]]]:
+    records = [vendor.state.repo_record(i, vendor.base_url) for i in range(len(vendor.state.repos))]
+    return [records[i : i + 5] for i in range(0, len(records), 5)]
+
+
+def test_the_run_prints_each_sources_metrics_once_at_its_end_and_none_a_page(
+    vendor: FakeVendor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two sources, one page of which fails once (a retry)
+    sources = _sources(vendor, tmp_path, ["offsets", "api-b"])
+    vendor.inject("offset", "ds-f", 2, Fault("status", status=503))
+    capsys.readouterr()
+    # When the run ingests them
+    outcome = _run(_runner(sources, FolderClient(tmp_path / "lake"), "local"))
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    # Then each source's counts are in one EMF document (source and service, as a worker's), the run's figures
+    assert outcome.ok and outcome.pages == 15
+    by_source = {d["source"]: d for d in documents if "source" in d}
+    assert len(by_source) == len([d for d in documents if "source" in d]) == 2
+    for name, tally in outcome.sources.items():
+        document = by_source[name]
+        assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["source", "service"]]
+        assert document["pages_ingested_total"] == [float(tally.pages)]
+        assert document["records_ingested_total"] == [float(tally.records)]
+        assert document["retries_total"] == [float(tally.retries)]
+    assert by_source["offsets"]["retries_total"] == [1.0] and by_source["api-b"]["failures_total"] == [0.0]
+    # And the stack's pages landed and failed, once each; nothing else (no document a page or a request)
+    stack = [d for d in documents if "source" not in d]
+    assert [(d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], d["service"]) for d in stack] == [
+        ("ingest_pages_landed", "apilake"),
+        ("ingest_pages_failed", "apilake"),
+    ]
+    assert (stack[0]["ingest_pages_landed"], stack[1]["ingest_pages_failed"]) == ([15.0], [0.0])
+    assert len(documents) == 4

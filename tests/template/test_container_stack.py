@@ -204,7 +204,9 @@ def test_the_task_definition_is_fargate_read_only_and_runs_as_the_images_user(
 
 
 def test_the_task_writes_the_lake_bucket_with_the_lambdas_settings(container: dict[str, Any]) -> None:
-    assert container["Command"] == ["--bucket", {"Ref": "LakeBucketName"}, "--log-level", {"Ref": "LogLevel"}]
+    # A scheduled run: the main stack's completeness check, report, curated step and run alarms judge it
+    command = ["--scheduled", "--bucket", {"Ref": "LakeBucketName"}, "--log-level", {"Ref": "LogLevel"}]
+    assert container["Command"] == command
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     final = parse_dockerfile(DOCKERFILE.read_text())[-1]
     assert env["APILAKE_SOURCES_FILE"] == env_of(final)["APILAKE_SOURCES_FILE"]
@@ -286,6 +288,17 @@ def test_the_runs_alarms_watch_the_runners_counts_for_the_stack_and_keep_the_las
         assert properties["Dimensions"] == [{"Name": "service", "Value": "apilake"}]
         assert properties["TreatMissingData"] == "ignore"
     assert resources["ZeroPagesLandedAlarm"]["Properties"]["Threshold"] == 0
+
+
+def test_the_main_stacks_outputs_give_this_stacks_parameters_of_it(stack: dict[str, Any]) -> None:
+    # What this stack takes of the main one is what the main one outputs, under the same names
+    main = parse_template((ROOT / "template.yaml").read_text())
+    outputs = main["Outputs"]
+    for name in ("LakeBucketName", "LakeKeyArn", "AlarmTopicArn"):
+        assert name in stack["Parameters"] and name in outputs, name
+    assert outputs["LakeKeyArn"]["Value"] == {"Fn::GetAtt": ["LakeKey", "Arn"]}
+    # And the main stack's planner schedules can be switched off while this task ingests
+    assert main["Parameters"]["ScheduleState"]["AllowedValues"] == ["ENABLED", "DISABLED"]
 
 
 def test_errors_are_counted_from_the_tasks_json_logs(resources: dict[str, Any]) -> None:

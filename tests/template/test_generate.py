@@ -183,6 +183,8 @@ def test_two_schedules_in_the_sources_file_give_two_schedules_with_their_sources
         assert target["RetryPolicy"] == nightly["RetryPolicy"]
         assert target["DeadLetterConfig"] == nightly["DeadLetterConfig"]
         assert schedule["FlexibleTimeWindow"] == nightly["FlexibleTimeWindow"]
+        # And it is on or off with the Nightly, by ScheduleState (off when the container mode ingests instead)
+        assert schedule["State"] == nightly["State"] == {"Ref": "ScheduleState"}
         # And its input is the Nightly's event plus its key and sources, which the planner turns into its run
         event, default = json.loads(target["Input"]), json.loads(nightly["Input"])
         assert {k: v for k, v in event.items() if k != "detail"} == {k: v for k, v in default.items() if k != "detail"}
@@ -201,6 +203,13 @@ def test_two_schedules_in_the_sources_file_give_two_schedules_with_their_sources
     assert "tickets-archive" not in str(schedules)
     printed = capsys.readouterr().out
     assert printed.count("+ PlannerSchedule") == 2
+    # And the completeness check's schedule is not switched off with them: it judges the container's runs too
+    assert "State" not in resources["Completeness"]["Properties"]["Events"]["Check"]["Properties"]
+
+
+def test_the_planners_schedules_are_enabled_unless_the_stack_says_otherwise() -> None:
+    parameter = parse_template(paths.TEMPLATE.read_text())["Parameters"]["ScheduleState"]
+    assert parameter["Default"] == "ENABLED" and parameter["AllowedValues"] == ["ENABLED", "DISABLED"]
 
 
 def test_schedule_names_fit_the_scheduler_for_the_longest_stage(tmp_path: Path, edited_template: Path) -> None:

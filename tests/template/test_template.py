@@ -331,6 +331,7 @@ def test_outputs_tell_the_operator_commands_where_everything_is(template: dict[s
     assert outputs["LakeBucketName"] == {"Ref": "LakeBucket"}
     assert outputs["PlannerFailureQueueUrl"] == {"Ref": "PlannerFailureQueue"}
     assert outputs["AlarmTopicArn"] == {"Ref": "AlarmTopic"}
+    assert outputs["LakeKeyArn"] == {"Fn::GetAtt": ["LakeKey", "Arn"]}  # the container stack's parameter
     assert {"GlueDatabaseName", "RawCrawlerName", "AthenaWorkGroupName", "DashboardUrl"} <= set(outputs)
 
 

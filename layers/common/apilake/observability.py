@@ -13,10 +13,12 @@ import logging
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit, single_metric
 
 SERVICE = "apilake"
 # One namespace per deployed stage (the template sets it), so that dev and prod do not mix.
@@ -49,6 +51,10 @@ class Metric(StrEnum):
     # ... and for the stack, what the alarms watch.
     SOURCES_INCOMPLETE = "sources_incomplete"
     SOURCES_LANDED_NOTHING = "sources_landed_nothing"
+    # `apilake ingest`'s, for the stack at the end of each run (container/fargate.yaml's alarms watch them): the
+    # pages the run landed (written or unchanged), and those that failed on every attempt.
+    INGEST_PAGES_LANDED = "ingest_pages_landed"
+    INGEST_PAGES_FAILED = "ingest_pages_failed"
 
 
 _UNITS = {Metric.BYTES_WRITTEN: MetricUnit.Bytes, Metric.API_LATENCY: MetricUnit.Milliseconds}
@@ -77,9 +83,25 @@ class Totals:
 totals = Totals()
 
 
+_totals_only = threading.Event()
+
+
+@contextmanager
+def totals_only() -> Iterator[None]:
+    """While it lasts, :func:`count` keeps :data:`totals` only and prints no EMF (`apilake ingest`: several EMF
+    documents a page is too many; the runner prints each source's totals once, :func:`emit_source_totals`)."""
+    _totals_only.set()
+    try:
+        yield
+    finally:
+        _totals_only.clear()
+
+
 def count(source: str, metric: Metric, value: float = 1) -> None:
     """Count ``value`` of ``metric`` for ``source``, in EMF and in :data:`totals`."""
     totals.add(source, metric, value)
+    if _totals_only.is_set():
+        return
     unit = _UNITS.get(metric, MetricUnit.Count)
     if metrics.default_dimensions.get("source") == source:
         # The worker's own source: aggregated into the one EMF document flushed at the end of the invoke.
@@ -107,6 +129,15 @@ def count_stack(metric: Metric, value: float) -> None:
         default_dimensions={"service": SERVICE},
     ):
         pass
+
+
+def emit_source_totals(source: str, values: Mapping[Metric, float]) -> None:
+    """One EMF document for ``source`` (dimensions source and service, as a worker's) with each of ``values``."""
+    document = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    document.add_dimension(name="source", value=source)
+    for metric, value in values.items():
+        document.add_metric(name=metric.value, unit=_UNITS.get(metric, MetricUnit.Count), value=value)
+    document.flush_metrics()
 
 
 def use_source(source: str) -> None:

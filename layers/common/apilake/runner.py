@@ -11,13 +11,16 @@ item of its queue.
 
 Resuming: a run whose manifest exists (``run_id`` given again) is not planned again. Each fan-out shard's pages
 that the ledger does not record as landed are queued; each chain's missing pages, from the claims of its
-continuations (the claim holds the work item, cursor included). Pages that landed are not fetched again, and a
-page written but not recorded (the process died in between) lands unchanged: same key, not rewritten.
+continuations (the claim holds the work item, cursor included); each child source's, from the shards its parent's
+pages announced (apilake.runner_resume). Pages that landed are not fetched again, and a page written but not
+recorded (the process died in between) lands unchanged: same key, not rewritten.
+
+Metrics: kept in :data:`apilake.observability.totals` while the run lasts (no EMF document a page), then printed
+once at its end: each source's counts in one EMF document, and the stack's pages landed and failed.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
 from apilake.auth import CredentialStore
 from apilake.config import Source, SourcesFile
@@ -34,9 +36,10 @@ from apilake.exceptions import ConfigError, PlanningError
 from apilake.http import Deadline
 from apilake.ingest import PageIngester
 from apilake.lake import LakeWriter
-from apilake.ledger import Ledger, RunManifest, RunStatus, shard_prefix
-from apilake.messages import WorkItem, WorkItemRecord
-from apilake.observability import Metric, logger, std_logger, totals
+from apilake.ledger import Ledger, RunManifest, RunStatus
+from apilake.messages import WorkItem
+from apilake.observability import Metric, count_stack, emit_source_totals, logger, totals, totals_only
+from apilake.parent_config import children_of
 from apilake.planner import Planner, PlanRequest
 from apilake.runner_queues import (
     BatchContext,
@@ -48,6 +51,7 @@ from apilake.runner_queues import (
     WorkQueues,
     queue_url,
 )
+from apilake.runner_resume import Resumption
 from apilake.settings import WorkerSettings
 
 DEFAULT_BATCH_SIZE = 10
@@ -55,7 +59,6 @@ MAX_RETRY_DELAY_SECONDS = 60.0
 # A chain's continuation claimed but not confirmed is another delivery's only while that delivery can live; here
 # every page is in one queue once, so a pending claim is a dead process's: taken over at once.
 CLAIM_STALE_SECONDS = 0.001
-_CLAIM = re.compile(r"/next=(\d{5})\.json$")
 
 Echo = Callable[[str], None]
 
@@ -98,6 +101,18 @@ class RunOutcome:
         return clean and self.status is not None and self.status.complete
 
 
+# What the run emits once per source at its end (the workers' counts; none per page, see :meth:`Runner.run`).
+_EMITTED = (
+    Metric.PAGES_INGESTED,
+    Metric.PAGES_UNCHANGED,
+    Metric.RECORDS_INGESTED,
+    Metric.BYTES_WRITTEN,
+    Metric.FAILURES,
+    Metric.RETRIES,
+    Metric.THROTTLED,
+    Metric.PARKED,
+    Metric.MESSAGES_ENQUEUED,
+)
 _TALLIED = (
     ("records", Metric.RECORDS_INGESTED),
     ("bytes", Metric.BYTES_WRITTEN),
@@ -141,9 +156,30 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------------------------
     def run(self, request: PlanRequest) -> RunOutcome:
+        """The run, start to end. Its metrics are kept in :data:`totals` while it lasts (no EMF a page) and emitted
+        at its end: each source's counts in one document, and the stack's pages landed and failed (the
+        container's alarms), zeros too."""
+        with totals_only():
+            outcome = self._run(request)
+        self.emit_metrics(outcome)
+        return outcome
+
+    def emit_metrics(self, outcome: RunOutcome) -> None:
+        for name in outcome.sources:
+            emit_source_totals(name, {metric: self._delta(name, metric) for metric in _EMITTED})
+        count_stack(Metric.INGEST_PAGES_LANDED, outcome.pages)
+        count_stack(Metric.INGEST_PAGES_FAILED, len(outcome.dead_items))
+
+    def _run(self, request: PlanRequest) -> RunOutcome:
         started = time.monotonic()
         manifest = self.ledger.read_manifest(request.run_id)
         existed = manifest is not None
+        if manifest is not None and manifest.trigger != request.trigger:
+            raise ConfigError(
+                f"{request.trigger} run {request.run_id}: a {manifest.trigger} run has that id (planned at "
+                f"{manifest.created_at.isoformat()}) and a {request.trigger} run does not replace it: choose another "
+                "run id"
+            )
         # A run planned whole is resumed from its manifest; one with shards the planner could not plan, planned again.
         resumed = manifest is not None and not any(
             shard.error for plan in manifest.sources.values() for shard in plan.shards
@@ -196,56 +232,9 @@ class Runner:
         return collector.items, error
 
     def resume_items(self, manifest: RunManifest, names: Sequence[str]) -> list[WorkItem]:
-        """The pages of ``names`` in ``manifest`` that the ledger does not record as landed, as work items."""
-        status = self.ledger.status(manifest)
-        items: list[WorkItem] = []
-        for source in status.sources:
-            if source.source not in names:
-                continue
-            for shard, plan in zip(source.shards, manifest.sources[source.source].shards, strict=True):
-                if plan.error is not None:
-                    continue
-                first = WorkItem(
-                    run_id=manifest.run_id,
-                    source=source.source,
-                    ingestion_date=manifest.ingestion_date,
-                    shard=shard.shard,
-                    page=1,
-                )
-                if plan.mode == "fanout":
-                    sized = {"page_size": plan.page_size} if plan.capped else {}
-                    items += [first.model_copy(update={"page": p, **sized}) for p in shard.missing_pages]
-                else:
-                    items += self._chain_items(first, shard.missing_pages)
-        return items
-
-    def _chain_items(self, first: WorkItem, missing: list[int]) -> list[WorkItem]:
-        """A chain's missing pages, each from its claim (which holds the item, cursor included); a page with no
-        claim (the one before it landed, its continuation not yet claimed) through the page before it, fetched
-        again (unchanged, not rewritten) to claim it."""
-        if not missing:
-            return []
-        prefix = shard_prefix(first.source, first.run_id, first.shard)
-        claims: dict[int, str] = {}
-        for page in self.ledger.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{prefix}next="
-        ):
-            for obj in page.get("Contents", []):
-                if match := _CLAIM.search(obj["Key"]):
-                    claims[int(match.group(1))] = obj["Key"]
-        found: dict[int, WorkItem] = {}
-        for wanted in missing:
-            page = wanted
-            while page > 1 and page not in claims:
-                page -= 1
-            if page in found:
-                continue
-            if page == 1:
-                found[1] = first
-            else:
-                claim = self.ledger.read_json(claims[page]) or {}
-                found[page] = WorkItem.model_validate(claim["item"])
-        return [found[page] for page in sorted(found)]
+        """The pages of ``names`` (and of their children) in ``manifest`` that the ledger does not record as landed,
+        as work items (apilake.runner_resume)."""
+        return Resumption(self.ledger, self.sources, manifest).items(names)
 
     # -- the workers -----------------------------------------------------------------------------------------
     def _start(self, source: Source) -> None:
@@ -262,18 +251,19 @@ class Runner:
             thread.start()
 
     def _work(self, source: Source, workers: int) -> None:
-        processor = BatchProcessor(
-            event_type=EventType.SQS, model=WorkItemRecord, raise_on_entire_batch_failure=False, logger=std_logger
-        )
         settings = WorkerSettings(
             lake_bucket=self.bucket,
             source=source.name,
             queue_url=queue_url(source.name),
             continuation_stale_seconds=CLAIM_STALE_SECONDS,
+            # A parent's children go to their queues here (their workers start with their first item).
+            child_queue_urls={
+                child.name: queue_url(child.name) for child in children_of(self.sources.sources, source.name)
+            },
         )
         batch_size = source.worker.batch_size or DEFAULT_BATCH_SIZE
         while (entries := self.queues.take(source.name, batch_size, workers)) is not None:
-            failed = self._batch(settings, entries, processor)
+            failed = self._batch(settings, entries)
             finished = 0
             for entry in entries:
                 if entry.message_id not in failed:
@@ -290,25 +280,25 @@ class Runner:
             if self.stop_after_pages is not None and self._landed() >= self.stop_after_pages:
                 self.queues.stop()
 
-    def _batch(self, settings: WorkerSettings, entries: list[Entry], processor: BatchProcessor) -> set[str]:
+    def _batch(self, settings: WorkerSettings, entries: list[Entry]) -> set[str]:
         """One batch through the worker's own path; the message ids of the items that failed."""
         event = {"Records": [_record(entry) for entry in entries]}
         ingester = PageIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
         try:
-            response = ingester.process(event, BatchContext(), processor)
+            response = ingester.process(event, BatchContext())
         except Exception:  # a fault of ours, not of a page: every item of the batch comes back
             logger.exception("batch failed", extra={"source": settings.source, "items": len(entries)})
             return {entry.message_id for entry in entries}
         return {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}
 
     # -- progress --------------------------------------------------------------------------------------------
+    def _delta(self, source: str, metric: Metric) -> float:
+        """``metric`` of ``source`` counted since this runner was made."""
+        return totals.get(source, metric) - self._before.get((source, metric.value), 0)
+
     def _landed(self, source: str | None = None) -> int:
         names = [source] if source else list(self.queues.queued)
-        landed = 0
-        for name in names:
-            for metric in (Metric.PAGES_INGESTED, Metric.PAGES_UNCHANGED):
-                landed += int(totals.get(name, metric) - self._before.get((name, metric.value), 0))
-        return landed
+        return sum(int(self._delta(name, m)) for name in names for m in (Metric.PAGES_INGESTED, Metric.PAGES_UNCHANGED))
 
     def _wait(self, started: float) -> bool:
         """Until every worker is done, the sources' progress every ``progress_seconds``; True when drained."""
@@ -341,8 +331,7 @@ class Runner:
         for name in names:
             tally = SourceTally(name, pages=self._landed(name))
             for attribute, metric in _TALLIED:
-                delta = totals.get(name, metric) - self._before.get((name, metric.value), 0)
-                setattr(tally, attribute, int(delta))
+                setattr(tally, attribute, int(self._delta(name, metric)))
             tally.dead = sum(1 for item in self._dead if item.source == name)
             tallies[name] = tally
         return tallies

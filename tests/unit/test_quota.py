@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from apilake.quota import Quota, read_quota
-from apilake.ratelimit import FULL_BUCKET_WAIT_SECONDS, Pacer
+from apilake.ratelimit import BUCKET_DRAIN_SECONDS, Pacer
 
 NOW = 1_780_000_000.0  # epoch seconds
 
@@ -35,6 +37,11 @@ NOW = 1_780_000_000.0  # epoch seconds
             },
             Quota(remaining=7, reset_seconds=12, limit=100, window_seconds=60, style="ietf-draft"),
             id="ietf draft 07 fields (reset in delta seconds)",
+        ),
+        pytest.param(
+            {"RateLimit-Limit": "2000", "RateLimit-Remaining": "1990", "RateLimit-Reset": str(int(NOW) + 60)},
+            Quota(remaining=1990, reset_seconds=60, limit=2000, style="ietf-draft"),
+            id="gitlab: the draft names, reset in epoch seconds",
         ),
         pytest.param(
             {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4999", "X-RateLimit-Reset": str(int(NOW) + 3600)},
@@ -124,13 +131,21 @@ def test_the_vendors_remaining_count_is_spread_over_what_is_left_of_its_window()
     assert waits[1:] == pytest.approx([0.5, 0.5, 0.5])
 
 
-def test_a_reset_in_whole_seconds_is_taken_as_rounded_up() -> None:
-    # Given a vendor with 19 requests left and a reset "in 10 s", rounded up to whole seconds as vendors send it
-    pacer, _ = paced()
+def test_resets_in_whole_seconds_are_bounds_and_the_tightest_one_is_kept() -> None:
+    # Given a vendor saying "reset in 10 s" (rounded up), then, 0.6 s later, "in 9 s": the reset is at most 9.6 s away
+    pacer, clock = paced()
     pacer.wait()
-    pacer.observe({"RateLimit-Remaining": "19", "RateLimit-Reset": "10"})
-    # When more calls are made / Then they are spread over the 9.5 s the window has left on average
-    assert [pacer.wait() for _ in range(3)][1:] == pytest.approx([0.5, 0.5])
+    pacer.observe({"RateLimit-Remaining": "20", "RateLimit-Reset": "10"})
+    clock.now += 0.6
+    pacer.observe({"RateLimit-Remaining": "19", "RateLimit-Reset": "9"})
+    # When a later response (0.4 s on) says "9" again (a bound of 110: looser), its share now spent
+    clock.now += 0.4
+    pacer.observe({"RateLimit-Remaining": "0", "RateLimit-Reset": "9"})
+    # Then this worker waits until the tightest bound, 109.6: 8.6 s from now, not 9
+    assert pacer.wait() == pytest.approx(8.6)
+    # And once past it, a new bound is the next window's
+    pacer.observe({"RateLimit-Remaining": "0", "RateLimit-Reset": "5"})
+    assert pacer.wait() == pytest.approx(5.0)
 
 
 def test_a_spent_share_waits_for_the_reset_then_paces_at_the_windows_rate() -> None:
@@ -164,13 +179,52 @@ def test_the_slower_of_budget_and_vendor_governs() -> None:
     assert pacer.wait() == pytest.approx(2.0)
 
 
-def test_a_full_leaky_bucket_lets_it_drain_first() -> None:
+def test_a_leaky_bucket_is_paced_at_its_drain_rate_past_half_full() -> None:
+    # Given Shopify's bucket of 40 (drained in 20 s: one call every 0.5 s), 25 used
     pacer, _ = paced()
+    step = BUCKET_DRAIN_SECONDS / 40
+    pacer.wait()
+    pacer.observe({"X-Shopify-Shop-Api-Call-Limit": "25/40"})
+    # When calls follow / Then they come one drain step apart (after the one already scheduled)
+    assert [pacer.wait() for _ in range(3)] == pytest.approx([0.0, step, step])
+
+
+def test_a_full_leaky_bucket_is_drained_a_step_first_and_an_emptied_one_bursts() -> None:
+    pacer, _ = paced()
+    step = BUCKET_DRAIN_SECONDS / 40
     pacer.wait()
     pacer.observe({"X-Shopify-Shop-Api-Call-Limit": "40/40"})
-    assert pacer.wait() == pytest.approx(FULL_BUCKET_WAIT_SECONDS)
-    pacer.observe({"X-Shopify-Shop-Api-Call-Limit": "12/40"})
-    assert pacer.wait() == 0.0
+    assert pacer.wait() == pytest.approx(step)
+    pacer.observe({"X-Shopify-Shop-Api-Call-Limit": "3/40"})
+    pacer.wait()
+    assert [pacer.wait(), pacer.wait()] == [0.0, 0.0]
+
+
+def test_requests_sent_after_a_response_are_taken_off_what_it_says_is_left() -> None:
+    # Given one thread's request, then three more sent by another thread before the first one's response is read
+    pacer, _ = paced()
+    sent, others_sent = threading.Event(), threading.Event()
+
+    def first() -> None:
+        pacer.wait()
+        sent.set()
+        others_sent.wait(5)
+        # When its response says 3 are left in the 10 s before the reset
+        pacer.observe({"RateLimit-Remaining": "3", "RateLimit-Reset": "10.0"})
+
+    def others() -> None:
+        sent.wait(5)
+        for _ in range(3):
+            pacer.wait()
+        others_sent.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=others)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # Then those 3 are already on their way: nothing more until the reset
+    assert pacer.wait() == pytest.approx(10.0)
 
 
 def test_unreadable_headers_change_nothing() -> None:

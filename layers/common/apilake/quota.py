@@ -7,12 +7,14 @@ The header styles read, the most precise first:
   with ``RateLimit-Policy: "default";q=100;w=60`` (several policies: the one with the fewest requests per
   second left governs);
 - the IETF draft's earlier fields (up to 07), as many APIs still send them: ``RateLimit-Limit``,
-  ``RateLimit-Remaining``, ``RateLimit-Reset`` (delta seconds), ``RateLimit-Policy: 100;w=60``;
-- the ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` family (GitHub, GitLab, Twitter/X's
+  ``RateLimit-Remaining``, ``RateLimit-Reset`` (delta seconds; GitLab sends epoch seconds there),
+  ``RateLimit-Policy: 100;w=60``;
+- the ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` family (GitHub, Twitter/X's
   ``x-rate-limit-*``, Discord's ``X-RateLimit-Reset-After``, ...), whose reset is either epoch seconds
   (GitHub, X), epoch milliseconds or delta seconds: a value past 10^9 is read as epoch seconds, past 10^12 as
   epoch milliseconds, else as delta seconds (the heuristic other clients use: no delta is 30 years long);
-- Shopify's leaky bucket, ``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/capacity; no reset: it leaks).
+- Shopify's leaky bucket, ``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/capacity; no reset: it drains, at
+  the capacity over 20 s on Shopify, apilake.ratelimit).
 
 Unreadable values are ignored (a vendor's odd header never fails a page): ``None`` is "nothing said".
 """
@@ -142,30 +144,26 @@ def _pace(quota: Quota) -> float:
 
 
 def _draft(headers: Mapping[str, str], now: float) -> Quota | None:
-    """``RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (delta seconds) and ``RateLimit-Policy: 100;w=60``."""
-    return _family(headers, now, "ratelimit-", "ietf-draft", reset_is_delta=True)
+    """``RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` and ``RateLimit-Policy: 100;w=60``: the drafts' reset is
+    delta seconds, GitLab's epoch seconds (told apart as everywhere: no delta is 30 years long)."""
+    return _family(headers, now, "ratelimit-", "ietf-draft")
 
 
 def _x_ratelimit(headers: Mapping[str, str], now: float) -> Quota | None:
     for prefix in ("x-ratelimit-", "x-rate-limit-"):
-        quota = _family(headers, now, prefix, prefix.rstrip("-"), reset_is_delta=False)
+        quota = _family(headers, now, prefix, prefix.rstrip("-"))
         if quota is not None:
             return quota
     return None
 
 
-def _family(headers: Mapping[str, str], now: float, prefix: str, style: str, *, reset_is_delta: bool) -> Quota | None:
+def _family(headers: Mapping[str, str], now: float, prefix: str, style: str) -> Quota | None:
     remaining = _number(headers.get(prefix + "remaining"))
     if remaining is None:
         return None
     after = _number(headers.get(prefix + "reset-after"))  # Discord: delta seconds, with a fraction
     raw = _number(headers.get(prefix + "reset"))
-    if after is not None:
-        reset = _reset(after, now)
-    elif raw is not None and reset_is_delta:
-        reset = raw if raw <= MAX_RESET_SECONDS else None
-    else:
-        reset = _reset(raw, now)
+    reset = _reset(after if after is not None else raw, now)
     window = None
     policy = headers.get(prefix + "policy")
     if policy:
@@ -176,7 +174,11 @@ def _family(headers: Mapping[str, str], now: float, prefix: str, style: str, *, 
         limit=_number(headers.get(prefix + "limit")),
         window_seconds=window,
         style=style,
-        whole_seconds=after is None and _whole(headers.get(prefix + "reset")),
+        # Rounded up to whole seconds: a delta (an epoch reset is the vendor's own second, not a rounding).
+        whole_seconds=after is None
+        and raw is not None
+        and raw < _EPOCH_SECONDS
+        and _whole(headers.get(prefix + "reset")),
     )
 
 

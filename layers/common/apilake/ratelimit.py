@@ -21,10 +21,13 @@ class PaceParkedError(ParkMessageError):
     """The next request's slot is further away than may be waited here: the page is parked until then."""
 
 
-# A leaky bucket (no reset) that is full: how long to let it drain before the next request.
-FULL_BUCKET_WAIT_SECONDS = 1.0
-# A reset given in whole seconds is the true one rounded up: half a second too long, on average.
-WHOLE_SECOND_ROUNDING = 0.5
+# A leaky bucket (no reset) drains at its capacity over this many seconds: Shopify's REST buckets (40 at 2/s,
+# 80 at 4/s on Plus) do. Above half full, calls are spaced at the drain rate; below it they may burst.
+BUCKET_DRAIN_SECONDS = 20.0
+# How long a bucket's word paces calls without a newer one.
+BUCKET_WORD_SECONDS = 1.0
+# A reset given in whole seconds is the true one rounded up to the next whole second.
+WHOLE_SECOND = 1.0
 MIN_SPREAD_SECONDS = 0.05
 
 
@@ -61,6 +64,9 @@ class Pacer:
         self._quota_until = 0.0  # when the vendor's window (as last heard) ends
         self._after_reset = 0.0  # the pace once it has ended: its whole window's rate, if stated
         self.quota: Quota | None = None  # the vendor's last word, for logs and tests
+        self._reset_bound: float | None = None  # the earliest reset heard in this window (whole-second resets)
+        self._sent = 0  # slots taken so far: a response's count misses the requests sent after its own
+        self._ticket = threading.local()  # this thread's last slot number (its response is observed by it)
 
     def wait(self, at_most: float | None = None) -> float:
         """Block until this call's slot; returns the seconds waited. A slot more than ``at_most`` seconds away is
@@ -75,34 +81,65 @@ class Pacer:
                 )
             vendor = self._vendor_interval if slot < self._quota_until else self._after_reset
             self._next_at = slot + max(self.interval, vendor)
+            self._ticket.number = self._sent
+            self._sent += 1
         delay = slot - now
         if delay > 0:
             self._sleep(delay)
         return delay
 
     def observe(self, headers: Mapping[str, str]) -> Quota | None:
-        """Read the vendor's quota from a response's headers (any status: a 429's count too) and pace by it."""
+        """Read the vendor's quota from a response's headers (any status: a 429's count too) and pace by it. Called
+        by the thread that made the request: the requests this process sent after it are not in the vendor's
+        count yet, and are taken off what it says is left."""
         quota = read_quota(headers, self._wall())
         if quota is None:
             return None
         now = self._clock()
-        share = quota.remaining / self.shared_by
-        window_rate = quota.window_rate
         with self._lock:
+            ticket = getattr(self._ticket, "number", None)
+            in_flight = self._sent - ticket - 1 if ticket is not None else 0
+            share = (quota.remaining - in_flight) / self.shared_by
             self.quota = quota
+            window_rate = quota.window_rate
             self._after_reset = self.shared_by / window_rate if window_rate else 0.0
-            if quota.reset_seconds is None:  # a leaky bucket: pace only when it is full
-                if share < 1:
-                    self._next_at = max(self._next_at, now + FULL_BUCKET_WAIT_SECONDS)
+            if quota.reset_seconds is None:
+                self._bucket(quota, share, now)
                 return quota
-            reset_at = now + quota.reset_seconds
+            reset_at = self._reset_at(now, quota)
             self._quota_until = reset_at
             if share < 1:  # this process's share is spent: nothing until the window resets (at the latest)
                 self._vendor_interval = 0.0
                 self._next_at = max(self._next_at, reset_at)
             else:
-                # Spread over the expected time left: a reset in whole seconds was rounded up, half a second
-                # on average (spreading over the rounded time leaves requests unspent when the window ends).
-                expected = quota.reset_seconds - WHOLE_SECOND_ROUNDING if quota.whole_seconds else quota.reset_seconds
-                self._vendor_interval = max(expected, MIN_SPREAD_SECONDS) / share
+                self._vendor_interval = max(reset_at - now, MIN_SPREAD_SECONDS) / share
         return quota
+
+    def _reset_at(self, now: float, quota: Quota) -> float:
+        """When the vendor's window resets. A reset in whole seconds is rounded up: each response bounds the true
+        reset from above, so within one window the earliest bound heard is kept (the bounds tighten as responses
+        come in); a bound a second or more past the kept one, or heard after it, is the next window's."""
+        assert quota.reset_seconds is not None
+        bound = now + quota.reset_seconds
+        if not quota.whole_seconds:
+            self._reset_bound = None
+            return bound
+        kept = self._reset_bound
+        if kept is None or now >= kept or bound >= kept + WHOLE_SECOND:
+            self._reset_bound = bound
+        else:
+            self._reset_bound = min(kept, bound)
+        return self._reset_bound
+
+    def _bucket(self, quota: Quota, share: float, now: float) -> None:
+        """A leaky bucket (no reset; it drains continuously): free to burst while it is under half full, then
+        one call per drain step (this process's share of it), and a full one drained a step first."""
+        capacity = quota.limit or 0.0
+        if capacity <= 0:
+            return
+        step = self.shared_by * BUCKET_DRAIN_SECONDS / capacity
+        self._quota_until = now + BUCKET_WORD_SECONDS
+        self._after_reset = 0.0
+        self._vendor_interval = step if quota.remaining <= capacity / 2 else 0.0
+        if share < 1:
+            self._next_at = max(self._next_at, now + step)

@@ -33,12 +33,9 @@ PRELOAD = [
     "botocore.httpsession",
     "pydantic",
     "requests.adapters",
-    "tenacity",
     "yaml",
     "aws_lambda_powertools.logging",
     "aws_lambda_powertools.metrics",
-    "aws_lambda_powertools.utilities.batch",
-    "aws_lambda_powertools.utilities.parser.models",
     "aws_lambda_powertools.utilities.parameters",
 ]
 

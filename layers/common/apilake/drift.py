@@ -50,7 +50,8 @@ def text_kinds(columns: Mapping[str, ColumnType] | None) -> TextKinds:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # defer_build: built at first use; the worker imports these models and never uses them (decision J-4).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ChangedField(_Model):

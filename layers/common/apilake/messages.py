@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json, StringConstraints, model_validator
 
 from apilake.config import SourceName
@@ -89,7 +88,30 @@ class WorkItem(BaseModel):
         return self.model_copy(update={"park": Parking(count=count, since=since, until=until)})
 
 
-class WorkItemRecord(SqsRecordModel):
-    """An SQS record whose body is a JSON work item (validated by the batch processor)."""
+class SqsAttributes(BaseModel):
+    """The system attributes of an SQS record that Lambda always sends (others are ignored)."""
 
+    ApproximateReceiveCount: str
+    ApproximateFirstReceiveTimestamp: datetime
+    SenderId: str
+    SentTimestamp: datetime
+
+
+class SqsMessageAttribute(BaseModel):
+    dataType: str  # noqa: N815 - the SQS record's own names
+    stringValue: str | None = None  # noqa: N815
+    binaryValue: str | None = None  # noqa: N815
+
+
+class WorkItemRecord(BaseModel):
+    """An SQS record, as Lambda's event source mapping hands it over, whose body is a JSON work item (validated
+    by apilake.batch). The fields Powertools' ``SqsRecordModel`` requires, without importing its parser."""
+
+    messageId: str  # noqa: N815 - the SQS record's own names
+    receiptHandle: str  # noqa: N815
     body: Json[WorkItem]
+    attributes: SqsAttributes
+    messageAttributes: dict[str, SqsMessageAttribute]  # noqa: N815
+    eventSource: Literal["aws:sqs"]  # noqa: N815
+    eventSourceARN: str  # noqa: N815
+    awsRegion: str  # noqa: N815

@@ -1,18 +1,24 @@
 """Environment settings of each function, validated inside the handler on every invoke.
 
 Every variable is ``APILAKE_`` followed by the field's name in capitals (``lake_bucket`` is
-``APILAKE_LAKE_BUCKET``); an error names the variable::
+``APILAKE_LAKE_BUCKET``); a mapping is given as JSON; an error names the variable::
 
     environment: APILAKE_LAKE_BUCKET: String should have at least 1 character
+
+Plain pydantic models read from ``os.environ`` by :meth:`_Settings.from_env`, not pydantic-settings'
+``BaseSettings``: it imports asyncio, dotenv and its CLI and cloud sources (a tenth of the worker's cold
+start) for what this module does in a loop. Decision J-2 in docs/decisions.md.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+import json
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from apilake.config import SourceName
 from apilake.exceptions import ConfigError, Location, describe_validation_error
@@ -25,9 +31,10 @@ Stage = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{1,9}$")]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class _Settings(BaseSettings):
-    # extra="ignore": both functions share variables (the template's Globals) that only one reads.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+class _Settings(BaseModel):
+    # extra="ignore": both functions share variables (the template's Globals) that only one reads. defer_build: each
+    # function builds the one class it reads, at its first invoke (decision J-4).
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True, defer_build=True)
 
     lake_bucket: NonEmpty
     sources_file: NonEmpty = "/opt/python/sources.yaml"
@@ -48,10 +55,22 @@ class _Settings(BaseSettings):
         return value
 
     @classmethod
-    def from_env(cls) -> Self:
-        """The settings from ``os.environ``; :class:`ConfigError` naming each variable that is wrong."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """The settings from ``environ`` (``os.environ``); :class:`ConfigError` naming each variable that is wrong."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            variable = cls.variable((name,))
+            if variable not in environ:
+                continue
+            values[name] = environ[variable]
+            if get_origin(field.annotation) is dict:
+                try:
+                    values[name] = json.loads(environ[variable])
+                except ValueError as exc:
+                    raise ConfigError(f"environment: {variable}: not JSON ({exc})") from exc
         try:
-            return cls()
+            return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error("environment", exc, locate=cls.variable)) from exc
 

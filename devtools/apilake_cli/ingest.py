@@ -51,7 +51,11 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "ingest",
         help=summary,
         description=summary,
-        epilog=epilog("the run is complete", "it is not (pages failed on every attempt, or the planner failed)"),
+        epilog=epilog(
+            "the run is complete",
+            "it is not (pages failed, the planner failed, or --max-seconds passed): run again with its --run-id",
+        )
+        + "\n  (2 also: another process runs this run, or a worker thread failed)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument(
@@ -70,9 +74,22 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     ingest.add_argument(
         "--scheduled",
         action="store_true",
-        help="a scheduled run, as the planner's (trigger schedule, id sched-<this minute, UTC>, ingestion date its "
-        "day): the main stack's completeness check, run report, curated step and run alarms judge it; every source "
-        "runs unless --source; with --run-id sched-..., that scheduled run resumed",
+        help="a scheduled run, as the planner's (trigger schedule, id sched-<its scheduled time, UTC>, ingestion "
+        "date its day): the main stack's completeness check, run report, curated step and run alarms judge it; every "
+        "source runs unless --source; again with the same --scheduled-time (or --run-id sched-...), that run resumed",
+    )
+    ingest.add_argument(
+        "--scheduled-time",
+        type=_instant,
+        metavar="ISO8601",
+        help="with --scheduled: the schedule's fire time, e.g. 2025-01-31T02:00:00Z (EventBridge Scheduler's "
+        "<aws.scheduler.scheduled-time>); default: now, floored to the minute",
+    )
+    ingest.add_argument(
+        "--max-seconds",
+        type=_positive,
+        help="take no page after this many seconds: the pages in flight finish, the ledger says what is missing, "
+        "exit 1 (resume with the same --run-id)",
     )
     ingest.add_argument("--ingestion-date", help="the run's ingestion date, YYYY-MM-DD (default: today)")
     ingest.add_argument(
@@ -97,6 +114,17 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     ingest.add_argument("--log-level", choices=LOG_LEVELS, default="WARNING", help="(default %(default)s)")
     ingest.add_argument("--json", action="store_true", help="one JSON document on stdout (progress on stderr)")
     ingest.set_defaults(func=cmd_ingest)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        example = "2025-01-31T02:00:00Z"
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as {example}, got {text!r}") from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: give Z or an offset")
+    return when.astimezone(UTC)
 
 
 def _positive(text: str) -> int:
@@ -176,8 +204,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     sources = load_sources(sources_path(args.sources))
     names = [n.strip() for given in args.source or [] for n in given.split(",") if n.strip()] or None
     if args.scheduled:
-        request = scheduled_request(sources, names, args.run_id, args.ingestion_date, datetime.now(UTC))
+        request = scheduled_request(
+            sources, names, args.run_id, args.ingestion_date, datetime.now(UTC), args.scheduled_time
+        )
     else:
+        if args.scheduled_time:
+            raise ApilakeError("ingest: --scheduled-time goes with --scheduled")
         event: dict[str, Any] = {"sources": names} if names else {}
         if args.run_id:
             event["run_id"] = args.run_id
@@ -208,6 +240,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         workers_per_source=args.workers_per_source,
         retry_delay_seconds=args.retry_delay,
         echo=echo,
+        max_seconds=args.max_seconds,
     )
     where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
     echo(f"apilake ingest: run {request.run_id} in this process, to {where}")
@@ -218,21 +251,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print_json(outcome_document(outcome))
     else:
         print_outcome(outcome, runner, report)
+    if outcome.error:
+        print(f"ingest: run {outcome.run_id} stopped: {outcome.error}", file=sys.stderr)
+        return Exit.ERROR
     return Exit.DONE if outcome.ok else Exit.NOT_DONE
 
 
 def scheduled_request(
-    sources: SourcesFile, names: list[str] | None, run_id: str | None, ingestion_date: str | None, now: datetime
+    sources: SourcesFile,
+    names: list[str] | None,
+    run_id: str | None,
+    ingestion_date: str | None,
+    now: datetime,
+    scheduled_time: datetime | None = None,
 ) -> PlanRequest:
-    """`--scheduled`: the run the planner would plan for a schedule that fired this minute (``now`` floored), or,
-    given its id, for that scheduled time (resumed). Every source that is not a child, unless ``names``: the task
-    has one schedule, so a source's own ``schedule`` (the Lambda stack's) does not leave it out."""
+    """`--scheduled`: the run the planner would plan for a schedule that fired at ``scheduled_time`` (the
+    Scheduler's, so that a retried or duplicated task of one firing is the same run, and a task started late is
+    still that day's), else this minute (``now`` floored); or, given its id, for that scheduled time (resumed).
+    Every source that is not a child, unless ``names``: the task has one schedule, so a source's own ``schedule``
+    (the Lambda stack's) does not leave it out."""
     from apilake.planner import PlanRequest, scheduled_run_id
 
     if ingestion_date:
         raise ApilakeError("ingest: --scheduled takes its ingestion date from its scheduled time, not --ingestion-date")
+    if run_id is not None and scheduled_time is not None:
+        raise ApilakeError("ingest --scheduled: give --scheduled-time or --run-id, not both (the id is the time's)")
     if run_id is None:
-        when = now.astimezone(UTC).replace(second=0, microsecond=0)
+        when = (scheduled_time or now.astimezone(UTC).replace(second=0)).replace(microsecond=0)
         run_id = scheduled_run_id(when)
     elif match := _SCHEDULED_ID.fullmatch(run_id):
         when = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
@@ -274,6 +319,8 @@ def print_outcome(outcome: RunOutcome, runner: Runner, report: str | None) -> No
     """The run summary as the local flow prints it: per source, then the run's status from the ledger."""
     print()
     state = "drained" if outcome.drained else "NOT drained (stopped)"
+    if outcome.timed_out:
+        state = "NOT drained (--max-seconds passed; the status below says what is missing)"
     print(f"run {outcome.run_id}: {state} in {outcome.wall_seconds:.1f}s" + (" (resumed)" if outcome.resumed else ""))
     if outcome.planner_error:
         print(f"planner error: {outcome.planner_error}")
@@ -304,6 +351,8 @@ def outcome_document(outcome: RunOutcome) -> dict[str, Any]:
         "records": outcome.records,
         "pages_per_second": round(outcome.pages / outcome.wall_seconds, 1) if outcome.wall_seconds else None,
         "planner_error": outcome.planner_error,
+        "error": outcome.error,
+        "timed_out": outcome.timed_out,
         "sources": {name: asdict(tally) for name, tally in outcome.sources.items()},
         "dead": [json.loads(item.model_dump_json()) for item in outcome.dead_items],
     }

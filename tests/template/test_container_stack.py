@@ -165,19 +165,48 @@ def test_the_scheduler_may_run_only_this_task_in_its_cluster_and_pass_only_its_t
     assert via == {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}
 
 
+def schedule_input(resources: dict[str, Any]) -> dict[str, Any]:
+    """The schedule's RunTask request, its ``Fn::Sub`` variables written as ``<Name>`` (a list's as ``<a>, <b>``)."""
+    template, variables = resources["Schedule"]["Properties"]["Target"]["Input"]["Fn::Sub"]
+    assert variables["Cluster"] == CLUSTER and variables["Subnets"] == {"Fn::Join": ['", "', {"Ref": "SubnetIds"}]}
+    text = template.replace("${Subnets}", '<subnet-a>", "<subnet-b>')
+    for name in ("Cluster", "TaskDefinition", "TaskSecurityGroup", "AssignPublicIp", "LakeBucketName", "LogLevel"):
+        text = text.replace("${" + name + "}", f"<{name}>")
+    document: dict[str, Any] = json.loads(text.replace("${MaxRunSeconds}", "<MaxRunSeconds>"))
+    return document
+
+
 def test_the_schedule_runs_one_fargate_task_of_the_task_definition(resources: dict[str, Any]) -> None:
     schedule = resources["Schedule"]["Properties"]
     assert schedule["ScheduleExpression"] == {"Ref": "ScheduleExpression"} and schedule["State"] == {
         "Ref": "ScheduleState"
     }
     target = schedule["Target"]
-    assert target["Arn"] == CLUSTER and target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
-    ecs = target["EcsParameters"]
-    assert ecs["TaskDefinitionArn"] == {"Ref": "TaskDefinition"}
-    assert (ecs["TaskCount"], ecs["LaunchType"]) == (1, "FARGATE")
-    network = ecs["NetworkConfiguration"]["AwsvpcConfiguration"]
-    assert network["Subnets"] == {"Ref": "SubnetIds"} and network["SecurityGroups"] == [{"Ref": "TaskSecurityGroup"}]
+    assert target["Arn"] == {"Fn::Sub": "arn:${AWS::Partition}:scheduler:::aws-sdk:ecs:runTask"}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    run = schedule_input(resources)
+    assert (run["Cluster"], run["TaskDefinition"], run["Count"], run["LaunchType"]) == (
+        "<Cluster>",
+        "<TaskDefinition>",
+        1,
+        "FARGATE",
+    )
+    network = run["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["Subnets"] == ["<subnet-a>", "<subnet-b>"] and network["SecurityGroups"] == ["<TaskSecurityGroup>"]
+    assert network["AssignPublicIp"] == "<AssignPublicIp>"
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+
+
+def test_the_schedules_task_runs_the_firings_run_with_the_task_definitions_command(
+    resources: dict[str, Any], container: dict[str, Any]
+) -> None:
+    # Given the task definition's command and the schedule's RunTask request
+    (override,) = schedule_input(resources)["Overrides"]["ContainerOverrides"]
+    # Then the schedule's task runs the same command, with the Scheduler's fire time as its --scheduled-time (every
+    # attempt of one firing the same run id and ingestion date), in the task definition's container
+    assert override["Name"] == container["Name"]
+    command = [f"<{part['Ref']}>" if isinstance(part, dict) else part for part in container["Command"]]
+    assert override["Command"] == [command[0], "--scheduled-time", "<aws.scheduler.scheduled-time>", *command[1:]]
 
 
 def test_the_task_security_group_lets_nothing_in_and_only_https_out(resources: dict[str, Any]) -> None:
@@ -206,7 +235,7 @@ def test_the_task_definition_is_fargate_read_only_and_runs_as_the_images_user(
 def test_the_task_writes_the_lake_bucket_with_the_lambdas_settings(container: dict[str, Any]) -> None:
     # A scheduled run: the main stack's completeness check, report, curated step and run alarms judge it
     command = ["--scheduled", "--bucket", {"Ref": "LakeBucketName"}, "--log-level", {"Ref": "LogLevel"}]
-    assert container["Command"] == command
+    assert container["Command"] == [*command, "--max-seconds", {"Ref": "MaxRunSeconds"}]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     final = parse_dockerfile(DOCKERFILE.read_text())[-1]
     assert env["APILAKE_SOURCES_FILE"] == env_of(final)["APILAKE_SOURCES_FILE"]
@@ -254,7 +283,10 @@ def test_a_stopped_task_with_a_non_zero_exit_or_that_never_started_is_sent_to_th
     assert target["Arn"] == TOPIC
     paths = target["InputTransformer"]["InputPathsMap"]
     assert set(paths) == {"task", "reason", "stopCode", "exitCode"}
-    assert all(f"<{name}>" in target["InputTransformer"]["InputTemplate"]["Fn::Sub"] for name in paths)
+    text = target["InputTransformer"]["InputTemplate"]["Fn::Sub"]
+    assert all(f"<{name}>" in text for name in paths)
+    # It says what resumes the run (its fire time again), not that the next run continues it
+    assert "--scheduled-time" in text and "A new run continues" not in text
 
 
 @pytest.mark.parametrize(

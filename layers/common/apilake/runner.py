@@ -5,9 +5,16 @@ Each source has a pool of threads (its ``budget.max_concurrency``, or ``workers_
 of work items from the source's queue and hand them to :class:`apilake.ingest.PageIngester` as an SQS batch, its
 Lambda path unchanged: pages land under their keys (decision 3), chains continue once (decision 4), each batch's
 landed pages are recorded in one ledger marker. A source's requests share one pacer at its whole budget. A
-failed page comes back after a delay, as SQS would, until its source's ``max_receive_count``; then it is dead
-(counted, and its failure noted in the ledger as a Lambda's). A parked page (a long ``Retry-After``) is a delayed
-item of its queue.
+page failed for a retryable reason comes back after a delay, as SQS would, until its source's
+``max_receive_count``; then it is dead (counted, and its failure noted in the ledger as a Lambda's). A page failed
+permanently (a 4xx, a bad response or config: :class:`~apilake.exceptions.PermanentError`) is dead at once: the
+runner knows the failure's kind, where SQS redelivers it until ``maxReceiveCount``. A parked page (a long
+``Retry-After``) is a delayed item of its queue.
+
+One process runs a run at a time: the run's lease in the ledger (apilake.runner_lease), taken before planning,
+renewed while the run lasts. A worker thread that fails outside its batch (a fault of ours) stops the run, with an
+error naming the source and the exception, rather than leaving the other threads waiting for its work. With
+``max_seconds``, no page is taken past that time: the pages in flight finish, and the ledger says what is missing.
 
 Resuming: a run whose manifest exists (``run_id`` given again) is not planned again. Each fan-out shard's pages
 that the ledger does not record as landed are queued; each chain's missing pages, from the claims of its
@@ -29,18 +36,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apilake.auth import CredentialStore
 from apilake.config import Source, SourcesFile
-from apilake.exceptions import ConfigError, PlanningError
+from apilake.exceptions import ConfigError, PermanentError, PlanningError
 from apilake.http import Deadline
 from apilake.ingest import PageIngester
 from apilake.lake import LakeWriter
 from apilake.ledger import Ledger, RunManifest, RunStatus
-from apilake.messages import WorkItem
+from apilake.messages import WorkItem, WorkItemRecord
 from apilake.observability import Metric, count_stack, emit_source_totals, logger, totals, totals_only
 from apilake.parent_config import children_of
 from apilake.planner import Planner, PlanRequest
+from apilake.runner_lease import LEASE_SECONDS, RunLease
 from apilake.runner_queues import (
     BatchContext,
     Entry,
@@ -86,6 +95,8 @@ class RunOutcome:
     queued: int = 0  # pages queued by this process (a resumed run: those the ledger did not have)
     dead_items: list[WorkItem] = field(default_factory=list)
     status: RunStatus | None = None
+    error: str | None = None  # why the run stopped short: a worker thread failed, or its lease was taken
+    timed_out: bool = False  # stopped at max_seconds
 
     @property
     def pages(self) -> int:
@@ -97,7 +108,7 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        clean = not self.dead_items and self.planner_error is None and self.drained
+        clean = not self.dead_items and self.planner_error is None and self.error is None and self.drained
         return clean and self.status is not None and self.status.complete
 
 
@@ -136,6 +147,8 @@ class Runner:
         echo: Echo = print,
         progress_seconds: float = 2.0,
         stop_after_pages: int | None = None,
+        max_seconds: float | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.sources = sources
         self.ledger = Ledger(s3_client, bucket)
@@ -147,6 +160,10 @@ class Runner:
         self.echo = echo
         self.progress_seconds = progress_seconds
         self.stop_after_pages = stop_after_pages
+        self.max_seconds = max_seconds
+        self.lease_seconds = lease_seconds
+        self._error: str | None = None
+        self._timed_out = False
         self.queues = WorkQueues([s.name for s in sources.sources])
         self.sender = RunSender(self.queues, lambda name: self._start(self.sources.get(name)))
         self._dead: list[WorkItem] = []
@@ -158,9 +175,16 @@ class Runner:
     def run(self, request: PlanRequest) -> RunOutcome:
         """The run, start to end. Its metrics are kept in :data:`totals` while it lasts (no EMF a page) and emitted
         at its end: each source's counts in one document, and the stack's pages landed and failed (the
-        container's alarms), zeros too."""
-        with totals_only():
-            outcome = self._run(request)
+        container's alarms), zeros too. Raises :class:`~apilake.runner_lease.RunLeaseHeldError` when another
+        process runs ``request``'s run."""
+        lease = RunLease(self.ledger.client, self.bucket, request.run_id, self.lease_seconds)
+        lease.acquire()
+        lease.keep(lambda: self._halt(f"run {request.run_id}: another process took its lease ({lease.key})"))
+        try:
+            with totals_only():
+                outcome = self._run(request)
+        finally:
+            lease.release()
         self.emit_metrics(outcome)
         return outcome
 
@@ -211,6 +235,8 @@ class Runner:
             resumed=resumed,
             queued=queued,
             dead_items=list(self._dead),
+            error=self._error,
+            timed_out=self._timed_out,
         )
         if manifest is not None:
             outcome.status = self.ledger.status(manifest)
@@ -250,7 +276,24 @@ class Runner:
         for thread in threads:
             thread.start()
 
+    def _halt(self, error: str) -> None:
+        """Stop the run for ``error`` (the first one kept): no page is taken any more."""
+        with self._lock:
+            if self._error is None:
+                self._error = error
+        self.queues.stop()
+
     def _work(self, source: Source, workers: int) -> None:
+        """A worker thread: a fault outside its batches (ours) stops the run, rather than leaving the source's work
+        undone and every other thread waiting for it."""
+        try:
+            self._serve(source, workers)
+        except Exception as exc:
+            name = threading.current_thread().name
+            self._halt(f"source {source.name}: worker thread {name} failed: {type(exc).__name__}: {exc}")
+            logger.exception("worker thread failed: the run stops", extra={"source": source.name, "worker": name})
+
+    def _serve(self, source: Source, workers: int) -> None:
         settings = WorkerSettings(
             lake_bucket=self.bucket,
             source=source.name,
@@ -263,13 +306,14 @@ class Runner:
         )
         batch_size = source.worker.batch_size or DEFAULT_BATCH_SIZE
         while (entries := self.queues.take(source.name, batch_size, workers)) is not None:
-            failed = self._batch(settings, entries)
+            failed, permanent = self._batch(settings, entries)
             finished = 0
             for entry in entries:
                 if entry.message_id not in failed:
                     finished += 1
-                elif entry.receives >= source.worker.max_receive_count:
-                    logger.error("page failed on every receive: dead", extra={"item": entry.item.model_dump_json()})
+                elif entry.message_id in permanent or entry.receives >= source.worker.max_receive_count:
+                    why = "failed permanently" if entry.message_id in permanent else "failed on every receive"
+                    logger.error(f"page {why}: dead", extra={"item": entry.item.model_dump_json()})
                     with self._lock:
                         self._dead.append(entry.item)
                     finished += 1
@@ -280,16 +324,18 @@ class Runner:
             if self.stop_after_pages is not None and self._landed() >= self.stop_after_pages:
                 self.queues.stop()
 
-    def _batch(self, settings: WorkerSettings, entries: list[Entry]) -> set[str]:
-        """One batch through the worker's own path; the message ids of the items that failed."""
+    def _batch(self, settings: WorkerSettings, entries: list[Entry]) -> tuple[set[str], set[str]]:
+        """One batch through the worker's own path; the message ids of the items that failed, and of those of them
+        that failed permanently."""
         event = {"Records": [_record(entry) for entry in entries]}
-        ingester = PageIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
+        ingester = _RunIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
         try:
             response = ingester.process(event, BatchContext())
         except Exception:  # a fault of ours, not of a page: every item of the batch comes back
             logger.exception("batch failed", extra={"source": settings.source, "items": len(entries)})
-            return {entry.message_id for entry in entries}
-        return {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}
+            return {entry.message_id for entry in entries}, set()
+        failed = {str(failure["itemIdentifier"]) for failure in response["batchItemFailures"]}
+        return failed, ingester.permanent & failed
 
     # -- progress --------------------------------------------------------------------------------------------
     def _delta(self, source: str, metric: Metric) -> float:
@@ -310,6 +356,11 @@ class Runner:
             if not alive:
                 break
             alive[0].join(timeout=0.2)
+            over = self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
+            if over and not self.queues.stopped:
+                self._timed_out = True
+                self.echo(f"max seconds ({self.max_seconds:g}) passed: no page taken any more, those in flight finish")
+                self.queues.stop()
             if time.monotonic() - last >= self.progress_seconds:
                 last = time.monotonic()
                 self.echo(f"  [{last - started:5.1f}s] {self.progress()}")
@@ -335,6 +386,21 @@ class Runner:
             tally.dead = sum(1 for item in self._dead if item.source == name)
             tallies[name] = tally
         return tallies
+
+
+class _RunIngester(PageIngester):
+    """The worker's ingester, noting the pages of its batch that failed permanently (the runner's dead at once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.permanent: set[str] = set()
+
+    def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
+        try:
+            return super().handle(record, lambda_context)
+        except PermanentError:
+            self.permanent.add(record.messageId)
+            raise
 
 
 def _record(entry: Entry) -> dict[str, Any]:

@@ -15,14 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # What the handlers do not need, and what each cost at import: Powertools' batch utility (its every event
 # source's data classes, parser models and asyncio), pydantic-settings (asyncio, dotenv, its CLI and cloud
-# sources), tenacity, and jinja2 (the template generator's, shipped in the layer for the devtools only).
+# sources) and jinja2 (the template generator's, shipped in the layer for the devtools only). tenacity stays: the
+# design's retry library, a few milliseconds once the standard library it uses is loaded.
 NOT_IMPORTED = (
     "asyncio",
     "aws_lambda_powertools.utilities.batch",
     "aws_lambda_powertools.utilities.parser",
     "aws_lambda_powertools.utilities.data_classes",
     "pydantic_settings",
-    "tenacity",
     "jinja2",
 )
 

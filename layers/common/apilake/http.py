@@ -34,6 +34,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
+from tenacity.stop import stop_base
 
 from apilake import USER_AGENT as USER_AGENT  # importable from here too, as before
 from apilake.auth import Authenticator, Credentials, CredentialStore, renewing
@@ -233,33 +235,38 @@ class VendorClient:
         return renewing(self.credentials, lambda: self._retrying(request, deadline, tally), tally)
 
     def _retrying(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
-        """Attempts until one answers; a transient error is retried after its wait unless it was the last
-        attempt or the wait would not end before the deadline (then it is raised). A loop of our own, not
-        tenacity: one import less at cold start (decision J-3)."""
-        retries = self.source.retries
-        attempt = 1
-        while True:
-            try:
-                return self._attempt(request, deadline, tally)
-            except TransientHttpError as error:
-                wait = self._wait(error, attempt)
-                if attempt >= retries.max_attempts or wait >= deadline.remaining():
-                    raise
-                count(self.source.name, Metric.RETRIES)
-                logger.info(
-                    "retrying vendor request",
-                    extra={"attempt": attempt, "wait_seconds": round(wait, 3), "error": str(error)},
-                )
-                self._sleep(wait)
-                attempt += 1
+        """Attempts (tenacity) until one answers; a transient error is retried after its wait unless it was the
+        last attempt or the wait would not end before the deadline (then it is raised)."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientHttpError),
+            wait=self._wait,
+            stop=stop_any(stop_after_attempt(self.source.retries.max_attempts), _StopAtDeadline(deadline)),
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(self._attempt, request, deadline, tally)
 
-    def _wait(self, error: TransientHttpError, attempt: int) -> float:
+    def _wait(self, state: RetryCallState) -> float:
         """The vendor's ``Retry-After`` (capped), else exponential backoff with full jitter."""
         retries = self.source.retries
-        if error.retry_after is not None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, TransientHttpError) and error.retry_after is not None:
             return min(error.retry_after, retries.max_delay_seconds)
-        ceiling = min(retries.max_delay_seconds, retries.base_delay_seconds * 2 ** (attempt - 1))
+        ceiling = min(retries.max_delay_seconds, retries.base_delay_seconds * 2 ** (state.attempt_number - 1))
         return self._jitter(0.0, ceiling)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        count(self.source.name, Metric.RETRIES)
+        error = state.outcome.exception() if state.outcome else None
+        logger.info(
+            "retrying vendor request",
+            extra={
+                "attempt": state.attempt_number,
+                "wait_seconds": round(state.upcoming_sleep, 3),
+                "error": str(error),
+            },
+        )
 
     def _attempt(self, request: PageRequest, deadline: Deadline, tally: _Tally) -> VendorPage:
         if deadline.remaining() <= 0:
@@ -434,6 +441,16 @@ class VendorClient:
 
     def _shown(self, response: requests.Response) -> str:
         return self.credentials.redact(response.url)
+
+
+class _StopAtDeadline(stop_base):
+    """Stop when the next wait would not end before the deadline (tenacity computes the wait first)."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep >= self.deadline.remaining()
 
 
 @dataclass

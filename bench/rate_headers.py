@@ -1,12 +1,13 @@
 """Benchmark 3b: rate-limit use against a vendor that announces its limit in headers.
 
-One source on the local flow (planner, SQS, its workers at concurrency 4, S3, all on moto's server)
-against a vendor allowing N requests per fixed window, which says in every response how many are left
-and when the window resets (the IETF ``RateLimit`` / ``RateLimit-Policy`` fields, whole seconds as
-vendors send them; the other styles are read by the same code, apilake.quota). Two runs: no budget
-configured (the headers alone pace the workers: target >= 0.95 N, <= 0.5 % answered 429), and a budget
-of N requests/s beside the headers (target >= 0.9 N). Achieved = requests let through from the workers'
-first to their last, over that time.
+One source against a vendor allowing N requests per fixed window, which says in every response how many
+are left and when the window resets, in whole seconds as vendors send them (the IETF ``RateLimit`` /
+``RateLimit-Policy`` fields, or GitHub's ``X-RateLimit-*``; apilake.quota reads the other styles with the
+same code). Run through the local flow (planner, SQS, 4 workers each spending its share, S3, all on
+moto's server) and through `apilake ingest` (one process, 4 threads, exact): with no budget configured
+(the headers alone pace: target >= 0.95 N, <= 0.5 % answered 429), and with a budget of N requests/s
+beside the headers (target >= 0.9 N). Achieved = requests let through from the first after the probe to
+the last, over that time.
 
     python -m bench.rate_headers [--seconds 30] [--limit 50] [--window 5]
 """
@@ -15,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from apilake_dev.vendors.fake import Dataset
 from apilake_dev.vendors.quota_limited import HeaderStyle, QuotaVendor
-from bench.common import Row, page_number_sources, table, write
+from bench.common import ROOT, Row, page_number_sources, table, write
 from bench.throughput import run_flow
 
 LIMIT = 50.0  # N requests per second
@@ -28,17 +33,33 @@ WINDOW_SECONDS = 5.0  # the vendor's fixed window: N x W requests each
 SECONDS = 30.0  # pages for about this long at N requests/s
 RECORDS_PER_PAGE = 20
 CONCURRENCY = 4
-STYLE: HeaderStyle = "ietf"
+PYTHONPATH = os.pathsep.join(str(ROOT / part) for part in ("devtools", "layers/common", "."))
 
 
-def measure(budget: float | None, limit: float, window: float, seconds: float) -> tuple[float, float, int, int, float]:
-    """(achieved requests/s, 429 share, requests let through, requests answered 429, seconds measured)."""
+@dataclass(frozen=True)
+class Measured:
+    achieved: float  # requests/s let through, from the first to the last after the probe
+    served: int
+    limited: int  # answered 429
+    seconds: float
+
+    @property
+    def share_429(self) -> float:
+        return self.limited / (self.served + self.limited)
+
+
+def measure(
+    mode: str, style: HeaderStyle, budget: float | None, limit: float, window: float, seconds: float
+) -> Measured:
+    """One source against a vendor allowing ``limit`` x ``window`` requests a ``window``-second fixed window, said
+    in ``style``'s headers: through the local flow (``lambda``: 4 workers, each its share) or `apilake ingest`
+    (``ingest``: one process, 4 threads)."""
     name = "rate-headers"
     pages = int(limit * seconds)
     dataset = Dataset(name, total=pages * RECORDS_PER_PAGE)
     dataset.records(None, None)
     limits = {name: (int(limit * window), window)}
-    with tempfile.TemporaryDirectory() as folder, QuotaVendor([dataset], limits, STYLE) as vendor:
+    with tempfile.TemporaryDirectory() as folder, QuotaVendor([dataset], limits, style) as vendor:
         home = Path(folder)
         sources = page_number_sources(
             vendor,
@@ -52,43 +73,61 @@ def measure(budget: float | None, limit: float, window: float, seconds: float) -
             document = json.loads(sources.read_text())
             document["sources"][0]["budget"].pop("requests_per_second")
             sources.write_text(json.dumps(document))
-        event = {"sources": [name], "run_id": "bench-rate-headers", "ingestion_date": "2026-11-26"}
-        run_flow(sources, home, event)
+        if mode == "lambda":
+            event = {"sources": [name], "run_id": "bench-rate-headers", "ingestion_date": "2026-11-26"}
+            run_flow(sources, home, event)
+        else:
+            command = [sys.executable, "-m", "apilake_cli.main", "--home", str(home / "home"), "ingest"]
+            command += ["--sources", str(sources), "--ingestion-date", "2026-11-26", "--json"]
+            subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": PYTHONPATH})
         served_at, limited = vendor.state.served_at[name][1:], vendor.state.limited[name]  # [0]: the probe
     served = len(served_at)
     measured = served_at[-1] - served_at[0]
-    return (served - 1) / measured, limited / (served + limited), served, limited, measured
+    return Measured((served - 1) / measured, served, limited, measured)
+
+
+# (mode, header style, budget: None or the limit N)
+CASES: tuple[tuple[str, HeaderStyle, bool], ...] = (
+    ("lambda", "ietf", False),
+    ("lambda", "ietf", True),
+    ("ingest", "ietf", False),
+    ("ingest", "github", False),
+    ("ingest", "ietf", True),
+)
 
 
 def run(limit: float = LIMIT, window: float = WINDOW_SECONDS, seconds: float = SECONDS) -> list[Row]:
     rows: list[Row] = []
-    for budget, target in ((None, 0.95), (limit, 0.9)):
-        achieved, share, served, limited, measured = measure(budget, limit, window, seconds)
-        what = "no budget" if budget is None else f"budget {budget:g} req/s"
+    for mode, style, budgeted in CASES:
+        budget = limit if budgeted else None
+        target = 0.9 if budgeted else 0.95
+        result = measure(mode, style, budget, limit, window, seconds)
+        what = f"{'local flow, 4 workers' if mode == 'lambda' else 'apilake ingest, 4 threads'}, {style} headers, " + (
+            f"budget {budget:g} req/s" if budget else "no budget"
+        )
         rows.append(
             Row(
-                "3 rate limit (headers)",
-                f"achieved / N, {what} (N = {limit:g} req/s)",
-                achieved / limit,
+                "3b rate limit (headers)",
+                f"achieved / N: {what}",
+                result.achieved / limit,
                 "x",
                 f">= {target} x",
-                achieved / limit >= target,
-                f"{achieved:.1f} req/s over {measured:.1f} s; {limit * window:g} requests a {window:g} s window, "
-                f"announced in {STYLE} headers; concurrency {CONCURRENCY}",
+                result.achieved / limit >= target,
+                f"{result.achieved:.1f} req/s over {result.seconds:.1f} s (N = {limit:g} req/s, "
+                f"{limit * window:g} requests a {window:g} s window)",
             )
         )
-        if budget is None:
-            rows.append(
-                Row(
-                    "3 rate limit (headers)",
-                    f"requests answered 429, {what}",
-                    100 * share,
-                    "%",
-                    "<= 0.5 %",
-                    share <= 0.005,
-                    f"{limited} of {served + limited}",
-                )
+        rows.append(
+            Row(
+                "3b rate limit (headers)",
+                f"requests answered 429: {what}",
+                100 * result.share_429,
+                "%",
+                "<= 0.5 %",
+                result.share_429 <= 0.005,
+                f"{result.limited} of {result.served + result.limited}",
             )
+        )
     return rows
 
 

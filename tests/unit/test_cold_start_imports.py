@@ -1,6 +1,6 @@
 """The handlers' cold start: what importing each one loads, as Lambda would (an isolated interpreter that sees the
 function's folder, the layer's code and the installed libraries). Not a timing (bench/cold_start.py times it): the
-libraries that made the worker's import 2.6x a bare boto3 import, which must not come back (decisions J-1 to J-4)."""
+libraries that made the worker's import 2.6x a bare boto3 import, which must not come back (decisions 97 to 100)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ validated and handled alone, the ids of those that failed returned, so that only
 
 What Powertools' ``BatchProcessor`` with a model and ``raise_on_entire_batch_failure=False`` did for the
 worker, without importing its batch utility (asyncio, every event source's data classes and parser models:
-about a third of the worker's cold start). Decision J-1 in docs/decisions.md.
+about a third of the worker's cold start). Decision 97 in docs/decisions.md.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def text_kinds(columns: Mapping[str, ColumnType] | None) -> TextKinds:
 
 
 class _Model(BaseModel):
-    # defer_build: built at first use; the worker imports these models and never uses them (decision J-4).
+    # defer_build: built at first use; the worker imports these models and never uses them (decision 100).
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
 

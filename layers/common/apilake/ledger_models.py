@@ -19,7 +19,7 @@ NOT_NOTED = "no failure noted: not landed yet (queued, in flight, or its message
 
 
 class ShardPlan(BaseModel):
-    # defer_build: built at first use; the worker imports these models and never uses them (decision J-4).
+    # defer_build: built at first use; the worker imports these models and never uses them (decision 100).
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     shard: ShardName

@@ -45,7 +45,7 @@ def summary_key(run_id: str) -> str:
 class SourceSummary(BaseModel):
     """A source's figures in a run, as its run report has them."""
 
-    # defer_build: built at first use; the worker imports this model and never uses it (decision J-4).
+    # defer_build: built at first use; the worker imports this model and never uses it (decision 100).
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     run_id: str

@@ -7,7 +7,7 @@ Every variable is ``APILAKE_`` followed by the field's name in capitals (``lake_
 
 Plain pydantic models read from ``os.environ`` by :meth:`_Settings.from_env`, not pydantic-settings'
 ``BaseSettings``: it imports asyncio, dotenv and its CLI and cloud sources (a tenth of the worker's cold
-start) for what this module does in a loop. Decision J-2 in docs/decisions.md.
+start) for what this module does in a loop. Decision 98 in docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 class _Settings(BaseModel):
     # extra="ignore": both functions share variables (the template's Globals) that only one reads. defer_build: each
-    # function builds the one class it reads, at its first invoke (decision J-4).
+    # function builds the one class it reads, at its first invoke (decision 100).
     model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True, defer_build=True)
 
     lake_bucket: NonEmpty

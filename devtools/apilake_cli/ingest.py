@@ -194,7 +194,7 @@ def logs_to(stream: IO[str], level: str) -> Iterator[None]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     # The runner's modules only for this command: the others start without them.
     from apilake.auth import CredentialStore
-    from apilake.folder_store import FolderClient
+    from apilake.folder_store import FolderClient, writing
     from apilake.http import new_session
     from apilake.planner import parse_planner_event
     from apilake.runner import Runner
@@ -244,7 +244,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
     echo(f"apilake ingest: run {request.run_id} in this process, to {where}")
-    with _log_stream(args) as stream, logs_to(stream, args.log_level):
+    # A lake folder is this process's to write for the run: a second writer fails fast (apilake.folder_store).
+    held = writing(lake) if lake is not None else contextlib.nullcontext()
+    with held, _log_stream(args) as stream, logs_to(stream, args.log_level):
         outcome = runner.run(request)
         report = _report(runner, outcome, sources, lake)
     if args.json:

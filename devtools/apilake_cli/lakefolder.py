@@ -12,23 +12,30 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from apilake.folder_store import META_FOLDER, writing
+
 MIRRORED_PREFIXES = ("raw/", "ledger/")
 
 
 def mirror(s3: Any, bucket: str, folder: Path, prefixes: tuple[str, ...] = MIRRORED_PREFIXES) -> int:
     """Copy every object under ``prefixes`` to ``folder/<key>``, each file's modification time its object's
-    (the latest run is the newest manifest, in the folder as in the bucket); returns the files written."""
+    (the latest run is the newest manifest, in the folder as in the bucket); returns the files written. The folder's
+    writer lock is held meanwhile (apilake.folder_store: an `apilake ingest` writing it fails fast, and this fails
+    fast while one does), and a rewritten key's metadata sidecar (an `apilake ingest`'s) is removed: no sha256 vouches
+    for bytes it was not computed on."""
     written = 0
     paginator = s3.get_paginator("list_objects_v2")
-    for prefix in prefixes:
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                target = folder / obj["Key"]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                modified = obj["LastModified"].timestamp()
-                os.utime(target, (modified, modified))
-                written += 1
+    with writing(folder):
+        for prefix in prefixes:
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    target = folder / obj["Key"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    (folder / META_FOLDER / f"{obj['Key']}.json").unlink(missing_ok=True)
+                    target.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                    modified = obj["LastModified"].timestamp()
+                    os.utime(target, (modified, modified))
+                    written += 1
     return written
 
 

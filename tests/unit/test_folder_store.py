@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from apilake.folder_store import META_FOLDER, FolderClient
+from apilake.folder_store import META_FOLDER, FolderClient, LakeFolderBusyError, release_folder
 from apilake.lake import LakeWriter, create_if_absent, is_not_found
+from apilake_cli.lakefolder import mirror
 
 BUCKET = "local"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -98,7 +106,7 @@ def test_deleting_removes_the_object_and_its_metadata(tmp_path: Path) -> None:
     store = FolderClient(tmp_path)
     store.put_object(Bucket=BUCKET, Key="raw/a/page=00001.json.gz", Body=b"x", Metadata={"sha256": "1"})
     store.delete_object(Bucket=BUCKET, Key="raw/a/page=00001.json.gz")
-    assert not any(path.is_file() for path in tmp_path.rglob("*"))
+    assert [path.name for path in tmp_path.rglob("*") if path.is_file()] == [".lock"]  # the writer's lock only
 
 
 @pytest.mark.parametrize(
@@ -109,3 +117,97 @@ def test_a_key_that_is_not_a_plain_path_under_the_folder_is_refused(tmp_path: Pa
         FolderClient(tmp_path / "lake").put_object(Bucket=BUCKET, Key=key, Body=b"x")
     assert refused.value.response["Error"]["Code"] == "InvalidKey"
     assert not (tmp_path / "escape.json").exists() and [p.name for p in tmp_path.iterdir()] == ["lake"]
+
+
+def _hold(folder: Path) -> subprocess.Popen[str]:
+    """Another process writing ``folder`` (it holds the writer lock until its stdin closes)."""
+    code = (
+        "import sys; from pathlib import Path; from apilake.folder_store import writer_lock; "
+        f"writer_lock(Path({str(folder)!r})); print('held', flush=True); sys.stdin.read()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "layers/common")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None and process.stdout.readline() == "held\n"
+    return process
+
+
+def test_a_second_process_writing_a_lake_folder_fails_fast_and_writes_once_the_first_ends(tmp_path: Path) -> None:
+    # Given another process writing the lake folder
+    holder = _hold(tmp_path)
+    try:
+        # When this process writes a page, deletes a key, or mirrors a bucket into it
+        store = FolderClient(tmp_path)
+        # Then each fails at once, naming the folder and the holder, and nothing is written
+        with pytest.raises(LakeFolderBusyError, match=rf"lake folder {tmp_path}: another process writes it \(pid "):
+            store.put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x")
+        with pytest.raises(LakeFolderBusyError, match=f"pid {holder.pid}"):
+            store.delete_object(Bucket=BUCKET, Key="raw/a.json")
+        with pytest.raises(LakeFolderBusyError):
+            mirror(_Bucket({"raw/b.json": b"y"}), BUCKET, tmp_path)
+        assert not (tmp_path / "raw").exists()
+    finally:
+        holder.communicate("")
+    # When the other process has ended, then this one writes
+    store.put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x")
+    assert (tmp_path / "raw/a.json").read_bytes() == b"x"
+    release_folder(tmp_path)
+
+
+def test_a_mirrored_key_loses_the_metadata_an_ingest_wrote_for_other_bytes(tmp_path: Path) -> None:
+    # Given a page written with its hash by `apilake ingest` (FolderClient), then this process lets go of the folder
+    FolderClient(tmp_path).put_object(Bucket=BUCKET, Key="raw/p.json", Body=b"old", Metadata={"sha256": "old"})
+    release_folder(tmp_path)
+    # When the local flow mirrors other bytes to that key
+    assert mirror(_Bucket({"raw/p.json": b"new"}), BUCKET, tmp_path, ("raw/",)) == 1
+    # Then no metadata vouches for the new bytes, and the folder is free again
+    answer = FolderClient(tmp_path).get_object(Bucket=BUCKET, Key="raw/p.json")
+    assert answer["Body"].read() == b"new" and answer["Metadata"] == {}
+    release_folder(tmp_path)
+
+
+def test_a_file_is_on_disk_before_it_takes_its_keys_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the calls that sync a file and give it its name, recorded in order
+    events: list[str] = []
+    real_fsync, real_replace, real_link = os.fsync, Path.replace, Path.hardlink_to
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    def replace(self: Path, target: Path) -> Path:
+        events.append("name")
+        return real_replace(self, target)
+
+    def link(self: Path, target: Path) -> None:
+        events.append("name")
+        real_link(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    monkeypatch.setattr(Path, "hardlink_to", link)
+    store = FolderClient(tmp_path)
+    # When a page is written, then created if absent
+    store.put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x")
+    store.put_object(Bucket=BUCKET, Key="ledger/b.json", Body=b"y", IfNoneMatch="*")
+    # Then each file was synced before it was named
+    assert events == ["fsync", "name", "fsync", "name"]
+    release_folder(tmp_path)
+
+
+class _Bucket:
+    """A bucket's list and get, from a dict (what lakefolder.mirror reads)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def get_paginator(self, operation: str) -> _Bucket:
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:  # noqa: N803 - boto3's names
+        now = datetime.now(UTC)
+        return [{"Contents": [{"Key": k, "LastModified": now} for k in self.objects if k.startswith(Prefix)]}]
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        return {"Body": io.BytesIO(self.objects[Key])}

@@ -10,11 +10,19 @@ the curated step read them, in the layout a bucket has.
   metadata, which the lake writer rewrites (it cannot tell it unchanged), never metadata vouching for old bytes.
 - ``ETag`` is the file's identity (inode, modification time in ns, size): it changes with every write, which is
   what a conditional ``IfMatch`` needs (the incremental marks); it is not the MD5 S3 gives.
-- ``IfMatch`` is checked under a lock of this process: one process writes a folder at a time.
+- One process writes a folder at a time: its first write takes an exclusive ``fcntl.flock`` on ``<folder>/.lock``,
+  held until the process ends (or :func:`release_folder`); a second process writing the folder fails at once with
+  :class:`LakeFolderBusyError` (naming the holder's pid). Within the process, the folder's clients share the lock,
+  and ``IfMatch`` is checked under one lock of the folder's: so a conditional write is one across processes too, and
+  an object and its metadata are never interleaved with another writer's.
+- A file's bytes are on disk (``fsync``) before it takes its key's name: after a power loss, a ledger marker never
+  vouches for a page file that is empty.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -27,6 +35,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from apilake.exceptions import ApilakeError
+
+LOCK_FILE = ".lock"  # the writer's lock, at the folder's root (hidden: no key)
 META_FOLDER = ".meta"  # the objects' metadata, at the folder's root: .meta/<key>.json
 _LIST_PAGE = 1000  # keys per listing page, as S3's
 
@@ -34,6 +45,79 @@ _LIST_PAGE = 1000  # keys per listing page, as S3's
 def _error(code: str, operation: str, key: str, status: int) -> ClientError:
     response: Any = {"Error": {"Code": code, "Message": key}, "ResponseMetadata": {"HTTPStatusCode": status}}
     return ClientError(response, operation)
+
+
+class LakeFolderBusyError(ApilakeError):
+    """Another process writes the lake folder."""
+
+
+class _WriterLock:
+    """This process's exclusive lock on a lake folder, and the lock its threads check ``IfMatch`` under."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.guard = threading.Lock()
+        path = root / LOCK_FILE
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            raise LakeFolderBusyError(
+                f"lake folder {root}: another process writes it (pid {holder}, lock {path}): one writer a lake folder "
+                "at a time; wait for it to end"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing the descriptor releases the flock
+
+
+_WRITERS: dict[Path, _WriterLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(root: Path) -> _WriterLock:
+    """This process's lock on the lake folder ``root``, taken now if not yet (held until :func:`release_folder` or
+    the process ends); raises :class:`LakeFolderBusyError` when another process holds it."""
+    root = root.resolve()
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(root)
+        if lock is None:
+            root.mkdir(parents=True, exist_ok=True)
+            lock = _WRITERS[root] = _WriterLock(root)
+        return lock
+
+
+def release_folder(root: Path) -> None:
+    """Let other processes write ``root`` again (this process's next write takes the lock again)."""
+    with _WRITERS_GUARD:
+        lock = _WRITERS.pop(root.resolve(), None)
+    if lock is not None:
+        lock.release()
+
+
+@contextlib.contextmanager
+def writing(root: Path) -> Iterator[None]:
+    """The lake folder ``root`` this process's to write while the block lasts (released after, unless it held it
+    before): a second writer fails fast."""
+    held = root.resolve() in _WRITERS
+    writer_lock(root)
+    try:
+        yield
+    finally:
+        if not held:
+            release_folder(root)
+
+
+def write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """``data`` in a new file ``path``, on disk (fsync) when this returns."""
+    with path.open("xb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def _etag(stat: os.stat_result) -> str:
@@ -72,7 +156,6 @@ class FolderClient:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._folders: set[Path] = set()
-        self._lock = threading.Lock()
 
     # -- paths -----------------------------------------------------------------------------------------------
     def _path(self, key: str, operation: str) -> Path:
@@ -97,7 +180,7 @@ class FolderClient:
     def _temporary(self, path: Path, data: bytes | bytearray | memoryview) -> Path:
         """``data`` in a new file beside ``path`` (hidden: its name starts with a dot)."""
         temporary = self._folder(path) / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        temporary.write_bytes(data)
+        write_durably(temporary, data)
         return temporary
 
     # -- writes ----------------------------------------------------------------------------------------------
@@ -113,6 +196,7 @@ class FolderClient:
         **_: Any,
     ) -> dict[str, Any]:
         path = self._path(Key, "PutObject")
+        writer = writer_lock(self.root)
         temporary = self._temporary(path, _body_bytes(Body))
         try:
             if IfNoneMatch == "*":
@@ -121,7 +205,7 @@ class FolderClient:
                 except FileExistsError:
                     raise _error("PreconditionFailed", "PutObject", Key, 412) from None
             elif IfMatch is not None:
-                with self._lock:
+                with writer.guard:
                     try:
                         current = _etag(path.stat())
                     except FileNotFoundError:
@@ -144,6 +228,7 @@ class FolderClient:
         self._temporary(meta, json.dumps(metadata, separators=(",", ":")).encode()).replace(meta)
 
     def delete_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        writer_lock(self.root)
         for path in (self._path(Key, "DeleteObject"), self._meta_path(Key)):
             path.unlink(missing_ok=True)
         return {}

@@ -31,6 +31,9 @@ def stack_options(required: bool) -> argparse.ArgumentParser:
     return shared
 
 
+LAKE_HELP = "or read this lake folder, e.g. `apilake ingest --lake`'s (default: <home>/lake)"
+
+
 def run_options() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--follow", action="store_true", help="watch the run (pages landed, queues) until it is done")
@@ -129,6 +132,7 @@ def add_status(commands: Commands, wanted: list[str] | None) -> None:
     )
     status.add_argument("--run", help="run id (default: the latest)")
     status.add_argument("--bucket", help="or read the ledger of this lake bucket (no DLQ depths)")
+    status.add_argument("--lake", type=Path, help=LAKE_HELP)
     status.add_argument("--sources", type=Path, help=DRIFT_SOURCES_HELP)
     status.set_defaults(func=operate.cmd_status)
 
@@ -195,6 +199,7 @@ def add_report(commands: Commands, wanted: list[str] | None) -> None:
     )
     report.add_argument("--run", help="run id (default: the latest)")
     report.add_argument("--bucket", help="or the report in this lake bucket (built without DLQ depths)")
+    report.add_argument("--lake", type=Path, help=LAKE_HELP)
     report.add_argument("--rebuild", action="store_true", help="build it now from the ledger even if one is stored")
     report.add_argument("--open", action="store_true", help="open report.html in the web browser")
     report.add_argument("--sources", type=Path, help=DRIFT_SOURCES_HELP + " (for a report built now)")
@@ -312,6 +317,7 @@ def add_query(commands: Commands, wanted: list[str] | None) -> None:
         parents=[stack_options(required=False)],
     )
     query.add_argument("sql")
+    query.add_argument("--lake", type=Path, help="the lake folder DuckDB reads (default: <home>/lake)")
     query.add_argument("--athena", action="store_true", help="run it on Athena, in the stack's workgroup and database")
     query.add_argument(
         "--timeout", type=float, default=300, help="--athena: give up after SECONDS (default %(default)s)"
@@ -424,6 +430,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     """`query --athena` on the deployed stack (operate), else DuckDB over the local lake (develop)."""
     from apilake.exceptions import ApilakeError
 
+    if args.athena and args.lake:
+        raise ApilakeError("query: --lake is the folder DuckDB reads, not for --athena")
     if args.athena:
         if not args.stack_name:
             raise ApilakeError("query --athena needs --stack-name: the stack whose workgroup and database to use")

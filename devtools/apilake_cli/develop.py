@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from apilake.exceptions import ApilakeError
 from apilake.ledger import Ledger
 from apilake.marks import MarkReport, MarkStore, mark_reports
-from apilake_cli.lakefolder import FolderStore
+from apilake_cli.lakefolder import local_lake
 from apilake_cli.output import format_table, print_status, print_summary
 
 if TYPE_CHECKING:
@@ -130,13 +130,17 @@ def parse_secrets(pairs: list[str]) -> dict[str, str]:
 
 def folder_marks(lake: Path, run_id: str) -> dict[str, MarkReport] | None:
     """The incremental sources' marks and windows of a run, from the mirrored lake folder."""
-    store = FolderStore(lake)
+    from apilake.folder_store import FolderClient
+
+    if not (lake / "ledger").exists():
+        return None
+    store = FolderClient(lake)
     manifest = Ledger(store, "local").read_manifest(run_id) if run_id and (lake / "ledger").exists() else None
     return mark_reports(MarkStore(store, "local"), manifest) if manifest else None
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    print(format_table(*sql(args.home / "lake", args.sql)))
+    print(format_table(*sql(local_lake(args), args.sql)))
     return 0
 
 

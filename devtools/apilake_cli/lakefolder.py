@@ -1,16 +1,13 @@
-"""The lake as files: a mirror of the bucket in a local folder (same keys, same layout), and a
-read-only S3-shaped view of that folder so `apilake status` reads the ledger after the emulator is gone."""
+"""The lake as files: a mirror of the bucket in a local folder (same keys, same layout), and which folder a command
+reads (``--lake``, else ``<home>/lake``). The folder is read as a bucket through apilake.folder_store.FolderClient,
+the one reader of that layout (listings walk only the prefix's folder)."""
 
 from __future__ import annotations
 
-import io
+import argparse
 import os
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from apilake.folder_store import META_FOLDER, writing
 
@@ -39,35 +36,7 @@ def mirror(s3: Any, bucket: str, folder: Path, prefixes: tuple[str, ...] = MIRRO
     return written
 
 
-class _Paginator:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def paginate(self, Bucket: str, Prefix: str = "") -> Iterator[dict[str, Any]]:  # noqa: N803 - boto3's names
-        files = sorted((p.relative_to(self.root).as_posix(), p) for p in self.root.rglob("*") if p.is_file())
-        yield {
-            "Contents": [{"Key": key, "LastModified": _modified(path)} for key, path in files if key.startswith(Prefix)]
-        }
-
-
-def _modified(path: Path) -> datetime:
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-
-
-class FolderStore:
-    """The two S3 reads the ledger's status and the run report need (listing, with each key's modification
-    time, and reading), answered from a mirrored folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get_paginator(self, operation: str) -> _Paginator:
-        if operation != "list_objects_v2":
-            raise ValueError(f"FolderStore lists objects only, not {operation}")
-        return _Paginator(self.root)
-
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
-        path = self.root / Key
-        if not path.is_file():
-            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": Key}}, "GetObject")
-        return {"Body": io.BytesIO(path.read_bytes()), "LastModified": _modified(path)}
+def local_lake(args: argparse.Namespace) -> Path:
+    """The lake folder a command reads: ``--lake``, else ``<home>/lake``."""
+    lake: Path | None = getattr(args, "lake", None)
+    return lake if lake is not None else Path(args.home) / "lake"

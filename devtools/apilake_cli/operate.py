@@ -25,7 +25,7 @@ from apilake.marks import MarkStore, mark_reports
 from apilake.messages import WorkItem
 from apilake_cli.athena import DOLLARS_PER_TB, MAX_ROWS, AthenaQuery, QueryTimedOutError
 from apilake_cli.exits import Exit
-from apilake_cli.lakefolder import FolderStore
+from apilake_cli.lakefolder import local_lake
 from apilake_cli.output import format_table, print_json, print_status, status_document
 from apilake_cli.redrive import move_back, peek
 from apilake_cli.stack import ATHENA_WORKGROUP, GLUE_DATABASE, Stack, new_session
@@ -45,21 +45,26 @@ def pinned_sources(path: Path | None) -> SourcesFile | None:
 
 
 def ledger_of(args: argparse.Namespace) -> tuple[Ledger, Stack | None]:
-    """The ledger of ``--stack-name``'s bucket, of ``--bucket``, or of the local lake folder."""
+    """The ledger of ``--stack-name``'s bucket, of ``--bucket``, or of the lake folder (``--lake``, else
+    ``<home>/lake``)."""
     if args.stack_name and args.bucket:
         raise ApilakeError("give --stack-name or --bucket, not both")
+    if getattr(args, "lake", None) and (args.stack_name or args.bucket):
+        raise ApilakeError("give --lake (a lake folder) or --stack-name / --bucket (a deployed lake), not both")
     if args.stack_name:
         stack = Stack.from_args(args)
         return stack.ledger(), stack
     if args.bucket:
         return Ledger(new_session(args.profile, args.region).client("s3"), args.bucket), None
-    lake = args.home / "lake"
+    lake = local_lake(args)
     if not (lake / "ledger").exists():
         raise FileNotFoundError(
             f"no ledger in {lake}: run `apilake demo` or `apilake run --local` first, "
             "or give --stack-name (or --bucket) for a deployed lake"
         )
-    return Ledger(FolderStore(lake), "local"), None
+    from apilake.folder_store import FolderClient
+
+    return Ledger(FolderClient(lake), "local"), None
 
 
 def manifests_listed(ledger: Ledger) -> dict[str, datetime]:

@@ -21,6 +21,7 @@ from apilake.lake import is_not_found
 from apilake.ledger import Ledger, RunManifest
 from apilake.report import build_report, render_html, report_keys
 from apilake_cli.exits import Exit
+from apilake_cli.lakefolder import local_lake
 from apilake_cli.operate import choose_run, ledger_of, pinned_sources
 from apilake_cli.output import print_json
 from apilake_cli.stack import Stack
@@ -35,7 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.rebuild:
         stored = None
     else:
-        stored = _stored_locally(args.home, run_id) if local else _download(ledger, run_id, folder)
+        stored = _stored_locally(local_lake(args), run_id) if local else _download(ledger, run_id, folder)
     if stored is None:
         paths, where = _build(ledger, stack, manifest, folder, pinned_sources(args.sources)), "built"
     else:
@@ -53,9 +54,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return Exit.DONE
 
 
-def _stored_locally(home: Path, run_id: str) -> tuple[Path, Path] | None:
-    """The report's files in the local lake folder, if both are there."""
-    json_path, html_path = (home / "lake" / key for key in report_keys(run_id))
+def _stored_locally(lake: Path, run_id: str) -> tuple[Path, Path] | None:
+    """The report's files in the lake folder, if both are there."""
+    json_path, html_path = (lake / key for key in report_keys(run_id))
     return (json_path, html_path) if json_path.is_file() and html_path.is_file() else None
 
 

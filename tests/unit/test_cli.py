@@ -19,11 +19,12 @@ import pytest
 from moto import mock_aws
 
 from apilake.config import load_sources
+from apilake.folder_store import FolderClient
 from apilake.ledger import Ledger, RunManifest, ShardPlan, SourcePlan, manifest_key
 from apilake.messages import WorkItem
 from apilake.report import RunReport, build_report, report_keys
 from apilake_cli import develop
-from apilake_cli.lakefolder import FolderStore, mirror
+from apilake_cli.lakefolder import mirror
 from apilake_cli.main import build_parser, main
 from apilake_cli.operate import choose_run
 
@@ -213,16 +214,16 @@ def test_status_names_a_stack_without_a_lake_and_an_unknown_profile(capsys: pyte
     assert "apilake: AWS: The config profile (no-such-profile) could not be found" in capsys.readouterr().err
 
 
-class CountingFolder(FolderStore):
+class CountingFolder(FolderClient):
     """The lake folder, noting each key read."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.read: list[str] = []
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803 - boto3's names
+    def get_object(self, *, Bucket: str, Key: str, **options: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
         self.read.append(Key)
-        return super().get_object(Bucket=Bucket, Key=Key)
+        return super().get_object(Bucket=Bucket, Key=Key, **options)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +239,7 @@ def test_the_latest_run_is_found_by_listing_the_manifests_and_reading_only_the_n
 ) -> None:
     # Given a lake folder with three runs' manifests, written at these seconds, each created as listed (a, c, b)
     lake = tmp_path / "lake"
-    ledger = Ledger(FolderStore(lake), "local")
+    ledger = Ledger(FolderClient(lake), "local")
     for minute, run_id in enumerate(written):
         created = datetime(2026, 11, 26, 1, minute, tzinfo=UTC)
         manifest = RunManifest(

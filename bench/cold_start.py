@@ -15,6 +15,12 @@ from bench.common import ROOT, Row, median, python_time
 RUNS = 10
 LAYER_TARGET_MB = 10.0
 IMPORT_TARGET_RATIO = 1.8
+# The packages the worker imports, fixed by the design (boto3, requests, tenacity, Powertools) or the config's
+# (pydantic, PyYAML): their import alone, without apilake's modules.
+PACKAGES = (
+    "import boto3, requests, tenacity, pydantic, yaml; from aws_lambda_powertools import Logger, Metrics; "
+    "from aws_lambda_powertools.utilities.parameters import SecretsProvider"
+)
 
 
 def import_code(paths: list[str], statement: str) -> str:
@@ -31,6 +37,8 @@ def import_times(layer: Path, runtime: Path, runs: int = RUNS) -> dict[str, floa
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     codes = {
         "boto3": import_code([str(runtime)], "import boto3"),
+        # What the design's packages alone cost the worker (no apilake code): the floor under any worker.
+        "packages": import_code([str(layer), str(runtime)], PACKAGES),
         "worker": import_code([str(ROOT / "functions" / "worker"), str(layer), str(runtime)], "import app"),
         "planner": import_code([str(ROOT / "functions" / "planner"), str(layer), str(runtime)], "import app"),
     }
@@ -52,7 +60,19 @@ def zipped_size(folder: Path) -> int:
 
 def run(build_dir: Path) -> list[Row]:
     times = import_times(build_host_layer(build_dir / "host"), runtime_packages(build_dir / "runtime"))
-    rows = []
+    rows: list[Row] = []
+    floor = times["packages"] / times["boto3"]
+    rows.append(
+        Row(
+            "4 cold start",
+            "the worker's packages alone / boto3 import",
+            floor,
+            "x",
+            "(reported)",
+            None,
+            f"{times['packages'] * 1000:.0f} ms: {PACKAGES.removeprefix('import ')}",
+        )
+    )
     for handler in ("worker", "planner"):
         ratio = times[handler] / times["boto3"]
         target = IMPORT_TARGET_RATIO if handler == "worker" else None

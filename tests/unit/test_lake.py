@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from apilake.lake import LakeWriter, create_if_absent, encode_page, page_key
+from apilake.lake import ENCODE_CHUNK_BYTES, LakeWriter, create_if_absent, encode_page, page_key
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,14 @@ def test_create_if_absent_raises_any_other_error() -> None:
         stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)
         with pytest.raises(ClientError, match="AccessDenied"):
             create_if_absent(s3, "lake", "k", b"x")
+
+
+def test_a_page_larger_than_a_chunk_is_encoded_whole_with_its_hash_of_the_ndjson() -> None:
+    # Given a page of ~1 MB of NDJSON: several encoding chunks
+    records = [{"id": n, "text": "é" * 200, "nested": {"n": n}} for n in range(2_500)]
+    expected = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for r in records)
+    assert len(expected) > 3 * ENCODE_CHUNK_BYTES
+    # When it is encoded / Then the gzip holds exactly that NDJSON and the hash is the NDJSON's
+    digest, compressed = encode_page(records)
+    assert gzip.decompress(compressed) == expected
+    assert digest == hashlib.sha256(expected).hexdigest()

@@ -53,17 +53,35 @@ def page_key(source: str, ingestion_date: date, shard: str, page: int) -> str:
     return f"{source_prefix(source)}ingestion_date={ingestion_date.isoformat()}/shard={shard}/page={page:05d}.json.gz"
 
 
+# One encoder for every record (json.dumps builds one per call when given options): the same bytes as
+# json.dumps(record, ensure_ascii=False, separators=(",", ":")).
+_encode_record = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# The NDJSON is hashed and compressed in chunks of about this size: a call per chunk, not per record, and a
+# large page's uncompressed NDJSON is still never held whole.
+ENCODE_CHUNK_BYTES = 256 * 1024
+
+
 def encode_page(records: Iterable[Any]) -> tuple[str, bytes]:
     """(sha256 of the NDJSON, the NDJSON gzipped), in one pass: the uncompressed NDJSON of a large
     page is never held in memory whole. The gzip header carries no time, so the same records always
     give the same bytes."""
     hasher = hashlib.sha256()
     compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    parts = []
+    parts: list[bytes] = []
+    lines: list[bytes] = []
+    pending = 0
     for record in records:
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-        hasher.update(line)
-        parts.append(compressor.compress(line))
+        line = _encode_record(record).encode() + b"\n"
+        lines.append(line)
+        pending += len(line)
+        if pending >= ENCODE_CHUNK_BYTES:
+            chunk = b"".join(lines)
+            hasher.update(chunk)
+            parts.append(compressor.compress(chunk))
+            lines, pending = [], 0
+    chunk = b"".join(lines)
+    hasher.update(chunk)
+    parts.append(compressor.compress(chunk))
     parts.append(compressor.flush())
     return hasher.hexdigest(), b"".join(parts)
 

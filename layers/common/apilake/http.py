@@ -472,13 +472,12 @@ class VendorClients:
         session: requests.Session,
         credentials: CredentialStore,
         sleep: Callable[[float], None] = time.sleep,
-        shared_by: Callable[[Source], int] | None = None,
+        pacer_for: Callable[[Source], Pacer] | None = None,
     ) -> None:
         self._session = session
         self._credentials = credentials
         self._sleep = sleep
-        # How many processes spend one source's vendor quota: its Lambda workers (default), 1 in one process.
-        self._shared_by = shared_by or (lambda source: source.budget.sharing_workers)
+        self._pacer_for = pacer_for or self._worker_pacer
         self._clients: dict[str, VendorClient] = {}
         self._lock = threading.Lock()
 
@@ -486,15 +485,16 @@ class VendorClients:
         with self._lock:
             client = self._clients.get(source.name)
             if client is None or client.source != source:
-                rate = source.budget.per_worker_rps
                 client = VendorClient(
                     source,
                     self._session,
                     self._credentials.for_source(source),
-                    # Always a pacer: with no budget, the vendor's rate-limit headers alone pace the source;
-                    # its quota is shared by the source's workers (at most max_concurrency of them).
-                    pacer=Pacer(rate, shared_by=self._shared_by(source), sleep=self._sleep),
+                    pacer=self._pacer_for(source),
                     sleep=self._sleep,
                 )
                 self._clients[source.name] = client
             return client
+
+    def _worker_pacer(self, source: Source) -> Pacer:
+        """A Lambda worker's share of the budget and of the vendor's quota (always a pacer: headers pace it too)."""
+        return Pacer(source.budget.per_worker_rps, shared_by=source.budget.sharing_workers, sleep=self._sleep)

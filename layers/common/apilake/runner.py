@@ -41,7 +41,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from apilake.auth import CredentialStore
 from apilake.config import Source, SourcesFile
 from apilake.exceptions import ConfigError, PermanentError, PlanningError
-from apilake.http import Deadline
+from apilake.http import Deadline, VendorClients
 from apilake.ingest import PageIngester
 from apilake.lake import LakeWriter
 from apilake.ledger import Ledger, RunManifest, RunStatus
@@ -55,7 +55,7 @@ from apilake.runner_queues import (
     Entry,
     PlanCollector,
     RunLocator,
-    RunnerVendors,
+    RunPacers,
     RunSender,
     WorkQueues,
     queue_url,
@@ -154,7 +154,7 @@ class Runner:
         self.ledger = Ledger(s3_client, bucket)
         self.writer = LakeWriter(s3_client, bucket)
         self.bucket = bucket
-        self.vendors = RunnerVendors(session, credentials)
+        self.vendors = VendorClients(session, credentials, pacer_for=RunPacers())
         self.workers_per_source = workers_per_source
         self.retry_delay_seconds = retry_delay_seconds
         self.echo = echo

@@ -1,6 +1,6 @@
 """The one-process runner's stand-ins (apilake.runner): an in-memory queue per source (with delayed items, as
-SQS's delay and visibility), the planner's queue locator and sender, the ingesters' sender, and the vendors'
-clients with one pacer per source or budget group."""
+SQS's delay and visibility), the planner's queue locator and sender, the ingesters' sender, and the pacers of
+the vendors' clients: one per source or budget group."""
 
 from __future__ import annotations
 
@@ -14,13 +14,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import requests
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from apilake.auth import CredentialStore
 from apilake.config import Source
 from apilake.exceptions import ConfigError
-from apilake.http import VendorClient
 from apilake.messages import WorkItem
 from apilake.queue import QueueLocator, QueueSender
 from apilake.ratelimit import Pacer
@@ -178,33 +175,20 @@ class RunSender:
         return len(items)
 
 
-class RunnerVendors:
-    """One client per source on one pooled session. Each source's requests share one pacer at its whole budget
-    (the budget's per-worker share times the workers sharing it), however many threads the source has here; the
-    sources of one budget group share the group's pacer. The pacer also reads the vendor's rate-limit headers,
-    and as this process is the only one spending the quota, it spends all of it (``shared_by=1``)."""
+class RunPacers:
+    """The pacers of one process's run (``VendorClients``' ``pacer_for``): one per source at its whole budget (the
+    budget's per-worker share times the workers sharing it), however many threads the source has here, and one per
+    budget group, shared by its sources. This process alone spends the vendor's quota: all of it (``shared_by=1``)."""
 
-    def __init__(self, session: requests.Session, credentials: CredentialStore) -> None:
-        self._session = session
-        self._credentials = credentials
-        self._clients: dict[str, VendorClient] = {}
+    def __init__(self) -> None:
         self._pacers: dict[str, Pacer] = {}
         self._lock = threading.Lock()
 
-    def for_source(self, source: Source) -> VendorClient:
-        with self._lock:
-            client = self._clients.get(source.name)
-            if client is None or client.source != source:
-                client = VendorClient(
-                    source, self._session, self._credentials.for_source(source), pacer=self._pacer(source)
-                )
-                self._clients[source.name] = client
-            return client
-
-    def _pacer(self, source: Source) -> Pacer:
+    def __call__(self, source: Source) -> Pacer:
         budget = source.budget
         key = f"group:{budget.group}" if budget.group is not None else f"source:{source.name}"
-        if key not in self._pacers:
-            share = budget.per_worker_rps
-            self._pacers[key] = Pacer(share * budget.sharing_workers if share else None, shared_by=1)
-        return self._pacers[key]
+        with self._lock:
+            if key not in self._pacers:
+                share = budget.per_worker_rps
+                self._pacers[key] = Pacer(share * budget.sharing_workers if share else None, shared_by=1)
+            return self._pacers[key]

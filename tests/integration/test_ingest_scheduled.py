@@ -3,10 +3,8 @@ completeness check judges it; resumed by its id; never in place of a manual run 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -15,11 +13,10 @@ from apilake.completeness import CompletenessCheck
 from apilake.config import load_sources
 from apilake.folder_store import FolderClient
 from apilake.ledger import Ledger, RunManifest
-from apilake_cli.main import main
 from apilake_dev.vendors.fake import FakeVendor
-from tests.integration.conftest import API_KEY, source_configs
+from tests.integration.conftest import source_configs
+from tests.integration.test_ingest_run_control import _document, _ingest
 
-SECRET = f"apilake/vendor={API_KEY}"
 NAMES = ("offsets", "api-b")
 
 
@@ -30,15 +27,6 @@ def _sources(vendor: FakeVendor, tmp_path: Path) -> Path:
     path = tmp_path / "sources.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "sources": configs}, sort_keys=False))
     return path
-
-
-def _ingest(home: Path, sources: Path, *extra: str) -> int:
-    return main(["--home", str(home), "ingest", "--sources", str(sources), "--secret", SECRET, "--json", *extra])
-
-
-def _document(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return document
 
 
 def test_a_scheduled_ingest_is_the_planners_scheduled_run_and_the_check_judges_it(

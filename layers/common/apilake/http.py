@@ -10,18 +10,16 @@ Nothing a vendor or a queue message sends is trusted:
   nowhere, whatever made its URL (the config, a cursor in a message, a redirect);
 - a whole response (status line, headers, body) must arrive within the source's read timeout and the
   Lambda's remaining time: requests' read timeout applies to each socket read, so a vendor sending a
-  byte a second would never trip it (:class:`ResponseDeadline`);
+  byte a second would never trip it (:class:`ResponseDeadline`, apilake.response_deadline);
 - every exception of the HTTP layer becomes a retryable or a permanent error with a text of our own:
   the libraries' texts can quote a URL with its key, or the header value (a key) they refused.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import math
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +31,6 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_any
 from tenacity.stop import stop_base
 
@@ -47,6 +44,7 @@ from apilake.quota import refused_for_rate
 from apilake.ratelimit import Pacer
 from apilake.records import MAX_DEPTH, NestingError, parse_document
 from apilake.request_body import reported_errors
+from apilake.response_deadline import DeadlineAdapter, ResponseDeadline
 
 MAX_REDIRECTS = 5
 KEEPS_METHOD = (307, 308)  # the redirects that repeat a request as it was (RFC 9110 15.4); others turn a POST to a GET
@@ -117,91 +115,9 @@ def _shown_origin(origin: tuple[str, str, int] | None) -> str:
     return f"{scheme}://{host}" if port == DEFAULT_PORTS.get(scheme, 0) else f"{scheme}://{host}:{port}"
 
 
-_current = threading.local()  # .deadline: the ResponseDeadline of the request this thread is making
-
-
-class ResponseDeadline:
-    """Cuts a response off when it has not wholly arrived by a deadline: at that moment the socket it
-    arrives on is shut down, so the read in progress ends at once, and ``expired`` says why it ended.
-
-    The socket is found through the session's connections (:func:`new_session`): once a request is
-    sent, its connection hands itself to the deadline of the request this thread is making."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._lock = threading.Lock()
-        self._connection: urllib3.connection.HTTPConnection | None = None
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> ResponseDeadline:
-        _current.deadline = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        _current.deadline = None
-        with self._lock:
-            self._connection = None
-
-    def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
-        with self._lock:
-            self._connection = connection
-            if self.expired:
-                _shut_down(connection)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            if self._connection is not None:
-                _shut_down(self._connection)
-
-
-def _shut_down(connection: urllib3.connection.HTTPConnection) -> None:
-    if connection.sock is not None:  # the socket's own shutdown, also for TLS (no TLS close from this thread)
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
-
-
-def _watched(connection: urllib3.connection.HTTPConnection) -> None:
-    deadline: ResponseDeadline | None = getattr(_current, "deadline", None)
-    if deadline is not None:
-        deadline.watch(connection)
-
-
-class _HTTPConnection(urllib3.connection.HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _watched(self)  # connected and sent: what comes back is under the deadline
-
-
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _watched(self)
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter, whose connections can be cut off by a :class:`ResponseDeadline`."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
 def new_session(pool_size: int = 10) -> requests.Session:
     session = requests.Session()
-    adapter = _Adapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = DeadlineAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from apilake import folder_store
 from apilake.folder_store import META_FOLDER, FolderClient, LakeFolderBusyError, release_folder
 from apilake.lake import LakeWriter, create_if_absent, is_not_found
 from apilake_cli.lakefolder import mirror
@@ -193,6 +195,64 @@ def test_a_file_is_on_disk_before_it_takes_its_keys_name(tmp_path: Path, monkeyp
     store.put_object(Bucket=BUCKET, Key="ledger/b.json", Body=b"y", IfNoneMatch="*")
     # Then each file was synced before it was named
     assert events == ["fsync", "name", "fsync", "name"]
+    release_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "condition", [{}, {"IfNoneMatch": "*"}, {"IfMatch": "current"}], ids=["plain", "IfNoneMatch", "IfMatch"]
+)
+def test_a_write_answers_the_etag_of_the_object_it_wrote(tmp_path: Path, condition: dict[str, str]) -> None:
+    store, key = FolderClient(tmp_path), "ledger/mark.json"
+    if condition.get("IfMatch"):
+        condition = {"IfMatch": store.put_object(Bucket=BUCKET, Key=key, Body=b"old")["ETag"]}
+    written = store.put_object(Bucket=BUCKET, Key=key, Body=b"new", Metadata={"a": "b"}, **condition)["ETag"]
+    assert written == store.head_object(Bucket=BUCKET, Key=key)["ETag"]
+    release_folder(tmp_path)
+
+
+def _temporary_files(root: Path) -> list[str]:
+    return [path.name for path in root.rglob(".*.tmp-*")]
+
+
+def test_a_write_that_fails_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a disk that is full when a file is synced
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    # When a page is written, then the write fails, and neither the page nor a part of it is left
+    with pytest.raises(OSError, match="No space left"):
+        FolderClient(tmp_path).put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x")
+    assert not (tmp_path / "raw/a.json").exists() and _temporary_files(tmp_path) == []
+    release_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("taken", "metadata"),
+    [("raw/a.json/x", None), (".meta/raw/a.json.json/x", {"sha256": "1"})],
+    ids=["the key's name", "its metadata's name"],
+)
+def test_a_name_taken_by_a_folder_fails_the_write_and_leaves_no_temporary_file(
+    tmp_path: Path, taken: str, metadata: dict[str, str] | None
+) -> None:
+    (tmp_path / taken).parent.mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        FolderClient(tmp_path).put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x", Metadata=metadata)
+    assert _temporary_files(tmp_path) == []
+    release_folder(tmp_path)
+
+
+def test_a_temporary_name_left_by_a_crashed_process_with_this_pid_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the temporary file a crashed process with this pid left under the name this write would take next
+    monkeypatch.setattr(folder_store, "_TEMPORARY", itertools.count(7))
+    left = tmp_path / f"raw/.a.json.tmp-{os.getpid()}-7"
+    left.parent.mkdir()
+    left.write_bytes(b"left")
+    # When the key is written, then it is, and the left file is untouched
+    FolderClient(tmp_path).put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x")
+    assert ((tmp_path / "raw/a.json").read_bytes(), left.read_bytes()) == (b"x", b"left")
     release_folder(tmp_path)
 
 

@@ -10,13 +10,20 @@ the curated step read them, in the layout a bucket has.
   metadata, which the lake writer rewrites (it cannot tell it unchanged), never metadata vouching for old bytes.
 - ``ETag`` is the file's identity (inode, modification time in ns, size): it changes with every write, which is
   what a conditional ``IfMatch`` needs (the incremental marks); it is not the MD5 S3 gives.
-- One process writes a folder at a time: its first write takes an exclusive ``fcntl.flock`` on ``<folder>/.lock``,
+- One writer a folder at a time: a process's first write takes an exclusive ``fcntl.flock`` on ``<folder>/.lock``,
   held until the process ends (or :func:`release_folder`); a second process writing the folder fails at once with
-  :class:`LakeFolderBusyError` (naming the holder's pid). Within the process, the folder's clients share the lock,
-  and ``IfMatch`` is checked under one lock of the folder's: so a conditional write is one across processes too, and
-  an object and its metadata are never interleaved with another writer's.
+  :class:`LakeFolderBusyError` (naming the holder's pid). Within the process, the folder's clients share the lock.
+  The writer can be a group of processes: the process holding the lock passes its descriptor (:func:`lock_fd`) to
+  the processes it starts, which adopt it (:func:`adopt_lock`); the lock is the open file description's, held while
+  any process of the group keeps a descriptor of it (a child whose parent was killed keeps a new writer out until it
+  ends too).
+- ``IfMatch`` is checked and the object replaced under a lock of the process's threads and a ``flock`` of
+  ``<folder>/.lock-cas`` (each process's own descriptor): a conditional write is one across the writer group's
+  processes, and across processes at all. The writer's threads and processes write different keys otherwise (the
+  runner gives each page to one of them); an object and its metadata are never interleaved with another writer's.
 - A file's bytes are on disk (``fsync``) before it takes its key's name: after a power loss, a ledger marker never
-  vouches for a page file that is empty.
+  vouches for a page file that is empty. A file is written with the descriptor calls only (``os.open``, ``os.write``,
+  ``os.fsync``), its ``ETag`` read from that descriptor; temporary names are the process's id and a counter.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import itertools
 import json
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -38,8 +46,12 @@ from botocore.exceptions import ClientError
 from apilake.exceptions import ApilakeError
 
 LOCK_FILE = ".lock"  # the writer's lock, at the folder's root (hidden: no key)
+CAS_LOCK_FILE = ".lock-cas"  # held around an IfMatch's check and replace, by one process at a time
 META_FOLDER = ".meta"  # the objects' metadata, at the folder's root: .meta/<key>.json
 _LIST_PAGE = 1000  # keys per listing page, as S3's
+_TEMPORARY = itertools.count()  # the number in this process's temporary names (next() is atomic under the GIL)
+_PROCESS = {"pid": os.getpid()}  # this process's id, read once (a forked child's is its own)
+os.register_at_fork(after_in_child=lambda: _PROCESS.update(pid=os.getpid()))
 
 
 def _error(code: str, operation: str, key: str, status: int) -> ClientError:
@@ -52,27 +64,75 @@ class LakeFolderBusyError(ApilakeError):
 
 
 class _WriterLock:
-    """This process's exclusive lock on a lake folder, and the lock its threads check ``IfMatch`` under."""
+    """This process's descriptor of the exclusive lock on a lake folder (taken here, or adopted from the process of
+    its writer group that took it), and the locks an ``IfMatch`` is checked under."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fd: int) -> None:
         self.root = root
-        self.guard = threading.Lock()
+        self.fd = fd
+        self.guard = threading.Lock()  # one thread of this process in a compare-and-swap at a time
+        self._cas: tuple[int, int] | None = None  # (pid, descriptor) of the CAS lock file, opened by this process
+
+    @classmethod
+    def take(cls, root: Path) -> _WriterLock:
         path = root / LOCK_FILE
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise LakeFolderBusyError(
-                f"lake folder {root}: another process writes it (pid {holder}, lock {path}): one writer a lake folder "
-                "at a time; wait for it to end"
+            error = _busy(root, fd)
+            os.close(fd)
+            raise error from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(root, fd)
+
+    @classmethod
+    def adopt(cls, root: Path, fd: int) -> _WriterLock:
+        try:
+            inherited, lock = os.fstat(fd), (root / LOCK_FILE).stat()
+        except OSError as exc:
+            raise ApilakeError(
+                f"lake folder {root}: descriptor {fd} cannot be adopted as its writer lock: {exc.strerror}"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        if (inherited.st_dev, inherited.st_ino) != (lock.st_dev, lock.st_ino):
+            raise ApilakeError(f"lake folder {root}: descriptor {fd} is not of its lock file {root / LOCK_FILE}")
+        try:  # granted at once when the descriptor shares the open file description that holds the lock
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(root, fd) from None
+        return cls(root, fd)
+
+    @contextlib.contextmanager
+    def compare_and_swap(self) -> Iterator[None]:
+        """One thread of the writer group's processes at a time: this process's threads by ``guard``, the processes
+        by a ``flock`` of the CAS lock file on a descriptor of each process's own (a descriptor inherited through a
+        fork shares its lock with the parent: the child opens its own)."""
+        with self.guard:
+            if self._cas is None or self._cas[0] != _PROCESS["pid"]:
+                self._cas = (
+                    _PROCESS["pid"],
+                    os.open(self.root / CAS_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644),
+                )
+            fd = self._cas[1]
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def release(self) -> None:
-        os.close(self._fd)  # closing the descriptor releases the flock
+        os.close(self.fd)  # closing the last descriptor of the open file description releases the flock
+        if self._cas is not None and self._cas[0] == _PROCESS["pid"]:
+            os.close(self._cas[1])
+
+
+def _busy(root: Path, fd: int) -> LakeFolderBusyError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return LakeFolderBusyError(
+        f"lake folder {root}: another process writes it (pid {holder}, lock {root / LOCK_FILE}): one writer a lake "
+        "folder at a time; wait for it to end"
+    )
 
 
 _WRITERS: dict[Path, _WriterLock] = {}
@@ -87,8 +147,33 @@ def writer_lock(root: Path) -> _WriterLock:
         lock = _WRITERS.get(root)
         if lock is None:
             root.mkdir(parents=True, exist_ok=True)
-            lock = _WRITERS[root] = _WriterLock(root)
+            lock = _WRITERS[root] = _WriterLock.take(root)
         return lock
+
+
+def lock_fd(root: Path) -> int:
+    """This process's descriptor of the lock on the lake folder ``root`` (taken now if not yet), for the processes
+    it starts to write ``root`` as one writer with it: ``subprocess.Popen(..., pass_fds=[fd])``, then
+    :func:`adopt_lock` in each. Open until :func:`release_folder` (a child keeps its copy: the lock stays held)."""
+    return writer_lock(root).fd
+
+
+def adopt_lock(root: Path, fd: int) -> None:
+    """In a process started by the writer of the lake folder ``root``, the inherited descriptor ``fd`` of its lock
+    (:func:`lock_fd`) as this process's writer lock: this process writes ``root`` as one writer with its group.
+
+    The lock belongs to the open file description the descriptors share: it is held while any process of the group
+    keeps one open, so a process whose parent was killed keeps a new writer out until it ends too (and the pid in
+    the lock file is the parent's). Raises :class:`ApilakeError` when ``fd`` is not open or not of ``root``'s lock
+    file (or this process holds another lock of ``root``), :class:`LakeFolderBusyError` when it is of the lock file
+    but another process holds the lock (a descriptor opened anew, not inherited)."""
+    root = root.resolve()
+    with _WRITERS_GUARD:
+        held = _WRITERS.get(root)
+        if held is None:
+            _WRITERS[root] = _WriterLock.adopt(root, fd)
+        elif held.fd != fd:
+            raise ApilakeError(f"lake folder {root}: this process holds its lock already (descriptor {held.fd})")
 
 
 def release_folder(root: Path) -> None:
@@ -112,12 +197,39 @@ def writing(root: Path) -> Iterator[None]:
             release_folder(root)
 
 
-def write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """``data`` in a new file ``path``, on disk (fsync) when this returns."""
-    with path.open("xb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+def write_durably(path: Path, data: bytes | bytearray | memoryview) -> os.stat_result:
+    """``data`` in a new file ``path``, on disk (fsync) when this returns; its status, read from its descriptor.
+    Descriptor calls only: a buffered file would ask the kernel whether it is a terminal, its size and its position
+    too (each call lets go of the GIL, a hand-off between threads). Nothing is left at ``path`` when it fails."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        status = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return status
+
+
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and its status, by descriptor calls (a file is replaced, never written in place)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status = os.fstat(fd)
+        if S_ISDIR(status.st_mode):
+            raise IsADirectoryError(path)
+        chunks, left = [], status.st_size
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), status
+    finally:
+        os.close(fd)
 
 
 def _etag(stat: os.stat_result) -> str:
@@ -177,11 +289,20 @@ class FolderClient:
             self._folders.add(folder)
         return folder
 
-    def _temporary(self, path: Path, data: bytes | bytearray | memoryview) -> Path:
-        """``data`` in a new file beside ``path`` (hidden: its name starts with a dot)."""
-        temporary = self._folder(path) / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        write_durably(temporary, data)
-        return temporary
+    def _writer(self) -> _WriterLock:
+        """This process's lock on the folder (taken now if not yet), found without resolving the root's path again
+        (a stat of each of its folders)."""
+        return _WRITERS.get(self.root) or writer_lock(self.root)
+
+    def _temporary(self, path: Path, data: bytes | bytearray | memoryview) -> tuple[Path, os.stat_result]:
+        """``data`` in a new file beside ``path`` (hidden: its name starts with a dot), and its status."""
+        folder = self._folder(path)
+        while True:
+            temporary = folder / f".{path.name}.tmp-{_PROCESS['pid']}-{next(_TEMPORARY)}"
+            try:
+                return temporary, write_durably(temporary, data)
+            except FileExistsError:  # left by a process that crashed with this pid: the next name
+                continue
 
     # -- writes ----------------------------------------------------------------------------------------------
     def put_object(
@@ -196,16 +317,17 @@ class FolderClient:
         **_: Any,
     ) -> dict[str, Any]:
         path = self._path(Key, "PutObject")
-        writer = writer_lock(self.root)
-        temporary = self._temporary(path, _body_bytes(Body))
+        writer = self._writer()
+        temporary, written = self._temporary(path, _body_bytes(Body))
         try:
             if IfNoneMatch == "*":
                 try:
                     path.hardlink_to(temporary)
                 except FileExistsError:
                     raise _error("PreconditionFailed", "PutObject", Key, 412) from None
+                temporary.unlink()
             elif IfMatch is not None:
-                with writer.guard:
+                with writer.compare_and_swap():
                     try:
                         current = _etag(path.stat())
                     except FileNotFoundError:
@@ -215,20 +337,26 @@ class FolderClient:
                     temporary.replace(path)
             else:
                 temporary.replace(path)
-        finally:
+        except BaseException:
             temporary.unlink(missing_ok=True)
+            raise
         self._write_meta(Key, Metadata)
-        return {"ETag": _etag(path.stat())}
+        return {"ETag": _etag(written)}  # the file's: a link or a rename keeps its inode, mtime and size
 
     def _write_meta(self, key: str, metadata: dict[str, str] | None) -> None:
         meta = self._meta_path(key)
         if not metadata:
             meta.unlink(missing_ok=True)
             return
-        self._temporary(meta, json.dumps(metadata, separators=(",", ":")).encode()).replace(meta)
+        temporary, _ = self._temporary(meta, json.dumps(metadata, separators=(",", ":")).encode())
+        try:
+            temporary.replace(meta)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def delete_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
-        writer_lock(self.root)
+        self._writer()
         for path in (self._path(Key, "DeleteObject"), self._meta_path(Key)):
             path.unlink(missing_ok=True)
         return {}
@@ -245,16 +373,14 @@ class FolderClient:
     def get_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803 - boto3's names
         path = self._path(Key, "GetObject")
         try:
-            with path.open("rb") as file:
-                stat = os.fstat(file.fileno())
-                data = file.read()
+            data, stat = _read(path)
         except (FileNotFoundError, IsADirectoryError):
             raise _error("NoSuchKey", "GetObject", Key, 404) from None
         return {**self._attributes(Key, stat), "Body": io.BytesIO(data)}
 
     def _attributes(self, key: str, stat: os.stat_result) -> dict[str, Any]:
         try:
-            metadata = json.loads(self._meta_path(key).read_bytes())
+            metadata = json.loads(_read(self._meta_path(key))[0])
         except FileNotFoundError:
             metadata = {}
         return {

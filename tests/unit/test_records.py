@@ -10,7 +10,7 @@ import pytest
 from apilake import records as records_module
 from apilake.exceptions import BadResponseError
 from apilake.lake import encode_page
-from apilake.records import LazyRecords, extract_records, parse_document
+from apilake.records import MAX_DEPTH, LazyRecords, NestingError, extract_records, parse_document
 
 
 def materialized(value: Any) -> Any:
@@ -92,3 +92,31 @@ def test_large_pages_are_lazy_and_small_ones_are_not() -> None:
     assert len(big) > records_module.LAZY_ABOVE_BYTES
     assert isinstance(parse_document(big, "data")["data"], LazyRecords)
     assert isinstance(parse_document(b'{"data": [1]}', "data")["data"], list)
+
+
+def objects(levels: int) -> str:
+    """Objects ``levels`` deep, an array at the bottom: ``levels + 1`` levels."""
+    return '{"a": ' * levels + "[1]" + "}" * levels
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-32"])
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (objects(MAX_DEPTH - 1), False),
+        (objects(MAX_DEPTH), True),
+        ('{"data": [' + objects(MAX_DEPTH - 3) + "]}", False),
+        ('{"data": [' + objects(MAX_DEPTH - 2) + "]}", True),
+    ],
+    ids=["objects at the limit", "objects one level over", "a record at the limit", "a record one level over"],
+)
+def test_objects_nested_deeper_than_the_limit_are_refused_in_every_encoding(
+    lazy_everywhere: None, encoding: str, text: str, refused: bool
+) -> None:
+    # Given a page nested in objects MAX_DEPTH levels deep or one more, in an encoding json reads
+    body = text.encode(encoding)
+    if refused:
+        with pytest.raises(NestingError):
+            parse_document(body, "data")
+    else:
+        assert json.dumps(materialized(parse_document(body, "data"))) == json.dumps(json.loads(text))

@@ -1,5 +1,10 @@
 """Reading a vendor's JSON document, and finding things in it by the dotted paths of the sources file.
 
+A page is parsed by orjson (a few times faster than Python's json) into exactly what json gives: where orjson
+refuses a text json reads (NaN and Infinity, numbers beyond a double, escaped lone surrogates, UTF-16 and
+UTF-32, a byte order mark), json reads it, and a page that may hold an integer beyond 64 bits (which orjson
+would read as a float) is read by json whole.
+
 A large page is not parsed into objects whole: the array at the source's ``records_path`` is kept
 as its JSON text (:class:`LazyRecords`), and each record is parsed when it is read, one at a time,
 as the page is encoded. The rest of the document (totals, cursors, links) is parsed as usual.
@@ -18,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, overload
 
+import orjson
+
 from apilake.exceptions import BadResponseError
 
 # Below this, a page is parsed whole (faster); above it, its records are parsed one at a time.
@@ -26,6 +33,11 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # Arrays and objects inside one another: far more than any vendor's data, far fewer than Python's JSON can take.
 MAX_DEPTH = 512
+# A run of 20 digits, or of 19 after a minus sign, may be an integer beyond 64 bits: orjson reads one as a
+# float (json as an int), so a page with such a run anywhere (a string too) is left to json. Digits map to "0".
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_WIDE_INTEGERS = (b"0" * 20, b"-" + b"0" * 19)
+_SCREENED_BYTES = 1 << 20  # a large page is screened a piece at a time (no copy of it whole)
 
 
 class NestingError(ValueError):
@@ -36,11 +48,15 @@ class NestingError(ValueError):
 
 
 class LazyRecords(Sequence[Any]):
-    """The records array of a large page, as its JSON text and where each record starts in it."""
+    """The records array of a large page, as its JSON text and where each record starts and ends in it.
+    With ``fast`` (orjson reads the page as json does), a record is read by orjson, else (or where orjson
+    refuses it) by json."""
 
-    def __init__(self, text: str, starts: array[int]) -> None:
+    def __init__(self, text: str, starts: array[int], ends: array[int], fast: bool) -> None:
         self._text = text
         self._starts = starts
+        self._ends = ends
+        self._fast = fast
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -52,11 +68,19 @@ class LazyRecords(Sequence[Any]):
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return _DECODER.raw_decode(self._text, self._starts[index])[0]
+        return self._record(self._starts[index], self._ends[index])
 
     def __iter__(self) -> Iterator[Any]:
-        for start in self._starts:
-            yield _DECODER.raw_decode(self._text, start)[0]
+        for start, end in zip(self._starts, self._ends, strict=True):
+            yield self._record(start, end)
+
+    def _record(self, start: int, end: int) -> Any:
+        if self._fast:
+            try:
+                return orjson.loads(self._text[start:end])
+            except orjson.JSONDecodeError:
+                pass  # NaN, Infinity, a lone surrogate, ...: json reads it
+        return _DECODER.raw_decode(self._text, start)[0]
 
 
 class _NotLazyError(Exception):
@@ -68,18 +92,42 @@ def parse_document(body: bytes | bytearray, records_path: str) -> Any:
     Raises ValueError (JSONDecodeError, UnicodeDecodeError; NestingError) when the body is not JSON
     (or is nested too deep)."""
     encoding = json.detect_encoding(body)
-    if nesting_depth(body if encoding.startswith("utf-8") else body.decode(encoding).encode()) > MAX_DEPTH:
+    # A page with no more "[" and "{" bytes than MAX_DEPTH is no deeper (in any encoding json reads, each
+    # bracket has such a byte): most pages of up to a few hundred records skip the measure
+    if (
+        body.count(b"[") + body.count(b"{") > MAX_DEPTH
+        and nesting_depth(body if encoding.startswith("utf-8") else body.decode(encoding).encode()) > MAX_DEPTH
+    ):
         raise NestingError
+    fast = encoding == "utf-8" and not _may_hold_wide_integers(body)
     if len(body) < LAZY_ABOVE_BYTES:
-        return json.loads(body)
+        return _loads(body) if fast else json.loads(body)
     text = body.decode(encoding)
     try:
-        value, end = _value(text, _skip(text, 0), records_path.split(".") if records_path else [])
+        value, end = _value(text, _skip(text, 0), records_path.split(".") if records_path else [], fast)
     except _NotLazyError:
         return json.loads(text)
     if _skip(text, end) != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+def _loads(body: bytes | bytearray) -> Any:
+    """What json.loads gives (or raises) for a UTF-8 body without integers beyond 64 bits."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)  # what orjson refuses: json reads it (NaN, ...) or raises its own error
+
+
+def _may_hold_wide_integers(body: bytes | bytearray) -> bool:
+    """Whether the body has a run of digits that may be an integer beyond 64 bits (in a string or not)."""
+    overlap = len(_WIDE_INTEGERS[1]) - 1  # a run across two pieces is seen whole in the first
+    for start in range(0, len(body), _SCREENED_BYTES):
+        screened = body[start : start + _SCREENED_BYTES + overlap].translate(_DIGITS)
+        if any(run in screened for run in _WIDE_INTEGERS):
+            return True
+    return False
 
 
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'[]{}"')
@@ -107,12 +155,12 @@ def _skip(text: str, pos: int) -> int:
     return match.end() if match else pos
 
 
-def _value(text: str, pos: int, path: list[str]) -> tuple[Any, int]:
+def _value(text: str, pos: int, path: list[str], fast: bool) -> tuple[Any, int]:
     """The value starting at ``pos`` and where it ends; the array at ``path`` below it stays lazy."""
     if not path:
         if not text.startswith("[", pos):
             raise _NotLazyError
-        return _lazy_array(text, pos)
+        return _lazy_array(text, pos, fast)
     if not text.startswith("{", pos):
         raise _NotLazyError
     found: dict[str, Any] = {}
@@ -127,7 +175,7 @@ def _value(text: str, pos: int, path: list[str]) -> tuple[Any, int]:
         if not text.startswith(":", pos):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
         pos = _skip(text, pos + 1)
-        found[key], pos = _value(text, pos, path[1:]) if key == path[0] else _DECODER.raw_decode(text, pos)
+        found[key], pos = _value(text, pos, path[1:], fast) if key == path[0] else _DECODER.raw_decode(text, pos)
         pos = _skip(text, pos)
         if text.startswith("}", pos):
             if path[0] not in found:
@@ -138,17 +186,18 @@ def _value(text: str, pos: int, path: list[str]) -> tuple[Any, int]:
         pos = _skip(text, pos + 1)
 
 
-def _lazy_array(text: str, pos: int) -> tuple[LazyRecords, int]:
-    starts = array("q")
+def _lazy_array(text: str, pos: int, fast: bool) -> tuple[LazyRecords, int]:
+    starts, ends = array("q"), array("q")
     pos = _skip(text, pos + 1)
     if text.startswith("]", pos):
-        return LazyRecords(text, starts), pos + 1
+        return LazyRecords(text, starts, ends, fast), pos + 1
     while True:
         starts.append(pos)
         _, pos = _DECODER.raw_decode(text, pos)  # one record at a time: built, checked, dropped
+        ends.append(pos)
         pos = _skip(text, pos)
         if text.startswith("]", pos):
-            return LazyRecords(text, starts), pos + 1
+            return LazyRecords(text, starts, ends, fast), pos + 1
         if not text.startswith(",", pos):
             raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
         pos = _skip(text, pos + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from apilake_cli.output import format_table, print_json, print_status
 if TYPE_CHECKING:
     from apilake.planner import PlanRequest
     from apilake.runner import Runner, RunOutcome
+    from apilake.runner_parts import PartLauncher
 
 FOLDER_BUCKET = "local"  # the bucket name the ledger and the report carry for a lake folder
 CHECKOUT_SOURCES = Path("layers/common/sources.yaml")
@@ -103,6 +105,14 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--workers-per-source", type=_positive, help="threads per source (default: its budget's max_concurrency)"
     )
     ingest.add_argument(
+        "--processes",
+        type=_processes,
+        default="auto",
+        help="processes the run's sources are spread over, whole families each (a parent with its children, a "
+        "budget group's sources): Python runs one thread at a time, so a run that parses and compresses many pages "
+        "uses one CPU a process (default auto: the CPUs this process may use; 1: this process only)",
+    )
+    ingest.add_argument(
         "--retry-delay",
         type=float,
         default=5.0,
@@ -132,6 +142,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
     return value
+
+
+def _processes(text: str) -> int:
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _positive(text)
 
 
 def sources_path(given: Path | None) -> Path:
@@ -231,22 +247,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def echo(line: str) -> None:
         print(line, file=out, flush=True)
 
-    runner = Runner(
-        sources,
-        client,
-        bucket,
-        new_session(pool_size=threads + 2),
-        CredentialStore(LocalSecrets(parse_secrets(args.secret), args.endpoint_url)),
-        workers_per_source=args.workers_per_source,
-        retry_delay_seconds=args.retry_delay,
-        echo=echo,
-        max_seconds=args.max_seconds,
-    )
-    where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
-    echo(f"apilake ingest: run {request.run_id} in this process, to {where}")
-    # A lake folder is this process's to write for the run: a second writer fails fast (apilake.folder_store).
+    secrets = parse_secrets(args.secret)
+    # A lake folder is this process's to write for the run (and its parts'): a second writer fails fast
+    # (apilake.folder_store).
     held = writing(lake) if lake is not None else contextlib.nullcontext()
     with held, _log_stream(args) as stream, logs_to(stream, args.log_level):
+        runner = Runner(
+            sources,
+            client,
+            bucket,
+            new_session(pool_size=threads + 2),
+            CredentialStore(LocalSecrets(secrets, args.endpoint_url)),
+            workers_per_source=args.workers_per_source,
+            retry_delay_seconds=args.retry_delay,
+            echo=echo,
+            max_seconds=args.max_seconds,
+            processes=args.processes,
+            launcher=_launcher(args, lake, bucket, secrets) if args.processes > 1 else None,
+        )
+        where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
+        how = "in this process" if runner.processes == 1 else f"in up to {runner.processes} processes"
+        echo(f"apilake ingest: run {request.run_id} {how}, to {where}")
         outcome = runner.run(request)
         report = _report(runner, outcome, sources, lake)
     if args.json:
@@ -291,12 +312,43 @@ def scheduled_request(
     return PlanRequest(run_id=run_id, ingestion_date=when.date(), trigger="schedule", sources=selected)
 
 
+def _launcher(args: argparse.Namespace, lake: Path | None, bucket: str, secrets: dict[str, str]) -> PartLauncher:
+    """How this run starts its parts (apilake.runner_parts): this interpreter, the same sources, lake and logs."""
+    from apilake.runner_parts import PartLauncher
+
+    fd = None
+    if lake is not None:
+        from apilake.folder_store import lock_fd
+
+        fd = lock_fd(lake)
+    path = sources_path(args.sources).resolve()
+    template = {
+        "sources_file": str(path),
+        "sources_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "lake": str(lake.resolve()) if lake is not None else None,
+        "bucket": bucket,
+        "endpoint_url": args.endpoint_url,
+        "lock_fd": fd,
+        "secrets": secrets,
+        "workers_per_source": args.workers_per_source,
+        "retry_delay_seconds": args.retry_delay,
+        "log_file": str(_log_path(args)),
+        "log_level": args.log_level,
+    }
+    command = [sys.executable, "-m", "apilake_cli.ingest_part"]
+    return PartLauncher(command, template, [fd] if fd is not None else [])
+
+
+def _log_path(args: argparse.Namespace) -> Path | str:
+    return "-" if args.log_file == "-" else Path(args.log_file) if args.log_file else args.home / "logs" / "ingest.log"
+
+
 @contextlib.contextmanager
 def _log_stream(args: argparse.Namespace) -> Iterator[IO[str]]:
-    if args.log_file == "-":
+    path = _log_path(args)
+    if not isinstance(path, Path):
         yield sys.stderr
         return
-    path = Path(args.log_file) if args.log_file else args.home / "logs" / "ingest.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as stream:
         yield stream
@@ -323,7 +375,9 @@ def print_outcome(outcome: RunOutcome, runner: Runner, report: str | None) -> No
     state = "drained" if outcome.drained else "NOT drained (stopped)"
     if outcome.timed_out:
         state = "NOT drained (--max-seconds passed; the status below says what is missing)"
-    print(f"run {outcome.run_id}: {state} in {outcome.wall_seconds:.1f}s" + (" (resumed)" if outcome.resumed else ""))
+    processes = f" by {outcome.processes} processes" if outcome.processes > 1 else ""
+    resumed = " (resumed)" if outcome.resumed else ""
+    print(f"run {outcome.run_id}: {state} in {outcome.wall_seconds:.1f}s{processes}{resumed}")
     if outcome.planner_error:
         print(f"planner error: {outcome.planner_error}")
     rows = [(s.source, s.pages, s.records, s.bytes, s.retries, s.throttled, s.dead) for s in outcome.sources.values()]
@@ -355,6 +409,7 @@ def outcome_document(outcome: RunOutcome) -> dict[str, Any]:
         "planner_error": outcome.planner_error,
         "error": outcome.error,
         "timed_out": outcome.timed_out,
+        "processes": outcome.processes,
         "sources": {name: asdict(tally) for name, tally in outcome.sources.items()},
         "dead": [json.loads(item.model_dump_json()) for item in outcome.dead_items],
     }

@@ -88,7 +88,7 @@ def test_ingest_to_a_folder_lands_every_record_once_and_status_reads_it(
         assert sorted(pages) == _expected_keys(source)
         assert _records(pages) == expected_records(source)
     # And the files are the lake's only: no temporary file, the metadata and the writer's lock apart from raw/, ledger/
-    assert sorted(p.name for p in lake.iterdir()) == [".lock", ".meta", "ledger", "raw"]
+    assert sorted(p.name for p in lake.iterdir()) == [".lock", ".lock-cas", ".meta", "ledger", "raw"]
     assert all(p.name.endswith(".json.gz") for p in (lake / "raw").rglob("*") if p.is_file())
     # And the summary says what landed, and `apilake status` reads the same ledger from the folder
     total = sum(n for _, shards in EXPECTED_PAGES.values() for n in shards.values())

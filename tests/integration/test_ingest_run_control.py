@@ -223,5 +223,6 @@ def test_a_worker_thread_failing_outside_its_batches_stops_the_run_with_its_erro
     assert "source api-b: worker thread api-b-" in error and "ValueError: injected: no settings for api-b" in error
     assert not ended[0].ok
     # And `apilake ingest` exits 2 saying so
-    code = _ingest(tmp_path / "home", sources, "--run-id", "r2")
+    # (one process: the fault is injected into this one's threads; a part's own are in test_ingest_processes)
+    code = _ingest(tmp_path / "home", sources, "--run-id", "r2", "--processes", "1")
     assert code == 2 and "run r2 stopped: source api-b: worker thread" in capsys.readouterr().err

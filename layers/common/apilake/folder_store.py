@@ -16,7 +16,8 @@ the curated step read them, in the layout a bucket has.
   The writer can be a group of processes: the process holding the lock passes its descriptor (:func:`lock_fd`) to
   the processes it starts, which adopt it (:func:`adopt_lock`); the lock is the open file description's, held while
   any process of the group keeps a descriptor of it (a child whose parent was killed keeps a new writer out until it
-  ends too).
+  ends too: a new writer that finds the lock file naming a process of this host that has ended waits up to
+  :data:`ORPHANS_SECONDS` for it, the children taking no page once their parent is gone).
 - ``IfMatch`` is checked and the object replaced under a lock of the process's threads and a ``flock`` of
   ``<folder>/.lock-cas`` (each process's own descriptor): a conditional write is one across the writer group's
   processes, and across processes at all. The writer's threads and processes write different keys otherwise (the
@@ -35,6 +36,7 @@ import itertools
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +48,9 @@ from botocore.exceptions import ClientError
 from apilake.exceptions import ApilakeError
 
 LOCK_FILE = ".lock"  # the writer's lock, at the folder's root (hidden: no key)
+# How long a writer waits for the lock of a writer that ended while processes it started (its parts) still hold it:
+# they take no page once it ended, and end after their pages in flight.
+ORPHANS_SECONDS = 60.0
 CAS_LOCK_FILE = ".lock-cas"  # held around an IfMatch's check and replace, by one process at a time
 META_FOLDER = ".meta"  # the objects' metadata, at the folder's root: .meta/<key>.json
 _LIST_PAGE = 1000  # keys per listing page, as S3's
@@ -77,9 +82,7 @@ class _WriterLock:
     def take(cls, root: Path) -> _WriterLock:
         path = root / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _flock_within(fd, ORPHANS_SECONDS if _holder_gone(fd) else 0.0):
             error = _busy(root, fd)
             os.close(fd)
             raise error from None
@@ -127,11 +130,48 @@ class _WriterLock:
             os.close(self._cas[1])
 
 
+def _holder(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+
+
+def _holder_gone(fd: int) -> bool:
+    """True when the lock file names a process of this host that has ended: the lock is then held by the processes
+    it started (an `apilake ingest` killed while its parts run), which end after their pages in flight."""
+    holder = _holder(fd)
+    if not holder.isdigit():
+        return False
+    try:
+        os.kill(int(holder), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _flock_within(fd: int, seconds: float) -> bool:
+    """The exclusive lock on ``fd``, waited for up to ``seconds``; False when another process still holds it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
 def _busy(root: Path, fd: int) -> LakeFolderBusyError:
-    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    holder = _holder(fd)
+    gone = (
+        f" (pid {holder} has ended; processes it started still hold the lock after {ORPHANS_SECONDS:g} s)"
+        if _holder_gone(fd)
+        else ""
+    )
     return LakeFolderBusyError(
-        f"lake folder {root}: another process writes it (pid {holder}, lock {root / LOCK_FILE}): one writer a lake "
-        "folder at a time; wait for it to end"
+        f"lake folder {root}: another process writes it (pid {holder}, lock {root / LOCK_FILE}){gone}: one writer a "
+        "lake folder at a time; wait for it to end"
     )
 
 

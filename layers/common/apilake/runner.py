@@ -32,33 +32,41 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apilake.auth import CredentialStore
 from apilake.config import Source, SourcesFile
-from apilake.exceptions import ConfigError, PermanentError, PlanningError
+from apilake.exceptions import ConfigError, PlanningError
 from apilake.http import Deadline, VendorClients
-from apilake.ingest import PageIngester
 from apilake.lake import LakeWriter
 from apilake.ledger import Ledger, RunManifest, RunStatus
-from apilake.messages import WorkItem, WorkItemRecord
+from apilake.messages import WorkItem
 from apilake.observability import Metric, count_stack, emit_source_totals, logger, totals, totals_only
 from apilake.parent_config import children_of
 from apilake.planner import Planner, PlanRequest
 from apilake.runner_lease import LEASE_SECONDS, RunLease
+from apilake.runner_parts import (
+    PartLauncher,
+    PartProcess,
+    PartResult,
+    SourceCounts,
+    counts_of,
+    merge_counts,
+    split,
+)
 from apilake.runner_queues import (
     BatchContext,
     Entry,
     PlanCollector,
+    RunIngester,
     RunLocator,
     RunPacers,
     RunSender,
     WorkQueues,
     queue_url,
+    sqs_record,
 )
 from apilake.runner_resume import Resumption
 from apilake.settings import WorkerSettings
@@ -97,6 +105,7 @@ class RunOutcome:
     status: RunStatus | None = None
     error: str | None = None  # why the run stopped short: a worker thread failed, or its lease was taken
     timed_out: bool = False  # stopped at max_seconds
+    processes: int = 1  # this one and its parts' (apilake.runner_parts)
 
     @property
     def pages(self) -> int:
@@ -149,6 +158,8 @@ class Runner:
         stop_after_pages: int | None = None,
         max_seconds: float | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        processes: int = 1,
+        launcher: PartLauncher | None = None,
     ) -> None:
         self.sources = sources
         self.ledger = Ledger(s3_client, bucket)
@@ -162,6 +173,10 @@ class Runner:
         self.stop_after_pages = stop_after_pages
         self.max_seconds = max_seconds
         self.lease_seconds = lease_seconds
+        # Parts in processes of their own (apilake.runner_parts): not with a page cap (a test's, of this process).
+        self.processes = processes if launcher is not None and stop_after_pages is None else 1
+        self.launcher = launcher
+        self._parts: list[PartProcess] = []
         self._error: str | None = None
         self._timed_out = False
         self.queues = WorkQueues([s.name for s in sources.sources])
@@ -221,10 +236,21 @@ class Runner:
             manifest = self.ledger.read_manifest(request.run_id)
             if manifest is not None and existed:  # planned again: what an earlier attempt landed stays
                 items = self.resume_items(manifest, sorted({item.source for item in items}))
+        items = self._spread(items, started)
         queued = sum(self.queues.offer(item) for item in items)
         for name in sorted({item.source for item in items}):
             self._start(self.sources.get(name))
         drained = self._wait(started)
+        for part in self._parts:
+            part.wait()
+            if part.result is not None:
+                merge_counts(part.result)
+                queued += part.result.queued
+                drained = drained and part.result.drained
+                self._dead.extend(part.result.dead_items)
+                self._timed_out = self._timed_out or part.result.timed_out
+            else:
+                drained = False
         outcome = RunOutcome(
             run_id=request.run_id,
             manifest=manifest,
@@ -237,10 +263,53 @@ class Runner:
             dead_items=list(self._dead),
             error=self._error,
             timed_out=self._timed_out,
+            processes=1 + len(self._parts),
         )
         if manifest is not None:
             outcome.status = self.ledger.status(manifest)
         return outcome
+
+    def work(self, items: Sequence[WorkItem]) -> PartResult:
+        """``items`` worked in this process, no lease, plan or status (a part of a run whose process has those)."""
+        started = time.monotonic()
+        with totals_only():
+            queued = sum(self.queues.offer(item) for item in items)
+            for name in sorted({item.source for item in items}):
+                self._start(self.sources.get(name))
+            drained = self._wait(started)
+        return PartResult(
+            counts=counts_of(list(self._threads), self._before),
+            queued=queued,
+            dead_items=list(self._dead),
+            drained=drained,
+            error=self._error,
+            timed_out=self._timed_out,
+        )
+
+    def counts(self) -> dict[str, SourceCounts]:
+        """Each started source's pages landed, queued and delayed so far in this process."""
+        return {
+            name: SourceCounts(
+                landed=self._landed(name), queued=self.queues.queued[name], delayed=self.queues.delayed(name)
+            )
+            for name in list(self._threads)
+        }
+
+    def _spread(self, items: list[WorkItem], started: float) -> list[WorkItem]:
+        """This process's items: all of them, or with ``processes`` above 1 the first part's, the other parts started
+        in processes of their own (apilake.runner_parts)."""
+        if self.processes <= 1 or self.launcher is None:
+            return items
+        parts = split(self.sources, items, self.processes)
+        left = None if self.max_seconds is None else max(0.0, self.max_seconds - (time.monotonic() - started))
+        for number, part_items in enumerate(parts[1:], start=1):
+            self._parts.append(self.launcher.start(number, part_items, left, self._part_ended))
+        return parts[0] if parts else []
+
+    def _part_ended(self, part: PartProcess) -> None:
+        error = part.failure or (part.result.error if part.result is not None else None)
+        if error is not None:
+            self._halt(f"{part.name}: {error}" if part.failure is None else error)
 
     def _plan(self, request: PlanRequest) -> tuple[list[WorkItem], str | None]:
         names = request.select(self.sources)
@@ -282,6 +351,8 @@ class Runner:
             if self._error is None:
                 self._error = error
         self.queues.stop()
+        for part in self._parts:
+            part.stop()
 
     def _work(self, source: Source, workers: int) -> None:
         """A worker thread: a fault outside its batches (ours) stops the run, rather than leaving the source's work
@@ -327,8 +398,8 @@ class Runner:
     def _batch(self, settings: WorkerSettings, entries: list[Entry]) -> tuple[set[str], set[str]]:
         """One batch through the worker's own path; the message ids of the items that failed, and of those of them
         that failed permanently."""
-        event = {"Records": [_record(entry) for entry in entries]}
-        ingester = _RunIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
+        event = {"Records": [sqs_record(entry) for entry in entries]}
+        ingester = RunIngester(settings, self.sources, self.vendors, self.writer, self.ledger, self.sender)
         try:
             response = ingester.process(event, BatchContext())
         except Exception:  # a fault of ours, not of a page: every item of the batch comes back
@@ -344,7 +415,15 @@ class Runner:
 
     def _landed(self, source: str | None = None) -> int:
         names = [source] if source else list(self.queues.queued)
-        return sum(int(self._delta(name, m)) for name in names for m in (Metric.PAGES_INGESTED, Metric.PAGES_UNCHANGED))
+        here = sum(int(self._delta(name, m)) for name in names for m in (Metric.PAGES_INGESTED, Metric.PAGES_UNCHANGED))
+        # A running part's pages (its result's counts are added to the totals when it ends).
+        return here + sum(
+            part.progress[name].landed
+            for part in self._parts
+            if part.result is None
+            for name in names
+            if name in part.progress
+        )
 
     def _wait(self, started: float) -> bool:
         """Until every worker is done, the sources' progress every ``progress_seconds``; True when drained."""
@@ -353,26 +432,34 @@ class Runner:
             with self._lock:
                 threads = [thread for group in self._threads.values() for thread in group]
             alive = [thread for thread in threads if thread.is_alive()]
-            if not alive:
+            if not alive and not any(part.running() for part in self._parts):
                 break
-            alive[0].join(timeout=0.2)
+            if alive:
+                alive[0].join(timeout=0.2)
+            else:
+                time.sleep(0.05)
             over = self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
             if over and not self.queues.stopped:
                 self._timed_out = True
                 self.echo(f"max seconds ({self.max_seconds:g}) passed: no page taken any more, those in flight finish")
                 self.queues.stop()
+                for part in self._parts:
+                    part.stop()
             if time.monotonic() - last >= self.progress_seconds:
                 last = time.monotonic()
                 self.echo(f"  [{last - started:5.1f}s] {self.progress()}")
         return not self.queues.stopped and self.queues.outstanding == 0
 
     def progress(self) -> str:
+        counts = self.counts()
+        for part in self._parts:
+            counts.update(part.progress)
         cells = []
-        for name in self._threads:
-            delayed = self.queues.delayed(name)
+        for name in sorted(counts, key=[source.name for source in self.sources.sources].index):
+            count = counts[name]
             cells.append(
-                f"{name} {self._landed(name)} done/{self.queues.queued[name]} queued"
-                + (f" ({delayed} delayed)" if delayed else "")
+                f"{name} {count.landed} done/{count.queued} queued"
+                + (f" ({count.delayed} delayed)" if count.delayed else "")
             )
         return " | ".join(cells)
 
@@ -386,39 +473,3 @@ class Runner:
             tally.dead = sum(1 for item in self._dead if item.source == name)
             tallies[name] = tally
         return tallies
-
-
-class _RunIngester(PageIngester):
-    """The worker's ingester, noting the pages of its batch that failed permanently (the runner's dead at once)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.permanent: set[str] = set()
-
-    def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
-        try:
-            return super().handle(record, lambda_context)
-        except PermanentError:
-            self.permanent.add(record.messageId)
-            raise
-
-
-def _record(entry: Entry) -> dict[str, Any]:
-    """The SQS record Lambda would hand the worker for ``entry``."""
-    now = str(int(datetime.now(UTC).timestamp() * 1000))
-    return {
-        "messageId": entry.message_id,
-        "receiptHandle": entry.message_id,
-        "body": entry.item.model_dump_json(),
-        "attributes": {
-            "ApproximateReceiveCount": str(entry.receives),
-            "SentTimestamp": now,
-            "SenderId": "apilake-ingest",
-            "ApproximateFirstReceiveTimestamp": now,
-        },
-        "messageAttributes": {},
-        "md5OfBody": "-",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:local:000000000000:{entry.item.source}",
-        "awsRegion": "local",
-    }

@@ -1,6 +1,6 @@
 """The one-process runner's stand-ins (apilake.runner): an in-memory queue per source (with delayed items, as
-SQS's delay and visibility), the planner's queue locator and sender, the ingesters' sender, and the pacers of
-the vendors' clients: one per source or budget group."""
+SQS's delay and visibility), the planner's queue locator and sender, the ingesters' sender, the pacers of
+the vendors' clients (one per source or budget group), and the SQS record and ingester a batch goes through."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import itertools
 import math
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apilake.config import Source
-from apilake.exceptions import ConfigError
-from apilake.messages import WorkItem
+from apilake.exceptions import ConfigError, PermanentError
+from apilake.ingest import PageIngester
+from apilake.messages import WorkItem, WorkItemRecord
 from apilake.queue import QueueLocator, QueueSender
 from apilake.ratelimit import Pacer
 
@@ -45,11 +47,14 @@ class Delayed:
     entry: Entry = field(compare=False)
 
 
+_MESSAGE_IDS = itertools.count(1)
+
+
 @dataclass
 class Entry:
     item: WorkItem
     receives: int = 0
-    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    message_id: str = field(default_factory=lambda: f"m-{next(_MESSAGE_IDS)}")  # unique in the process
 
 
 class WorkQueues:
@@ -192,3 +197,39 @@ class RunPacers:
                 share = budget.per_worker_rps
                 self._pacers[key] = Pacer(share * budget.sharing_workers if share else None, shared_by=1)
             return self._pacers[key]
+
+
+class RunIngester(PageIngester):
+    """The worker's ingester, noting the pages of its batch that failed permanently (the runner's dead at once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.permanent: set[str] = set()
+
+    def handle(self, record: WorkItemRecord, lambda_context: LambdaContext) -> str:
+        try:
+            return super().handle(record, lambda_context)
+        except PermanentError:
+            self.permanent.add(record.messageId)
+            raise
+
+
+def sqs_record(entry: Entry) -> dict[str, Any]:
+    """The SQS record Lambda would hand the worker for ``entry``."""
+    now = str(int(datetime.now(UTC).timestamp() * 1000))
+    return {
+        "messageId": entry.message_id,
+        "receiptHandle": entry.message_id,
+        "body": entry.item.model_dump_json(),
+        "attributes": {
+            "ApproximateReceiveCount": str(entry.receives),
+            "SentTimestamp": now,
+            "SenderId": "apilake-ingest",
+            "ApproximateFirstReceiveTimestamp": now,
+        },
+        "messageAttributes": {},
+        "md5OfBody": "-",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:local:000000000000:{entry.item.source}",
+        "awsRegion": "local",
+    }

@@ -1,0 +1,100 @@
+"""A part of an `apilake ingest` run, in a process of its own (apilake.runner_parts): started by the run's
+process with ``python -m apilake_cli.ingest_part``, it reads its :class:`~apilake.runner_parts.PartSpec` on stdin,
+works its items as the run's process works its own, and writes its progress and result as JSON lines on stdout.
+Not a command for people: `apilake ingest --processes N` starts it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from apilake.runner_parts import PROGRESS_SECONDS, PartProgress, PartSpec, watch_stdin, write_line
+
+FOLDER_BUCKET = "local"
+
+
+@contextlib.contextmanager
+def _log_stream(log_file: str) -> Iterator[IO[str]]:
+    if log_file == "-":
+        yield sys.stderr
+        return
+    with Path(log_file).open("a") as stream:
+        yield stream
+
+
+def _client(spec: PartSpec) -> Any:
+    if spec.lake is not None:
+        from apilake.folder_store import FolderClient, adopt_lock
+
+        if spec.lock_fd is None:
+            raise ValueError("a part writing a lake folder needs the folder's lock (lock_fd)")
+        adopt_lock(Path(spec.lake), spec.lock_fd)
+        return FolderClient(Path(spec.lake))
+    import boto3
+    from botocore.config import Config
+
+    threads = 64  # the pool only caps connections; each source's threads take what they need
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads)
+    return boto3.session.Session().client("s3", endpoint_url=spec.endpoint_url, config=config)
+
+
+def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
+    from apilake.auth import CredentialStore
+    from apilake.config import load_sources
+    from apilake.exceptions import ConfigError
+    from apilake.http import new_session
+    from apilake.runner import Runner
+    from apilake_cli.ingest import LocalSecrets, logs_to
+
+    path = Path(spec.sources_file)
+    if hashlib.sha256(path.read_bytes()).hexdigest() != spec.sources_sha256:
+        raise ConfigError(f"{path}: changed since the run started; its parts run the file the run read")
+    sources = load_sources(path)
+    names = sorted({item.source for item in spec.items})
+    threads = sum(spec.workers_per_source or sources.get(name).budget.max_concurrency for name in names)
+    runner = Runner(
+        sources,
+        _client(spec),
+        spec.bucket if spec.lake is None else FOLDER_BUCKET,
+        new_session(pool_size=threads + 2),
+        CredentialStore(LocalSecrets(spec.secrets, spec.endpoint_url)),
+        workers_per_source=spec.workers_per_source,
+        retry_delay_seconds=spec.retry_delay_seconds,
+        echo=lambda _line: None,
+        max_seconds=spec.max_seconds,
+    )
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(PROGRESS_SECONDS):
+            if not write_line(stdout, PartProgress(progress=runner.counts()), lock):
+                return
+
+    watch_stdin(stdin, runner.queues.stop)
+    reporter = threading.Thread(target=report, name="part-progress", daemon=True)
+    reporter.start()
+    with _log_stream(spec.log_file) as stream, logs_to(stream, spec.log_level):
+        result = runner.work(spec.items)
+    done.set()
+    reporter.join()
+    if not write_line(stdout, result, lock):
+        # The run's process is gone: the ledger says what this part landed (a resume goes on from it).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+    return 0
+
+
+def main() -> int:
+    stdout = sys.stdout  # the protocol's (the workers' logs are redirected while the part runs)
+    spec = PartSpec.model_validate_json(sys.stdin.readline())
+    return run_part(spec, sys.stdin, stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

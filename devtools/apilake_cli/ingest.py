@@ -20,8 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from apilake.config import SourcesFile, load_sources
@@ -170,6 +168,8 @@ class LocalSecrets:
         if SecretId in self._given:
             return {"Name": SecretId, "SecretString": self._given[SecretId]}
         if self._client is None:
+            import boto3  # only for a secret not given (a lake folder's run may need no AWS at all)
+
             self._client = boto3.session.Session().client("secretsmanager", endpoint_url=self._endpoint_url)
         answer: dict[str, Any] = self._client.get_secret_value(SecretId=SecretId, **options)
         return answer
@@ -236,6 +236,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     lake: Path | None = None
     client: Any
     if args.bucket:
+        import boto3
+        from botocore.config import Config
+
         config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads + 8)
         client = boto3.session.Session().client("s3", endpoint_url=args.endpoint_url, config=config)
         bucket = args.bucket

@@ -91,9 +91,16 @@ def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
 
 
 def main() -> int:
+    # What every part needs, imported while the run's process takes its lease and plans (it starts parts ahead).
+    import apilake.auth
+    import apilake.folder_store
+    import apilake.runner  # noqa: F401
+
     stdout = sys.stdout  # the protocol's (the workers' logs are redirected while the part runs)
-    spec = PartSpec.model_validate_json(sys.stdin.readline())
-    return run_part(spec, sys.stdin, stdout)
+    line = sys.stdin.readline()
+    if not line:  # started ahead and given no part
+        return 0
+    return run_part(PartSpec.model_validate_json(line), sys.stdin, stdout)
 
 
 if __name__ == "__main__":

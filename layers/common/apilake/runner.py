@@ -53,6 +53,7 @@ from apilake.runner_parts import (
     PartResult,
     SourceCounts,
     counts_of,
+    families,
     merge_counts,
     split,
 )
@@ -192,14 +193,19 @@ class Runner:
         at its end: each source's counts in one document, and the stack's pages landed and failed (the
         container's alarms), zeros too. Raises :class:`~apilake.runner_lease.RunLeaseHeldError` when another
         process runs ``request``'s run."""
-        lease = RunLease(self.ledger.client, self.bucket, request.run_id, self.lease_seconds)
-        lease.acquire()
-        lease.keep(lambda: self._halt(f"run {request.run_id}: another process took its lease ({lease.key})"))
+        self._prestart(request)
         try:
-            with totals_only():
-                outcome = self._run(request)
+            lease = RunLease(self.ledger.client, self.bucket, request.run_id, self.lease_seconds)
+            lease.acquire()
+            lease.keep(lambda: self._halt(f"run {request.run_id}: another process took its lease ({lease.key})"))
+            try:
+                with totals_only():
+                    outcome = self._run(request)
+            finally:
+                lease.release()
         finally:
-            lease.release()
+            if self.launcher is not None:
+                self.launcher.close_unused()
         self.emit_metrics(outcome)
         return outcome
 
@@ -294,6 +300,19 @@ class Runner:
             )
             for name in list(self._threads)
         }
+
+    def _prestart(self, request: PlanRequest) -> None:
+        """The parts' processes started now, as many as the run's families may need, so that their start-up overlaps
+        the lease and the planning (those given no part are closed after)."""
+        if self.processes <= 1 or self.launcher is None:
+            return
+        try:
+            names = request.sources or [source.name for source in request.select(self.sources)]
+            known = {source.name for source in self.sources.sources}
+            related = families(self.sources, [name for name in names if name in known])
+        except ConfigError:  # the planning says so, with its own words
+            return
+        self.launcher.prestart(min(self.processes, len(related)) - 1)
 
     def _spread(self, items: list[WorkItem], started: float) -> list[WorkItem]:
         """This process's items: all of them, or with ``processes`` above 1 the first part's, the other parts started

@@ -126,24 +126,20 @@ def split(sources: SourcesFile, items: Sequence[WorkItem], processes: int) -> li
 class PartProcess:
     """The run's handle on one part's process: its progress, stop, and result."""
 
-    def __init__(
-        self, spec: PartSpec, command: Sequence[str], on_end: Callable[[PartProcess], None], pass_fds: Sequence[int]
-    ) -> None:
+    def __init__(self, process: subprocess.Popen[str], spec: PartSpec, on_end: Callable[[PartProcess], None]) -> None:
         self.spec = spec
         self.sources = sorted({item.source for item in spec.items})
         self.progress: dict[str, SourceCounts] = {}
         self.result: PartResult | None = None
         self.failure: str | None = None
         self._on_end = on_end
-        self._process = subprocess.Popen(
-            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=tuple(pass_fds)
-        )
-        assert self._process.stdin is not None and self._process.stdout is not None
-        self._stdin: IO[str] = self._process.stdin
+        self._process = process
+        assert process.stdin is not None and process.stdout is not None
+        self._stdin: IO[str] = process.stdin
         self._stdin_lock = threading.Lock()
         self._send(spec.model_dump_json())
         self._reader = threading.Thread(
-            target=self._read, args=(self._process.stdout,), name=f"part-{spec.part}", daemon=True
+            target=self._read, args=(process.stdout,), name=f"part-{spec.part}", daemon=True
         )
         self._reader.start()
 
@@ -237,15 +233,36 @@ def watch_stdin(stdin: IO[str], stop: Callable[[], None]) -> threading.Thread:
 
 class PartLauncher:
     """Starts a run's parts: each a process of ``command`` (which reads a :class:`PartSpec` on its stdin), with
-    ``template``'s settings and the descriptors ``pass_fds`` (the lake folder's lock)."""
+    ``template``'s settings and the descriptors ``pass_fds`` (the lake folder's lock). Processes can be started
+    ahead (:meth:`prestart`), so that their start-up (imports) overlaps the run's lease and planning; one not given
+    a part is closed (its stdin: it ends at once)."""
 
     def __init__(self, command: Sequence[str], template: dict[str, Any], pass_fds: Sequence[int] = ()) -> None:
         self.command = list(command)
         self.template = template
         self.pass_fds = list(pass_fds)
+        self._ready: list[subprocess.Popen[str]] = []
+
+    def prestart(self, count: int) -> None:
+        self._ready.extend(self._spawn() for _ in range(count))
 
     def start(
         self, part: int, items: list[WorkItem], max_seconds: float | None, on_end: Callable[[PartProcess], None]
     ) -> PartProcess:
         spec = PartSpec.model_validate({**self.template, "part": part, "items": items, "max_seconds": max_seconds})
-        return PartProcess(spec, self.command, on_end, self.pass_fds)
+        return PartProcess(self._ready.pop(0) if self._ready else self._spawn(), spec, on_end)
+
+    def close_unused(self) -> None:
+        """End the processes started ahead that got no part."""
+        while self._ready:
+            process = self._ready.pop()
+            if process.stdin is not None:
+                process.stdin.close()
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait()
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=tuple(self.pass_fds)
+        )

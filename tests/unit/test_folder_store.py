@@ -198,6 +198,31 @@ def test_a_file_is_on_disk_before_it_takes_its_keys_name(tmp_path: Path, monkeyp
     release_folder(tmp_path)
 
 
+def test_metadata_is_named_without_a_sync_and_one_cut_short_reads_as_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the syncs of a store, counted
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = FolderClient(tmp_path)
+    # When a page with metadata is written
+    store.put_object(Bucket=BUCKET, Key="raw/a.json", Body=b"x", Metadata={"sha256": "1"})
+    # Then only the page was synced (its metadata is a cache of what it says, not the lake's record)
+    assert len(synced) == 1
+    # When a power loss left its metadata file empty, or cut short
+    for cut in (b"", b'{"sha2'):
+        (tmp_path / ".meta/raw/a.json.json").write_bytes(cut)
+        # Then the page reads as one without metadata (the lake writer rewrites it rather than trust it)
+        assert store.head_object(Bucket=BUCKET, Key="raw/a.json")["Metadata"] == {}
+    release_folder(tmp_path)
+
+
 @pytest.mark.parametrize(
     "condition", [{}, {"IfNoneMatch": "*"}, {"IfMatch": "current"}], ids=["plain", "IfNoneMatch", "IfMatch"]
 )

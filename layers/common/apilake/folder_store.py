@@ -22,9 +22,10 @@ the curated step read them, in the layout a bucket has.
   ``<folder>/.lock-cas`` (each process's own descriptor): a conditional write is one across the writer group's
   processes, and across processes at all. The writer's threads and processes write different keys otherwise (the
   runner gives each page to one of them); an object and its metadata are never interleaved with another writer's.
-- A file's bytes are on disk (``fsync``) before it takes its key's name: after a power loss, a ledger marker never
-  vouches for a page file that is empty. A file is written with the descriptor calls only (``os.open``, ``os.write``,
-  ``os.fsync``), its ``ETag`` read from that descriptor; temporary names are the process's id and a counter.
+- An object's bytes are on disk (``fsync``) before it takes its key's name: after a power loss, a ledger marker never
+  vouches for a page file that is empty. Metadata files are not fsynced: one cut short reads as none. A file is
+  written with the descriptor calls only (``os.open``, ``os.write``, ``os.fsync``), its ``ETag`` read from that
+  descriptor; temporary names are the process's id and a counter.
 """
 
 from __future__ import annotations
@@ -237,8 +238,9 @@ def writing(root: Path) -> Iterator[None]:
             release_folder(root)
 
 
-def write_durably(path: Path, data: bytes | bytearray | memoryview) -> os.stat_result:
-    """``data`` in a new file ``path``, on disk (fsync) when this returns; its status, read from its descriptor.
+def write_durably(path: Path, data: bytes | bytearray | memoryview, sync: bool = True) -> os.stat_result:
+    """``data`` in a new file ``path``, on disk (fsync, unless not ``sync``) when this returns; its status, read from
+    its descriptor.
     Descriptor calls only: a buffered file would ask the kernel whether it is a terminal, its size and its position
     too (each call lets go of the GIL, a hand-off between threads). Nothing is left at ``path`` when it fails."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -246,7 +248,8 @@ def write_durably(path: Path, data: bytes | bytearray | memoryview) -> os.stat_r
         view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         status = os.fstat(fd)
     except BaseException:
         os.close(fd)
@@ -334,13 +337,15 @@ class FolderClient:
         (a stat of each of its folders)."""
         return _WRITERS.get(self.root) or writer_lock(self.root)
 
-    def _temporary(self, path: Path, data: bytes | bytearray | memoryview) -> tuple[Path, os.stat_result]:
+    def _temporary(
+        self, path: Path, data: bytes | bytearray | memoryview, sync: bool = True
+    ) -> tuple[Path, os.stat_result]:
         """``data`` in a new file beside ``path`` (hidden: its name starts with a dot), and its status."""
         folder = self._folder(path)
         while True:
             temporary = folder / f".{path.name}.tmp-{_PROCESS['pid']}-{next(_TEMPORARY)}"
             try:
-                return temporary, write_durably(temporary, data)
+                return temporary, write_durably(temporary, data, sync)
             except FileExistsError:  # left by a process that crashed with this pid: the next name
                 continue
 
@@ -388,7 +393,9 @@ class FolderClient:
         if not metadata:
             meta.unlink(missing_ok=True)
             return
-        temporary, _ = self._temporary(meta, json.dumps(metadata, separators=(",", ":")).encode())
+        # Not fsynced: after a power loss a metadata file may be empty, which reads as no metadata (the lake writer
+        # then rewrites the page rather than trust it); the object and the ledger's markers are on disk.
+        temporary, _ = self._temporary(meta, json.dumps(metadata, separators=(",", ":")).encode(), sync=False)
         try:
             temporary.replace(meta)
         except BaseException:
@@ -421,7 +428,9 @@ class FolderClient:
     def _attributes(self, key: str, stat: os.stat_result) -> dict[str, Any]:
         try:
             metadata = json.loads(_read(self._meta_path(key))[0])
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # none, or cut short by a power loss (it is not fsynced)
+            metadata = {}
+        if not isinstance(metadata, dict):
             metadata = {}
         return {
             "ContentLength": stat.st_size,

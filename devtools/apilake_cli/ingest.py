@@ -365,7 +365,7 @@ def _report(runner: Runner, outcome: RunOutcome, sources: SourcesFile, lake: Pat
         return None
     depths = {name: tally.dead for name, tally in outcome.sources.items()}
     try:
-        write_report(runner.ledger, outcome.manifest, depths, datetime.now(UTC), sources)
+        write_report(runner.ledger, outcome.manifest, depths, datetime.now(UTC), sources, outcome.status)
     except (ClientError, BotoCoreError, ApilakeError) as exc:
         return f"not written: {exc}"
     key = report_keys(outcome.run_id)[1]

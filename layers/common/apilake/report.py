@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from apilake.config import Source, SourcesFile
 from apilake.drift import SourceDrift, source_drift
-from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, ShardStatus, SourceStatus
+from apilake.ledger import LEDGER_PREFIX, LandedPage, Ledger, RunManifest, RunStatus, ShardStatus, SourceStatus
 from apilake.run_summary import summary_body, summary_key
 
 if TYPE_CHECKING:
@@ -185,10 +185,13 @@ def build_report(
     dlq_depths: Mapping[str, int] | None,
     now: datetime,
     sources_file: SourcesFile | None = None,
+    status: RunStatus | None = None,
 ) -> RunReport:
-    """The report of ``manifest``'s run as the ledger has it ``now``; the schema drift of the sources with
-    ``columns`` in ``sources_file`` (None: no drift section)."""
-    status = ledger.status(manifest, details=True)
+    """The report of ``manifest``'s run as the ledger has it ``now`` (or as ``status``, read with its details, says:
+    the ledger is not read twice); the schema drift of the sources with ``columns`` in ``sources_file`` (None: no
+    drift section)."""
+    if status is None:
+        status = ledger.status(manifest, details=True)
     declared = sources_file.by_name if sources_file is not None else {}
     sources = [
         _source_report(source, (dlq_depths or {}).get(source.source), declared.get(source.source))
@@ -457,9 +460,10 @@ def write_report(
     dlq_depths: Mapping[str, int] | None,
     now: datetime,
     sources_file: SourcesFile | None = None,
+    status: RunStatus | None = None,
 ) -> RunReport:
     """Build the run's report and put ``report.json`` and ``report.html`` beside its manifest (unless the stored
     report has the same figures)."""
-    report = build_report(ledger, manifest, dlq_depths, now, sources_file)
+    report = build_report(ledger, manifest, dlq_depths, now, sources_file, status)
     store_report(ledger, report, stored_report(ledger, manifest.run_id))
     return report

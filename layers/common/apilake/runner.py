@@ -271,8 +271,8 @@ class Runner:
             timed_out=self._timed_out,
             processes=1 + len(self._parts),
         )
-        if manifest is not None:
-            outcome.status = self.ledger.status(manifest)
+        if manifest is not None:  # with its pages' details: the run's report is built from it, not read again
+            outcome.status = self.ledger.status(manifest, details=True)
         return outcome
 
     def work(self, items: Sequence[WorkItem]) -> PartResult:

@@ -139,6 +139,8 @@ def test_sam_build_makes_an_arm64_layer_with_the_package_and_the_sources(
     layer = arm64_build / "CommonLayer" / "python"
     assert (layer / "apilake" / "ingest.py").exists()
     assert (layer / "sources.yaml").exists()
+    # And the sources file's validated copy, made from it by this build (what the Lambdas read at a cold start)
+    assert (layer / "sources.yaml.validated.pickle").read_bytes().startswith(b"apilake sources ")
     assert list((layer / "pydantic_core").glob("*aarch64-linux-gnu.so")), "pydantic_core must be built for arm64"
     # And it ships bytecode that Python uses without looking at the sources' mtimes (unchecked hash)
     for module in ("apilake/ingest.py", "pydantic/main.py", "aws_lambda_powertools/logging/logger.py"):
@@ -161,9 +163,10 @@ def test_the_built_layer_imports_with_only_its_own_requirements(tmp_path: Path, 
             "import app, apilake.config\n"
             "assert callable(app.handler)\n"
             "sources = apilake.config.load_sources(sys.argv[2] + '/sources.yaml')\n"
-            "print(app.__name__, [s.name for s in sources.sources])\n"
+            "print(app.__name__, [s.name for s in sources.sources], 'yaml' in sys.modules)\n"
         )
         imported = run(sys.executable, "-I", "-S", "-c", code, ROOT / "functions" / function, layer, runtime)
-        # Then it imports, and reads the sources file from where the layer puts it (/opt/python)
+        # Then it imports, and reads the sources file from where the layer puts it (/opt/python): its validated
+        # copy, without PyYAML
         assert imported.returncode == 0, imported.stderr
-        assert str([s.name for s in sources.sources]) in imported.stdout
+        assert f"{[s.name for s in sources.sources]} False" in imported.stdout

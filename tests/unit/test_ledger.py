@@ -5,6 +5,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from apilake import ledger as ledger_module
+from apilake import ledger_models
 from apilake.ledger import ChildOf, Claim, Ledger, RunManifest, ShardPlan, ShardStatus, SourcePlan
 from apilake.marks import MarkStore
 from apilake.messages import WorkItem
@@ -281,3 +283,15 @@ def test_a_parent_counts_as_complete_for_its_mark_only_with_all_its_descendants(
     # And once the comment lands, the parent counts as complete
     ledger.mark_landed([(child_item("comments", "p-c-0000000000000002", 1), {"has_next": False})])
     assert marks.complete(manifest, "repos")
+
+
+@pytest.mark.parametrize("name", sorted(ledger_module._MODELS))
+def test_the_run_s_documents_and_statuses_are_importable_from_the_ledger(name: str) -> None:
+    # Given the ledger's models and statuses (apilake.ledger_models, imported at their first use)
+    # When one is asked of apilake.ledger, Then it is apilake.ledger_models' own
+    assert getattr(ledger_module, name) is getattr(ledger_models, name)
+
+
+def test_a_name_the_ledger_does_not_have_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'Manifest'"):
+        _ = ledger_module.Manifest  # type: ignore[attr-defined]

@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -37,8 +38,10 @@ from apilake.auth_config import (
 )
 from apilake.config import Source
 from apilake.exceptions import ApilakeError, CredentialsError, PermanentHttpError, RetryableError
-from apilake.oauth2 import TokenCache, TokenRequest, request_token
 from apilake.observability import logger
+
+if TYPE_CHECKING:
+    from apilake.oauth2 import TokenCache, TokenRequest
 
 SECRET_MAX_AGE_SECONDS = 300
 MIN_SCRUBBED_CHARS = 4  # a credential value shorter than this is not scrubbed from error texts (Credentials.scrub)
@@ -202,8 +205,10 @@ class CredentialStore:
         self._read: SecretReader | None = None
         if provider is not None:
             self._read = lambda name, fresh: _managed(provider, name, fresh)
-        self._session = session or _token_session()
-        self.tokens = TokenCache(lambda request: request_token(self._session, request), clock=clock)
+        self._session = session
+        self._clock = clock
+        self._tokens: TokenCache | None = None
+        self._tokens_lock = threading.Lock()
 
     @classmethod
     def from_values(
@@ -224,6 +229,18 @@ class CredentialStore:
 
         store._read = read
         return store
+
+    @property
+    def tokens(self) -> TokenCache:
+        """The OAuth2 tokens of the container, made at the first OAuth2 source's first request: a container whose
+        sources use other auth loads none of apilake.oauth2 (nor its token session)."""
+        with self._tokens_lock:
+            if self._tokens is None:
+                from apilake.oauth2 import TokenCache, request_token
+
+                session = self._session or _token_session()
+                self._tokens = TokenCache(lambda request: request_token(session, request), clock=self._clock)
+            return self._tokens
 
     def for_source(self, source: Source) -> Authenticator:
         if source.auth.type == "none":
@@ -340,6 +357,8 @@ class SourceCredentials:
         return _replace_params(url, dict.fromkeys(self._query_names))
 
     def _token_request(self, auth: OAuth2ClientCredentialsAuth) -> TokenRequest:
+        from apilake.oauth2 import TokenRequest  # an OAuth2 source's: imported with the container's tokens
+
         secret = self._store.secret
         return TokenRequest(
             source=self.source.name,

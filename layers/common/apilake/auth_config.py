@@ -4,11 +4,12 @@ them; :mod:`apilake.auth` turns them into the credentials of each request.
 Every secret is read from Secrets Manager by name at run time: the sources file holds names, never values.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
@@ -20,10 +21,11 @@ from apilake.param_text import ParamValue
 SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/_+=.@-]{1,512}$")]
 # A key of a JSON secret ({"client_id": ..., "client_secret": ...}).
 SecretField = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-# An HTTP header's name (RFC 9110 5.1: a token).
-HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
+# An HTTP header's name (RFC 9110 5.1: a token). This and SCOPE: patterns compiled (and cached by re) when a
+# file is validated, which a Lambda reading the validated copy never does.
+HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}"
 # An OAuth2 scope (RFC 6749 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )).
-SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,256}")
+SCOPE = r"[\x21\x23-\x5b\x5d-\x7e]{1,256}"
 # The form fields of a client credentials grant that apilake sets itself (RFC 6749 4.4.2 and 2.3.1).
 RESERVED_TOKEN_PARAMS = {
     "grant_type": "from grant_type: client_credentials or account_credentials",
@@ -114,7 +116,7 @@ class OAuth2ClientCredentialsAuth(_Model):
     @classmethod
     def _scopes(cls, value: list[str]) -> list[str]:
         for scope in value:
-            if not SCOPE.fullmatch(scope):
+            if not re.fullmatch(SCOPE, scope):
                 raise ValueError(
                     f"scope {scope!r}: one scope per item, without spaces, quotes or backslashes "
                     "(they are sent space-separated)"
@@ -132,7 +134,7 @@ class OAuth2ClientCredentialsAuth(_Model):
         return value
 
     @model_validator(mode="after")
-    def _account_id(self) -> OAuth2ClientCredentialsAuth:
+    def _account_id(self) -> Self:
         if self.grant_type == "account_credentials" and not self.token_params.get("account_id"):
             raise field_error(
                 self,
@@ -161,7 +163,7 @@ class HeadersFromSecretAuth(_Model):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         seen: dict[str, str] = {}
         for name in value:
-            if not HEADER_NAME.fullmatch(name):
+            if not re.fullmatch(HEADER_NAME, name):
                 raise ValueError(f"header {name!r}: not a valid header name (letters, digits and !#$%&'*+.^_`|~-)")
             if name.lower() in seen:
                 raise ValueError(f"headers {seen[name.lower()]!r} and {name!r} are the same header (case aside)")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache, update_wrapper
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -46,8 +45,8 @@ class per_container[**P, R]:  # noqa: N801 (a decorator, named like functools.ca
         self._cached.cache_clear()
 
 
-@dataclass(frozen=True)
-class AwsClients:
+# A NamedTuple, not a frozen dataclass: as immutable, a tenth of the cost to create at import (the cold start).
+class AwsClients(NamedTuple):
     s3: Any
     sqs: Any
     secrets: Any

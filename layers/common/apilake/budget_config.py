@@ -13,11 +13,12 @@ pacer reads one number, :attr:`Budget.per_worker_rps` (apilake.http)::
         budget: {group: stripe, max_concurrency: 2}
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
@@ -25,11 +26,11 @@ from pydantic_core import InitErrorDetails
 from apilake.exceptions import ConfigError, field_error
 from apilake.pagination_config import _Model
 
-BUDGET_GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+BUDGET_GROUP_NAME = r"[a-z0-9][a-z0-9_-]{0,63}"  # compiled (and cached by re) when a file is validated
 
 
 def _budget_group_name(value: str) -> str:
-    if not BUDGET_GROUP_NAME.fullmatch(value):
+    if not re.fullmatch(BUDGET_GROUP_NAME, value):
         raise ValueError(
             f"budget group name {value!r}: lowercase letters, digits, '-' and '_', starting with a letter or a digit, "
             "at most 64 characters"
@@ -59,7 +60,7 @@ class Budget(_Model):
     _group_workers: int | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _one_limit(self) -> Budget:
+    def _one_limit(self) -> Self:
         if self.group is not None and self.requests_per_second is not None:
             raise field_error(
                 self,
@@ -69,7 +70,7 @@ class Budget(_Model):
             )
         return self
 
-    def in_group(self, requests_per_second: float, workers: int) -> Budget:
+    def in_group(self, requests_per_second: float, workers: int) -> Self:
         """This budget with its worker's share of a group: the group's rate over all the group's workers."""
         budget = self.model_copy()
         budget._group_share = requests_per_second / workers

@@ -6,25 +6,29 @@ runs, and an error names the file, the source and the field::
     sources.yaml: source 'api-b': pagination.page_size: Input should be greater than or equal to 1
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
+import hashlib
+import pickle
 import re
 import zoneinfo
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BeforeValidator,
     Field,
     StringConstraints,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.version import VERSION as PYDANTIC_VERSION
+
+from apilake import __version__
 
 # The auth models live in apilake.auth_config (importable from here too, as before).
 from apilake.auth_config import ApiKeyAuth as ApiKeyAuth
@@ -35,13 +39,15 @@ from apilake.auth_config import HttpBasicAuth as HttpBasicAuth
 from apilake.auth_config import OAuth2ClientCredentialsAuth as OAuth2ClientCredentialsAuth
 from apilake.budget_config import Budget as Budget  # importable from here too, as before
 from apilake.budget_config import BudgetGroup, BudgetGroupName, share_groups, unused_groups
-from apilake.config_errors import Places, read_yaml, validate
 from apilake.exceptions import ConfigError, field_error
 from apilake.incremental import parse_value
 from apilake.pagination_config import JsonPath, Pagination, ParamName, _Model, body_paths  # the models
 from apilake.param_text import ParamValue
 from apilake.parent_config import ParentConfig, check_child, check_parents
-from apilake.request_body import JsonObject, json_object, path_problem
+from apilake.request_body import JsonObject, Method, json_object, path_problem
+
+if TYPE_CHECKING:
+    from apilake.config_errors import Places
 
 # At most 38 characters: the worker is named apilake-<stage>-worker-<source> (64 at most in Lambda).
 SourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,37}$")]
@@ -93,7 +99,7 @@ class Incremental(_Model):
     end_param: ParamName | None = None  # the upper bound's parameter, for a manual run's explicit window
 
     @model_validator(mode="after")
-    def _initial_value(self) -> Incremental:
+    def _initial_value(self) -> Self:
         try:
             parse_value(self, self.initial_value)
         except ValueError as exc:
@@ -116,8 +122,9 @@ class WorkerFunction(_Model):
 
 # EventBridge Scheduler's expressions (one-time ``at(...)`` aside): the shape is checked here, the values by
 # the scheduler when the stack deploys. Cron: minutes hours day-of-month month day-of-week year.
-_RATE = re.compile(r"rate\((?P<value>[0-9]+) (?P<unit>minutes?|hours?|days?)\)")
-_CRON = re.compile(r"cron\((?P<fields>[^()]*)\)")
+# Patterns, compiled (and cached by re) when a schedule is validated: a Lambda reading the validated copy never is.
+_RATE = r"rate\((?P<value>[0-9]+) (?P<unit>minutes?|hours?|days?)\)"
+_CRON = r"cron\((?P<fields>[^()]*)\)"
 _CRON_FIELDS = (
     ("minutes", r"[0-9*/,-]+"),
     ("hours", r"[0-9*/,-]+"),
@@ -131,14 +138,14 @@ _CRON_FIELDS = (
 def _scheduler_expression(value: str) -> str:
     """``value`` with single spaces, if it is a ``rate(...)`` or ``cron(...)`` expression; else ValueError."""
     value = " ".join(value.split())
-    if rate := _RATE.fullmatch(value):
+    if rate := re.fullmatch(_RATE, value):
         number, unit = int(rate["value"]), rate["unit"]
         if number < 1 or (number == 1) == unit.endswith("s"):
             raise ValueError(
                 f"rate: a positive number, the unit singular for 1 only (rate(1 hour), rate(6 hours)); got {value!r}"
             )
         return value
-    if cron := _CRON.fullmatch(value):
+    if cron := re.fullmatch(_CRON, value):
         fields = cron["fields"].split()
         if len(fields) != len(_CRON_FIELDS):
             raise ValueError(
@@ -218,22 +225,9 @@ class Curated(_Model):
     recent_days: int = Field(default=7, ge=1, le=3650)  # the ``_recent`` view's days, up to today
 
 
-def _method_upper(value: object) -> object:
-    """``post`` is ``POST``: HTTP's methods are upper case on the wire, people write them either way in YAML."""
-    return value.upper() if isinstance(value, str) else value
-
-
-# GET or POST, in any case (sent upper case); the JSON Schema offers the upper-case names for completion.
-Method = Annotated[
-    Literal["GET", "POST"],
-    BeforeValidator(_method_upper),
-    WithJsonSchema(
-        {"anyOf": [{"enum": ["GET", "POST"]}, {"pattern": "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt])$"}], "type": "string"}
-    ),
-]
-
-
 class Source(_Model):
+    # Defaults that are models are made with model_construct (as ``Budget()`` makes them, not validated): calling them
+    # would build their validators at import, which the Lambdas never use (they read the validated copy).
     name: SourceName
     base_url: str
     path: str = ""
@@ -249,17 +243,17 @@ class Source(_Model):
     record_id_path: JsonPath | None = None
     incremental: Incremental | None = None  # None: every run fetches everything
     pagination: Pagination
-    sharding: Sharding = NoSharding(type="none")
-    auth: Auth = NoAuth(type="none")
-    budget: Budget = Budget()
-    worker: WorkerFunction = WorkerFunction()
+    sharding: Sharding = NoSharding.model_construct(type="none")
+    auth: Auth = NoAuth.model_construct(type="none")
+    budget: Budget = Budget.model_construct()
+    worker: WorkerFunction = WorkerFunction.model_construct()
     schedule: Schedule | None = None  # None: the stack's default schedule
-    retries: Retries = Retries()
-    timeouts: Timeouts = Timeouts()
+    retries: Retries = Retries.model_construct()
+    timeouts: Timeouts = Timeouts.model_construct()
     max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
     # The pinned schema: top-level record field -> type. None: raw only (no curated table, no drift check).
     columns: dict[str, ColumnType] | None = None
-    curated: Curated = Curated()
+    curated: Curated = Curated.model_construct()
     # A child source: fetched once per record of its parent's pages, {placeholders} filled from them (parent_config)
     parent: ParentConfig | None = None
 
@@ -334,7 +328,7 @@ class Source(_Model):
         return value
 
     @model_validator(mode="after")
-    def _curated_needs_columns(self) -> Source:
+    def _curated_needs_columns(self) -> Self:
         if "curated" in self.model_fields_set and self.columns is None:
             raise field_error(self, "curated", "a curated table needs columns; declare columns or drop curated")
         if self.columns is not None and self.record_id_path:
@@ -350,13 +344,13 @@ class Source(_Model):
         return {field: column_name(field) for field in self.columns or {}}
 
     @model_validator(mode="after")
-    def _incremental_unsharded(self) -> Source:
+    def _incremental_unsharded(self) -> Self:
         if self.incremental is not None and not isinstance(self.sharding, NoSharding):
             raise field_error(self, "incremental", "a source fetched by date shards cannot also be incremental")
         return self
 
     @model_validator(mode="after")
-    def _headers_not_auths(self) -> Source:
+    def _headers_not_auths(self) -> Self:
         by_auth = {name.lower(): name for name in auth_headers(self.auth)}
         for name in self.headers:
             if name.lower() in by_auth:
@@ -369,7 +363,7 @@ class Source(_Model):
         return self
 
     @model_validator(mode="after")
-    def _parent(self) -> Source:
+    def _parent(self) -> Self:
         check_child(self)
         return self
 
@@ -391,7 +385,7 @@ class SourcesFile(_Model):
     sources: list[Source] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> SourcesFile:
+    def _unique_names(self) -> Self:
         seen: set[str] = set()
         for index, source in enumerate(self.sources):
             if source.name in seen:
@@ -402,12 +396,12 @@ class SourcesFile(_Model):
         return self
 
     @model_validator(mode="after")
-    def _parents(self) -> SourcesFile:
+    def _parents(self) -> Self:
         check_parents(self, self.sources)
         return self
 
     @model_validator(mode="after")
-    def _budget_groups(self) -> SourcesFile:
+    def _budget_groups(self) -> Self:
         """Each grouped source's budget with its worker's share of the group (apilake.budget_config)."""
         budgets = share_groups(self.budget_groups, [source.budget for source in self.sources])
         for index, (source, budget) in enumerate(zip(self.sources, budgets, strict=True)):
@@ -438,19 +432,64 @@ class SourcesFile(_Model):
         return [source for source in self.sources if source.name in names]
 
 
-def parse_sources(raw: Any, origin: str, places: Places | None = None) -> SourcesFile:
+def parse_sources(raw: Any, origin: str, places: "Places | None" = None) -> SourcesFile:
     """Validate an already-parsed document; ``origin`` (the file name) prefixes every error, with the line and
     column of the problem when ``places`` (from :func:`apilake.config_errors.read_yaml`) says where nodes are."""
+    from apilake.config_errors import validate  # with PyYAML: not for the Lambdas, which read the validated copy
+
     sources: SourcesFile = validate(SourcesFile, raw, origin, places)
     return sources
 
 
-def load_sources(path: str | Path) -> SourcesFile:
-    """Read and validate a sources file; ConfigError naming the file, line and column, source and field."""
-    path = Path(path)
+# The validated copy of a sources file: what :func:`load_sources` makes of it, pickled beside it with the key it was
+# made under. The layer's build writes one for the layer's sources.yaml (layers/common/Makefile); each Lambda
+# container reads it back instead of parsing the YAML and validating it again (docs/decisions.md).
+VALIDATED_SUFFIX = ".validated.pickle"
+
+
+def validated_copy_path(path: Path) -> Path:
+    return path.with_name(path.name + VALIDATED_SUFFIX)
+
+
+def _validated_key(data: bytes) -> bytes:
+    """What a validated copy was made from: the file's bytes (their hash), apilake's and pydantic's versions."""
+    digest = hashlib.sha256(data).hexdigest()
+    return f"apilake sources {__version__} pydantic {PYDANTIC_VERSION} sha256 {digest}\n".encode()
+
+
+def _read(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the sources file: {exc.strerror}") from exc
-    raw, places = read_yaml(text, str(path))
+
+
+def _validate_file(path: Path, data: bytes) -> SourcesFile:
+    from apilake.config_errors import read_yaml  # PyYAML, imported only to read YAML
+
+    raw, places = read_yaml(data.decode("utf-8"), str(path))
     return parse_sources(raw, path.name, places)
+
+
+def load_sources(path: str | Path) -> SourcesFile:
+    """Read and validate a sources file; ConfigError naming the file, line and column, source and field. Its
+    validated copy instead, when one made from these very bytes (by this apilake and pydantic) is beside it."""
+    path = Path(path)
+    data = _read(path)
+    key, copy_path = _validated_key(data), validated_copy_path(path)
+    copy = copy_path.read_bytes() if copy_path.is_file() else b""
+    if copy.startswith(key):  # written by write_validated_copy from this file: the layer's build, beside its code
+        sources = pickle.loads(copy[len(key) :])
+        if isinstance(sources, SourcesFile):
+            return sources
+    return _validate_file(path, data)
+
+
+def write_validated_copy(path: str | Path) -> Path:
+    """Validate a sources file (ConfigError as :func:`load_sources` says it) and write its validated copy beside it,
+    for :func:`load_sources` to read back: the layer's build does, for the layer's sources.yaml. Returns its path."""
+    path = Path(path)
+    data = _read(path)
+    target = validated_copy_path(path)
+    target.write_bytes(_validated_key(data) + pickle.dumps(_validate_file(path, data), pickle.HIGHEST_PROTOCOL))
+    return target

@@ -26,12 +26,14 @@ JSON's literals; a timestamp's offset is converted to UTC by text functions, not
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import date
 
 from apilake.config import ColumnType, Source, column_name
 from apilake.exceptions import ConfigError
 from apilake.names import table_name
-from apilake.run_summary import SourceSummary
+from apilake.records import TextKinds
 
 CURATED_PREFIX = "curated/"
 PATH = "$path"  # Athena's hidden column: the S3 object a row was read from
@@ -116,6 +118,16 @@ TEXT_PATTERNS: dict[ColumnType, str] = {
     ColumnType.TIMESTAMP: f"{_DAY}[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]((?:\\.[0-9]+)?)((?:Z|{_OFFSET})?)",
 }
 _FRACTION, _ZONE = 1, 2  # the timestamp pattern's groups (always matched, maybe empty: '' in both engines)
+# A string of the shape the curation casts, by declared type -> the kind the worker's drift notes it as.
+_TEXT_KIND = {ColumnType.BIGINT: "integer", ColumnType.DATE: "date", ColumnType.TIMESTAMP: "timestamp"}
+_ACCEPTS = {kind: re.compile(pattern).fullmatch for kind, pattern in TEXT_PATTERNS.items()}
+
+
+def text_kinds(columns: Mapping[str, ColumnType] | None) -> TextKinds:
+    """What the worker checks of a source's strings (:class:`apilake.records.FieldKinds`): each field declared
+    a timestamp, date or bigint -> the check of the curation's pattern, and the kind noted when it passes
+    (apilake.drift judges what was noted)."""
+    return {field: (_ACCEPTS[kind], _TEXT_KIND[kind]) for field, kind in (columns or {}).items() if kind in _TEXT_KIND}
 
 
 def _regex(kind: ColumnType) -> str:
@@ -267,6 +279,8 @@ def runs_select() -> str:
     """Every run's figures, a row per run and source, the newest run first (Trino SQL over ``run_summary``), and
     ``run_rank``: 1 for each source's newest run (Trino drops a view's ORDER BY once the view is a subquery of
     another query: ``WHERE run_rank = 1`` stays right)."""
+    from apilake.run_summary import SourceSummary  # here: the worker imports this module (TEXT_PATTERNS), not it
+
     names = ", ".join(_quoted(name) for name in SourceSummary.model_fields)
     newest = "created_at DESC, run_id DESC"
     return (

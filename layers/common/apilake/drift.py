@@ -18,15 +18,14 @@ holds). Pages landed before the worker noted fields are counted, not judged.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
 from apilake.config import ColumnType, Source, SourcesFile
-from apilake.curated import TEXT_PATTERNS
+from apilake.curated import text_kinds as text_kinds  # importable from here too, as before
 from apilake.ledger import LandedPage, RunStatus
-from apilake.records import KINDS, TextKinds
+from apilake.records import KINDS
 
 # The kinds each declared type takes without losing the value (null fits every type).
 FITS: dict[ColumnType, frozenset[str]] = {
@@ -38,15 +37,6 @@ FITS: dict[ColumnType, frozenset[str]] = {
     ColumnType.DATE: frozenset({"date"}),
     ColumnType.JSON: frozenset(KINDS),
 }
-# A string of the shape the curation casts, by declared type -> the kind it is noted as.
-_TEXT_KIND = {ColumnType.BIGINT: "integer", ColumnType.DATE: "date", ColumnType.TIMESTAMP: "timestamp"}
-_ACCEPTS = {kind: re.compile(pattern).fullmatch for kind, pattern in TEXT_PATTERNS.items()}
-
-
-def text_kinds(columns: Mapping[str, ColumnType] | None) -> TextKinds:
-    """What the worker checks of a source's strings (:class:`apilake.records.FieldKinds`): each field declared
-    a timestamp, date or bigint -> the check of the curation's pattern, and the kind noted when it passes."""
-    return {field: (_ACCEPTS[kind], _TEXT_KIND[kind]) for field, kind in (columns or {}).items() if kind in _TEXT_KIND}
 
 
 class _Model(BaseModel):

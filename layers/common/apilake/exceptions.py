@@ -8,7 +8,6 @@ pydantic model refused (sources file, planner event, environment): ``origin: loc
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Collection
 
@@ -147,6 +146,8 @@ def _hint(err: ErrorDetails, fields: Callable[[Location], Collection[str]] | Non
         return ""
     if not isinstance(written, str):
         return ""
+    import difflib  # here: only a misspelt name needs it, and a cold start has none
+
     by_folded = {choice.casefold(): choice for choice in reversed(choices)}  # case aside: 'Cursor' is 'cursor'
     close = difflib.get_close_matches(written.casefold(), list(by_folded), n=1, cutoff=0.65)
     return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""

@@ -17,7 +17,7 @@ from apilake.aws import cached_sources, default_clients, default_vendor_clients
 from apilake.batch import BatchResponse, ItemFailure, process_batch
 from apilake.children import announced, bind, include_parent, parent_metadata
 from apilake.config import Source, SourcesFile
-from apilake.drift import text_kinds
+from apilake.curated import text_kinds
 from apilake.exceptions import (
     BadResponseError,
     CircuitOpenError,

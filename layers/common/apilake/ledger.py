@@ -29,32 +29,75 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
 from apilake.lake import create_if_absent, is_not_found
-from apilake.ledger_models import NOT_NOTED as NOT_NOTED
-from apilake.ledger_models import ChildOf as ChildOf
-from apilake.ledger_models import Claim as Claim
-from apilake.ledger_models import ClaimState as ClaimState
-from apilake.ledger_models import IncrementalWindow as IncrementalWindow
-from apilake.ledger_models import LandedPage as LandedPage
-from apilake.ledger_models import RunManifest as RunManifest
-from apilake.ledger_models import RunStatus as RunStatus
-from apilake.ledger_models import ShardPlan as ShardPlan
-from apilake.ledger_models import ShardStatus as ShardStatus
-from apilake.ledger_models import SourcePlan as SourcePlan
-from apilake.ledger_models import SourceStatus as SourceStatus
 from apilake.messages import WorkItem
 
+if TYPE_CHECKING:
+    from apilake.ledger_models import NOT_NOTED as NOT_NOTED
+    from apilake.ledger_models import ChildOf as ChildOf
+    from apilake.ledger_models import IncrementalWindow as IncrementalWindow
+    from apilake.ledger_models import LandedPage as LandedPage
+    from apilake.ledger_models import RunManifest as RunManifest
+    from apilake.ledger_models import RunStatus as RunStatus
+    from apilake.ledger_models import ShardPlan as ShardPlan
+    from apilake.ledger_models import ShardStatus as ShardStatus
+    from apilake.ledger_models import SourcePlan as SourcePlan
+    from apilake.ledger_models import SourceStatus as SourceStatus
+
+# The run's documents and statuses (apilake.ledger_models), importable from here as before, are imported at their
+# first use (:func:`__getattr__`, and in the methods that read a status): the worker writes the ledger and reads no
+# status, and its cold start does not build those classes.
+_MODELS = frozenset(
+    {
+        "NOT_NOTED",
+        "ChildOf",
+        "IncrementalWindow",
+        "LandedPage",
+        "RunManifest",
+        "RunStatus",
+        "ShardPlan",
+        "ShardStatus",
+        "SourcePlan",
+        "SourceStatus",
+    }
+)
+
+
+if not TYPE_CHECKING:  # mypy sees the names above, and no other name passes for one of the module's
+
+    def __getattr__(name: str) -> Any:
+        if name in _MODELS:
+            from apilake import ledger_models
+
+            return getattr(ledger_models, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 LEDGER_PREFIX = "ledger"
-_LANDED_MARKER = re.compile(r"/landed=(\d{5}(?:_\d{5})*)\.json$")
+# The markers' names, matched when a status is read (re compiles and caches each then): the worker never does.
+_LANDED_MARKER = r"/landed=(\d{5}(?:_\d{5})*)\.json$"
 PAGES_PER_MARKER = 100  # keeps a marker's key well under S3's 1,024 bytes with batches over 10
-_FAILURE_MARKER = re.compile(r"/failed=(\d{5})\.json$")
-_CHILDREN_MARKER = re.compile(r"/children=([a-z0-9-]+)_\d{5}\.json$")
-_SHARD_IN_KEY = re.compile(r"/shard=([^/]+)/")
+_FAILURE_MARKER = r"/failed=(\d{5})\.json$"
+_CHILDREN_MARKER = r"/children=([a-z0-9-]+)_\d{5}\.json$"
+_SHARD_IN_KEY = r"/shard=([^/]+)/"
 READ_THREADS = 16  # reads of one source's shards (a child's may be thousands) at once; the S3 client is thread-safe
+
+
+class Claim(StrEnum):
+    CREATED = "created"  # this delivery won the claim: send, then confirm
+    SENT = "sent"  # the next page was enqueued already
+    PENDING = "pending"  # another delivery claimed it and has not confirmed (yet)
+
+
+# A NamedTuple, not a frozen dataclass: as immutable, a tenth of the cost to create at import (the cold start).
+class ClaimState(NamedTuple):
+    claim: Claim
+    age_seconds: float = 0.0
 
 
 def manifest_key(run_id: str) -> str:
@@ -88,6 +131,8 @@ class Ledger:
         self._put_json(manifest_key(manifest.run_id), manifest.model_dump(mode="json"))
 
     def read_manifest(self, run_id: str) -> RunManifest | None:
+        from apilake.ledger_models import RunManifest
+
         document = self._get_json(manifest_key(run_id))
         return None if document is None else RunManifest.model_validate(document)
 
@@ -186,6 +231,8 @@ class Ledger:
         """The run as the ledger has it: one listing per shard, the failures' markers read, and the landed
         markers too when the shard's records are reconciled or ``details`` are asked for (each marker read once,
         its pages then in :attr:`ShardStatus.pages`)."""
+        from apilake.ledger_models import RunStatus
+
         found: dict[str, SourceStatus] = {}
         sources = [self._source_status(manifest, name, details, found) for name in manifest.sources]
         return RunStatus(run_id=manifest.run_id, ingestion_date=manifest.ingestion_date, sources=sources)
@@ -203,6 +250,8 @@ class Ledger:
         self, manifest: RunManifest, source: str, details: bool, found: dict[str, SourceStatus]
     ) -> SourceStatus:
         """``source``'s status (a child's after its parent's, each read once into ``found``)."""
+        from apilake.ledger_models import SourceStatus
+
         if source not in found:
             plan = manifest.sources[source]
             if plan.parent is None:
@@ -225,13 +274,15 @@ class Ledger:
         """A child source's shards: those its parent's pages announced (one read per marker), each a chain or a
         single page, from one listing of the child's run; complete once the parent is too. The markers and the
         shards are read :data:`READ_THREADS` at a time."""
+        from apilake.ledger_models import ShardPlan, SourceStatus
+
         announced: set[str] = set()
         markers = [key for shard in parent.shards for key in shard.child_markers.get(source, [])]
         for document in _each(self._get_json, markers):
             announced.update((document or {}).get("shards", []))
         listed: dict[str, list[str]] = {}
         for key in self._keys(f"{source_ledger_prefix(source)}run={run_id}/shard="):
-            if match := _SHARD_IN_KEY.search(key):
+            if match := re.search(_SHARD_IN_KEY, key):
                 listed.setdefault(match.group(1), []).append(key)
         expected = 1 if plan.mode == "fanout" else None
         shards = _each(
@@ -253,7 +304,7 @@ class Ledger:
         """page -> what the worker recorded when it landed (key, hash, counts, the cursor's highest value)."""
         details: dict[int, dict[str, Any]] = {}
         for key in self._keys(f"{shard_prefix(source, run_id, shard)}landed="):
-            if _LANDED_MARKER.search(key):
+            if re.search(_LANDED_MARKER, key):
                 details.update({int(page): body for page, body in (self._get_json(key) or {}).items()})
         return details
 
@@ -263,7 +314,7 @@ class Ledger:
         prefix = shard_prefix(source, run_id, plan.shard)
         # The one listing (or the child's run's, ``listed``): landed markers, failures, the end, children's claims
         keys = self._keys(prefix) if listed is None else listed
-        markers = {key: match.group(1) for key in keys if (match := _LANDED_MARKER.search(key))}
+        markers = {key: match.group(1) for key in keys if (match := re.search(_LANDED_MARKER, key))}
         landed = {int(page) for pages in markers.values() for page in pages.split("_")}
         reconciled = plan.error is None and plan.mode == "fanout"
         reconciled = reconciled and (plan.expected_records is not None or plan.page_size is not None)
@@ -272,7 +323,7 @@ class Ledger:
         if reconciled and pages is not None:
             self._reconcile(plan, status, pages)
         for key in keys:
-            match = _FAILURE_MARKER.search(key)
+            match = re.search(_FAILURE_MARKER, key)
             if match and int(match.group(1)) not in landed:
                 failure = self._get_json(key) or {}
                 status.failures[int(match.group(1))] = (
@@ -280,12 +331,14 @@ class Ledger:
                 )
         status.pages = pages if details else None
         for key in keys:
-            if match := _CHILDREN_MARKER.search(key):
+            if match := re.search(_CHILDREN_MARKER, key):
                 status.child_markers.setdefault(match.group(1), []).append(key)
         return status
 
     def _read_landed(self, markers: dict[str, str]) -> dict[int, LandedPage]:
         """The pages the landed markers hold (a page in two markers, from a redelivered batch: the later key's)."""
+        from apilake.ledger_models import LandedPage
+
         return {
             int(page): LandedPage.model_validate(body)
             for key in sorted(markers)
@@ -295,6 +348,8 @@ class Ledger:
     def _landed_and_ended(
         self, plan: ShardPlan, landed: set[int], end_listed: bool, prefix: str, pages: dict[int, LandedPage] | None
     ) -> ShardStatus:
+        from apilake.ledger_models import ShardStatus
+
         if plan.error is not None:
             return ShardStatus(plan.shard, plan.mode, plan.expected_pages, len(landed), False, note=plan.error)
         if plan.mode == "fanout":

@@ -1,13 +1,12 @@
 """The run ledger's documents and verdicts: the manifest the planner writes (:class:`RunManifest`), what a worker
-records of a landed page (:class:`LandedPage`), a claim's state, and the statuses :class:`apilake.ledger.Ledger`
-reads off the ledger (:class:`RunStatus`, :class:`SourceStatus`, :class:`ShardStatus`). apilake.ledger
-re-exports them."""
+records of a landed page (:class:`LandedPage`), and the statuses :class:`apilake.ledger.Ledger` reads off the
+ledger (:class:`RunStatus`, :class:`SourceStatus`, :class:`ShardStatus`). apilake.ledger re-exports them, imported
+at their first use (the worker's claims, :class:`apilake.ledger.ClaimState`, are apilake.ledger's own)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,18 +107,6 @@ class LandedPage(BaseModel):
     fields: dict[str, list[str]] | None = None
     # A child source's page: the parent record's values it was fetched for (its records' join to the parent)
     parent_values: dict[str, str] | None = None
-
-
-class Claim(StrEnum):
-    CREATED = "created"  # this delivery won the claim: send, then confirm
-    SENT = "sent"  # the next page was enqueued already
-    PENDING = "pending"  # another delivery claimed it and has not confirmed (yet)
-
-
-@dataclass(frozen=True)
-class ClaimState:
-    claim: Claim
-    age_seconds: float = 0.0
 
 
 @dataclass

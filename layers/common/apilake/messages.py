@@ -1,9 +1,10 @@
 """The work item: one page of one source, as it travels through SQS."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Json, StringConstraints, model_validator
 
@@ -72,16 +73,16 @@ class WorkItem(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _child_shard(self) -> WorkItem:
+    def _child_shard(self) -> Self:
         if self.shard.startswith(CHILD_SHARD_PREFIX) != (self.parent_values is not None):
             raise ValueError("a child source's shard (p-...) and parent_values go together")
         return self
 
-    def next(self, cursor: str | None) -> WorkItem:
+    def next(self, cursor: str | None) -> "WorkItem":
         """The chain's next page (validated: a chain cannot grow past the pages a shard may hold), not parked."""
         return WorkItem.model_validate({**self.model_dump(), "page": self.page + 1, "cursor": cursor, "park": None})
 
-    def parked(self, until: datetime, now: datetime) -> WorkItem:
+    def parked(self, until: datetime, now: datetime) -> Self:
         """This page parked once more, not before ``until``: the count raised, the first park's time kept."""
         since = self.park.since if self.park else now
         count = self.park.count + 1 if self.park else 1

@@ -1,9 +1,10 @@
 """The models of a source's ``pagination:`` (one per style, told apart by ``type``), and the types they share
 with the rest of the sources file. :mod:`apilake.config` re-exports them; :mod:`apilake.pagination` runs them."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -18,7 +19,9 @@ Placement = Literal["query", "body"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: the sources file's models are built when a file is first validated. The Lambdas never validate
+    # one: they read the validated copy the layer's build made (apilake.config.load_sources).
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def body_paths(model: BaseModel) -> dict[str, str]:
@@ -67,7 +70,7 @@ class PageNumberPagination(_Model):
     placement: Placement = "query"
 
     @model_validator(mode="after")
-    def _one_total(self) -> PageNumberPagination:
+    def _one_total(self) -> Self:
         if self.total_path is not None and self.total_pages_path is not None:
             raise field_error(self, "total_pages_path", "give total_path or total_pages_path, not both")
         _check_body_paths(self)
@@ -86,7 +89,7 @@ class OffsetPagination(_Model):
     placement: Placement = "query"
 
     @model_validator(mode="after")
-    def _paths(self) -> OffsetPagination:
+    def _paths(self) -> Self:
         _check_body_paths(self)
         return self
 
@@ -110,7 +113,7 @@ class CursorPagination(_Model):
     placement: Placement = "query"
 
     @model_validator(mode="after")
-    def _one_place(self) -> CursorPagination:
+    def _one_place(self) -> Self:
         _check_body_paths(self)
         if self.cursor_from == "body":
             if self.cursor_field is not None:

@@ -1,6 +1,6 @@
-"""The JSON body of a POST source: its template (``body:``), the dotted paths a paginator with
-``placement: body`` sets in it, and the canonical text a request's fingerprint hashes; and the errors
-such an API reports in a 200 response (GraphQL's ``errors``, at the source's ``error_path``).
+"""A source's ``method`` (GET or POST), and the JSON body of a POST source: its template (``body:``), the dotted
+paths a paginator with ``placement: body`` sets in it, and the canonical text a request's fingerprint hashes; and
+the errors such an API reports in a 200 response (GraphQL's ``errors``, at the source's ``error_path``).
 
 A template is a JSON object as written in the sources file; each page's request body is a deep copy of it
 with the page's values (page number, size, offset, limit or cursor) set at their paths, e.g. a GraphQL
@@ -14,12 +14,29 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, WithJsonSchema
 
 from apilake.exceptions import PermanentError
 from apilake.records import find_optional
 
 JsonObject = dict[str, Any]
+
+
+def _method_upper(value: object) -> object:
+    """``post`` is ``POST``: HTTP's methods are upper case on the wire, people write them either way in YAML."""
+    return value.upper() if isinstance(value, str) else value
+
+
+# GET or POST, in any case (sent upper case); the JSON Schema offers the upper-case names for completion.
+Method = Annotated[
+    Literal["GET", "POST"],
+    BeforeValidator(_method_upper),
+    WithJsonSchema(
+        {"anyOf": [{"enum": ["GET", "POST"]}, {"pattern": "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt])$"}], "type": "string"}
+    ),
+]
 
 
 def json_object(value: object) -> JsonObject:

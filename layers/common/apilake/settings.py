@@ -10,7 +10,8 @@ Plain pydantic models read from ``os.environ`` by :meth:`_Settings.from_env`, no
 start) for what this module does in a loop. Decision 98 in docs/decisions.md.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: pydantic would compile and evaluate each field's annotation
+# from its text when it creates the class, a part of every cold start (the Lambdas import these models).
 
 import json
 import os

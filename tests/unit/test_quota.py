@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from email.utils import formatdate
 
 import pytest
 
@@ -91,6 +92,67 @@ def test_each_header_style_is_read(headers: dict[str, str], expected: Quota | No
     else:
         assert quota.reset_seconds == pytest.approx(expected.reset_seconds)
     assert (quota.limit, quota.window_seconds, quota.style) == (expected.limit, expected.window_seconds, expected.style)
+
+
+def _date(epoch: float) -> str:
+    return formatdate(epoch, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "reset_seconds", "whole_seconds"),
+    [
+        pytest.param(
+            {"X-RateLimit-Remaining": "9", "X-RateLimit-Reset": str(int(NOW) + 60), "Date": _date(NOW - 3)},
+            63.0,
+            True,
+            id="github: the vendor's clock 3 s behind ours",
+        ),
+        pytest.param(
+            {"x-rate-limit-remaining": "9", "x-rate-limit-reset": str(int(NOW) + 60), "date": _date(NOW + 1.5)},
+            59.0,
+            True,
+            id="x: the vendor's clock 1.5 s ahead (its Date to the second)",
+        ),
+        pytest.param(
+            {"RateLimit-Remaining": "9", "RateLimit-Reset": str(int(NOW) + 60), "Date": _date(NOW - 10)},
+            70.0,
+            True,
+            id="gitlab's epoch RateLimit-Reset",
+        ),
+        pytest.param(
+            {"X-RateLimit-Remaining": "9", "X-RateLimit-Reset": str(int(NOW * 1000) + 2500), "Date": _date(NOW - 2)},
+            4.5,
+            True,
+            id="epoch milliseconds: known to the Date's second",
+        ),
+        pytest.param(
+            {"X-RateLimit-Remaining": "9", "X-RateLimit-Reset": str(int(NOW) + 60)},
+            60.0,
+            True,
+            id="no Date: against our clock",
+        ),
+        pytest.param(
+            {"X-RateLimit-Remaining": "9", "X-RateLimit-Reset": str(int(NOW) + 60), "Date": "yesterday-ish"},
+            60.0,
+            True,
+            id="an unreadable Date: against our clock",
+        ),
+        pytest.param(
+            {"X-RateLimit-Remaining": "9", "X-RateLimit-Reset": "30", "Date": _date(NOW - 100)},
+            30.0,
+            True,
+            id="a delta reset: the Date changes nothing",
+        ),
+    ],
+)
+def test_an_epoch_reset_is_read_against_the_vendors_date(
+    headers: dict[str, str], reset_seconds: float, whole_seconds: bool
+) -> None:
+    # Given a response whose reset is an epoch on the vendor's clock, and its Date / When read at our NOW
+    quota = read_quota(headers, NOW)
+    # Then the seconds to the reset are the vendor's (its Date to its reset), known to the second
+    assert quota is not None and quota.reset_seconds == pytest.approx(reset_seconds)
+    assert quota.whole_seconds is whole_seconds
 
 
 def test_a_reset_in_the_past_or_absurdly_far_is_not_a_wait() -> None:

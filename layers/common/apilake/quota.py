@@ -13,6 +13,8 @@ The header styles read, the most precise first:
   ``x-rate-limit-*``, Discord's ``X-RateLimit-Reset-After``, ...), whose reset is either epoch seconds
   (GitHub, X), epoch milliseconds or delta seconds: a value past 10^9 is read as epoch seconds, past 10^12 as
   epoch milliseconds, else as delta seconds (the heuristic other clients use: no delta is 30 years long);
+  an epoch reset is on the vendor's clock, so it is read against the response's ``Date`` (the vendor's clock
+  too, to the second) when there is one, against ours only when there is none;
 - Shopify's leaky bucket, ``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/capacity; no reset: it drains, at
   the capacity over 20 s on Shopify, apilake.ratelimit).
 
@@ -25,6 +27,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import mktime_tz, parsedate_tz
 
 # Longer than any window worth pacing within (a day): a reset further away is read as "not now".
 MAX_RESET_SECONDS = 86_400.0
@@ -47,8 +50,9 @@ class Quota:
     limit: float | None = None
     window_seconds: float | None = None
     style: str = ""
-    # The reset was given in whole seconds (rounded up, as vendors round it): the true reset is up to a
-    # second sooner, half a second on average.
+    # The reset is known to the second only: a delta or epoch in whole seconds (rounded up by most vendors,
+    # down by some), or an epoch read against the whole-second ``Date``. apilake.ratelimit reads it as a bound
+    # the true reset is within a second of, and learns from the vendor's answers on which side.
     whole_seconds: bool = False
 
     @property
@@ -60,13 +64,44 @@ class Quota:
 
 
 def read_quota(headers: Mapping[str, str], now: float) -> Quota | None:
-    """The quota ``headers`` state (``now``: epoch seconds, to read an epoch reset), or None."""
+    """The quota ``headers`` state, or None. ``now``: our clock (epoch seconds), to read an epoch reset when the
+    response has no ``Date``; with one, an epoch reset is read against the vendor's own clock, so that our clock
+    (or the vendor's) being seconds off does not move the reset."""
     lower = {name.lower(): value for name, value in headers.items()}
+    clock = _Clock(now, vendor_date(lower.get("date")))
     for reader in (_structured, _draft, _x_ratelimit, _shopify):
-        quota = reader(lower, now)
+        quota = reader(lower, clock)
         if quota is not None:
             return quota
     return None
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Our clock, and the vendor's as its ``Date`` says (whole seconds, rounded down; None without a Date)."""
+
+    now: float
+    date: float | None
+
+
+_last_date: tuple[str, float | None] = ("", None)  # a Date changes once a second: its last reading is reused
+
+
+def vendor_date(value: str | None) -> float | None:
+    """An HTTP ``Date`` (``Mon, 30 Nov 2026 13:14:52 GMT``) as epoch seconds; None if absent or unreadable."""
+    global _last_date
+    if value is None:
+        return None
+    seen, epoch = _last_date
+    if value == seen:
+        return epoch
+    parsed = parsedate_tz(value)
+    try:
+        epoch = float(mktime_tz(parsed)) if parsed is not None else None
+    except (OverflowError, ValueError):
+        epoch = None
+    _last_date = (value, epoch)
+    return epoch
 
 
 def _number(value: str | None) -> float | None:
@@ -82,14 +117,21 @@ def _whole(value: str | None) -> bool:
     return value is not None and value.split(",")[0].strip().isdigit()
 
 
-def _reset(value: float | None, now: float) -> float | None:
-    """A reset as seconds from now, from delta seconds or an epoch (seconds or milliseconds)."""
+def _is_epoch(value: float | None) -> bool:
+    return value is not None and value >= _EPOCH_SECONDS
+
+
+def _reset(value: float | None, clock: _Clock) -> float | None:
+    """A reset as seconds from now, from delta seconds or an epoch (seconds or milliseconds). An epoch is read
+    against the vendor's ``Date`` when there is one: the vendor's clock is less than a second past its Date, so
+    the seconds from the Date to the reset are up to a second more than the true ones (``whole_seconds``),
+    wherever our clock is; without a Date, against our clock."""
     if value is None:
         return None
     if value >= _EPOCH_MILLISECONDS:
-        value = value / 1000.0 - now
-    elif value >= _EPOCH_SECONDS:
-        value = value - now
+        value /= 1000.0
+    if value >= _EPOCH_SECONDS:
+        value -= clock.date if clock.date is not None else clock.now
     if not math.isfinite(value) or value > MAX_RESET_SECONDS:
         return None
     return max(0.0, value)
@@ -111,7 +153,7 @@ def _items(value: str) -> list[tuple[str, dict[str, str]]]:
     return items
 
 
-def _structured(headers: Mapping[str, str], now: float) -> Quota | None:
+def _structured(headers: Mapping[str, str], clock: _Clock) -> Quota | None:
     """``RateLimit: "p";r=50;t=30`` (+ ``RateLimit-Policy: "p";q=100;w=60``): the tightest policy governs."""
     value = headers.get("ratelimit")
     if value is None or "r=" not in value:
@@ -125,11 +167,11 @@ def _structured(headers: Mapping[str, str], now: float) -> Quota | None:
         policy = policies.get(name, {})
         quota = Quota(
             remaining=remaining,
-            reset_seconds=_reset(reset, now) if reset is not None else None,
+            reset_seconds=_reset(reset, clock) if reset is not None else None,
             limit=_number(policy.get("q")),
             window_seconds=_number(policy.get("w")),
             style="ietf",
-            whole_seconds=_whole(params.get("t")),
+            whole_seconds=_whole(params.get("t")) or (_is_epoch(reset) and clock.date is not None),
         )
         if best is None or _pace(quota) < _pace(best):
             best = quota
@@ -143,27 +185,27 @@ def _pace(quota: Quota) -> float:
     return quota.window_rate if quota.window_rate is not None else math.inf
 
 
-def _draft(headers: Mapping[str, str], now: float) -> Quota | None:
+def _draft(headers: Mapping[str, str], clock: _Clock) -> Quota | None:
     """``RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` and ``RateLimit-Policy: 100;w=60``: the drafts' reset is
     delta seconds, GitLab's epoch seconds (told apart as everywhere: no delta is 30 years long)."""
-    return _family(headers, now, "ratelimit-", "ietf-draft")
+    return _family(headers, clock, "ratelimit-", "ietf-draft")
 
 
-def _x_ratelimit(headers: Mapping[str, str], now: float) -> Quota | None:
+def _x_ratelimit(headers: Mapping[str, str], clock: _Clock) -> Quota | None:
     for prefix in ("x-ratelimit-", "x-rate-limit-"):
-        quota = _family(headers, now, prefix, prefix.rstrip("-"))
+        quota = _family(headers, clock, prefix, prefix.rstrip("-"))
         if quota is not None:
             return quota
     return None
 
 
-def _family(headers: Mapping[str, str], now: float, prefix: str, style: str) -> Quota | None:
+def _family(headers: Mapping[str, str], clock: _Clock, prefix: str, style: str) -> Quota | None:
     remaining = _number(headers.get(prefix + "remaining"))
     if remaining is None:
         return None
     after = _number(headers.get(prefix + "reset-after"))  # Discord: delta seconds, with a fraction
     raw = _number(headers.get(prefix + "reset"))
-    reset = _reset(after if after is not None else raw, now)
+    reset = _reset(after if after is not None else raw, clock)
     window = None
     policy = headers.get(prefix + "policy")
     if policy:
@@ -174,15 +216,14 @@ def _family(headers: Mapping[str, str], now: float, prefix: str, style: str) -> 
         limit=_number(headers.get(prefix + "limit")),
         window_seconds=window,
         style=style,
-        # Rounded up to whole seconds: a delta (an epoch reset is the vendor's own second, not a rounding).
+        # Known to the second: a delta or an epoch in whole seconds, or any epoch read against the Date.
         whole_seconds=after is None
         and raw is not None
-        and raw < _EPOCH_SECONDS
-        and _whole(headers.get(prefix + "reset")),
+        and (_whole(headers.get(prefix + "reset")) or (_is_epoch(raw) and clock.date is not None)),
     )
 
 
-def _shopify(headers: Mapping[str, str], now: float) -> Quota | None:
+def _shopify(headers: Mapping[str, str], clock: _Clock) -> Quota | None:
     """A leaky bucket's fill: no reset (it drains continuously), so it only says when the bucket is nearly full."""
     value = headers.get("x-shopify-shop-api-call-limit")
     match = _SHOPIFY.fullmatch(value) if value else None

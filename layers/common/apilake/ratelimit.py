@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from apilake.exceptions import ParkMessageError
 from apilake.quota import Quota, read_quota
@@ -26,9 +27,65 @@ class PaceParkedError(ParkMessageError):
 BUCKET_DRAIN_SECONDS = 20.0
 # How long a bucket's word paces calls without a newer one.
 BUCKET_WORD_SECONDS = 1.0
-# A reset given in whole seconds is the true one rounded up to the next whole second.
+# A reset known to the second (apilake.quota's ``whole_seconds``) is within this of the true one.
 WHOLE_SECOND = 1.0
+# Kept past the moment a window was seen to reset when that moment is learned (the next window's reset
+# is placed no sooner than this after it): a few requests' spacing, for the jitter of the bounds heard.
+LEARNED_RESET_MARGIN = 0.05
 MIN_SPREAD_SECONDS = 0.05
+
+
+@dataclass
+class ResetClock:
+    """When the vendor's window resets, from resets known to the second (decision 87, as amended).
+
+    Each response bounds the reset (``now`` + what it says): within a window the tightest bound heard is kept,
+    and the window is taken to reset at that bound plus ``correction``, learned from what the vendor did:
+    - a response of the next window heard before the window was due to end says the window had reset by then:
+      the correction becomes the time from the kept bound to that response, a second sooner at most (negative
+      when the vendor rounds an epoch reset up, its windows starting mid-second: those bounds never tighten);
+    - a request sent at or after the estimated reset, answered by the same window with the share still spent,
+      says the reset is later: the vendor rounds down, or its clock runs behind ours (an epoch with no Date):
+      the correction moves a second past that request.
+    The learned correction holds for the next windows of the same limit (a vendor's windows keep their phase).
+    """
+
+    kept: float | None = None  # the tightest bound heard in this window
+    heard_from: float = 0.0  # when this window's first bound was heard
+    correction: float = 0.0
+    limit: float | None = None  # the limit whose windows these are: another one starts afresh
+
+    def reset_at(self, now: float, bound: float, limit: float | None, *, spent: bool, sent: float | None) -> float:
+        """The estimated reset, after a response heard at ``now`` bounding it at ``bound``, whose request was sent
+        at ``sent`` and which left this process's share ``spent``."""
+        if limit != self.limit:
+            self.kept, self.correction, self.limit = None, 0.0, limit
+        kept = self.kept
+        if kept is None:
+            kept, self.heard_from = bound, now
+        elif self._next_window(now, bound, kept, spent=spent, sent=sent):
+            # Heard before this one was due to end: it had ended by now. Learned only from a window whose bounds
+            # were heard over a whole second (as tight as they get), and down to zero unless already past it.
+            if now < kept + self.correction and now - self.heard_from >= WHOLE_SECOND:
+                learned = max(now - kept + LEARNED_RESET_MARGIN, -WHOLE_SECOND)
+                self.correction = min(learned, max(self.correction, 0.0))
+            kept, self.heard_from = bound, now
+        elif now < kept + self.correction:
+            kept = min(kept, bound)
+        elif spent:  # due, and the count still spent: this window's still
+            if sent is not None and sent >= kept + self.correction:  # sent once due: the reset is later
+                self.correction = sent - kept + WHOLE_SECOND
+        else:  # heard past the reset, some count left: the next window's
+            kept, self.heard_from = bound, now
+        self.kept = kept
+        return kept + self.correction
+
+    @staticmethod
+    def _next_window(now: float, bound: float, kept: float, *, spent: bool, sent: float | None) -> bool:
+        """A bound a second (and the request's round trip) past the kept one is the next window's, unless it is
+        spent and due within a second: the same window's still, its reset rounded down or long past our guess."""
+        round_trip = now - sent if sent is not None else 0.0
+        return bound >= kept + WHOLE_SECOND + round_trip and not (spent and bound - now < WHOLE_SECOND)
 
 
 class Pacer:
@@ -64,9 +121,10 @@ class Pacer:
         self._quota_until = 0.0  # when the vendor's window (as last heard) ends
         self._after_reset = 0.0  # the pace once it has ended: its whole window's rate, if stated
         self.quota: Quota | None = None  # the vendor's last word, for logs and tests
-        self._reset_bound: float | None = None  # the earliest reset heard in this window (whole-second resets)
+        self.reset_clock = ResetClock()  # when the vendor's window resets (resets known to the second)
         self._sent = 0  # slots taken so far: a response's count misses the requests sent after its own
-        self._ticket = threading.local()  # this thread's last slot number (its response is observed by it)
+        self._heard = -1  # the latest slot whose response was read: an earlier one's is older news
+        self._ticket = threading.local()  # this thread's last slot, its number and time (its response is seen by it)
 
     def wait(self, at_most: float | None = None) -> float:
         """Block until this call's slot; returns the seconds waited. A slot more than ``at_most`` seconds away is
@@ -81,7 +139,7 @@ class Pacer:
                 )
             vendor = self._vendor_interval if slot < self._quota_until else self._after_reset
             self._next_at = slot + max(self.interval, vendor)
-            self._ticket.number = self._sent
+            self._ticket.number, self._ticket.slot = self._sent, slot
             self._sent += 1
         delay = slot - now
         if delay > 0:
@@ -98,6 +156,10 @@ class Pacer:
         now = self._clock()
         with self._lock:
             ticket = getattr(self._ticket, "number", None)
+            if ticket is not None:
+                if ticket < self._heard:  # overtaken by a later request's answer (the last window's, maybe)
+                    return quota
+                self._heard = ticket
             in_flight = self._sent - ticket - 1 if ticket is not None else 0
             share = (quota.remaining - in_flight) / self.shared_by
             self.quota = quota
@@ -106,7 +168,12 @@ class Pacer:
             if quota.reset_seconds is None:
                 self._bucket(quota, share, now)
                 return quota
-            reset_at = self._reset_at(now, quota)
+            if quota.whole_seconds:
+                sent = getattr(self._ticket, "slot", None)
+                bound = now + quota.reset_seconds
+                reset_at = self.reset_clock.reset_at(now, bound, quota.limit, spent=share < 1, sent=sent)
+            else:
+                reset_at = now + quota.reset_seconds
             self._quota_until = reset_at
             if share < 1:  # this process's share is spent: nothing until the window resets (at the latest)
                 self._vendor_interval = 0.0
@@ -114,22 +181,6 @@ class Pacer:
             else:
                 self._vendor_interval = max(reset_at - now, MIN_SPREAD_SECONDS) / share
         return quota
-
-    def _reset_at(self, now: float, quota: Quota) -> float:
-        """When the vendor's window resets. A reset in whole seconds is rounded up: each response bounds the true
-        reset from above, so within one window the earliest bound heard is kept (the bounds tighten as responses
-        come in); a bound a second or more past the kept one, or heard after it, is the next window's."""
-        assert quota.reset_seconds is not None
-        bound = now + quota.reset_seconds
-        if not quota.whole_seconds:
-            self._reset_bound = None
-            return bound
-        kept = self._reset_bound
-        if kept is None or now >= kept or bound >= kept + WHOLE_SECOND:
-            self._reset_bound = bound
-        else:
-            self._reset_bound = min(kept, bound)
-        return self._reset_bound
 
     def _bucket(self, quota: Quota, share: float, now: float) -> None:
         """A leaky bucket (no reset; it drains continuously): free to burst while it is under half full, then

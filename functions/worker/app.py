@@ -14,7 +14,9 @@ gc.disable()
 try:
     from typing import Any
 
+    import boto3  # noqa: F401 - its clients are made in the first invoke: the module's import is the cold start's
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from botocore.config import Config  # noqa: F401 - as boto3
 
     from apilake.batch import BatchResponse
     from apilake.ingest import PageIngester

@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
 from apilake.auth_config import (
     ApiKeyAuth,
@@ -201,10 +199,9 @@ class CredentialStore:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        provider = SecretsProvider(boto3_client=secrets_client) if secrets_client is not None else None
         self._read: SecretReader | None = None
-        if provider is not None:
-            self._read = lambda name, fresh: _managed(provider, name, fresh)
+        if secrets_client is not None:
+            self._read = _ManagedSecrets(secrets_client).read
         self._session = session
         self._clock = clock
         self._tokens: TokenCache | None = None
@@ -282,12 +279,27 @@ class CredentialStore:
             raise RetryableError(f"source '{source.name}': {exc}") from exc
 
 
-def _managed(provider: SecretsProvider, name: str, fresh: bool = False) -> str:
-    try:
-        value = provider.get(name, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh)
-    except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
-        raise RetryableError(f"could not read secret {name!r}: {exc}") from exc
-    return value if isinstance(value, str) else ""
+class _ManagedSecrets:
+    """Secrets read through Powertools' cached ``SecretsProvider`` of ``client``, made at the first read: its module
+    imports boto3 (~0.2 s), which a run whose sources have no secret never needs."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._provider: Any = None
+        self._lock = threading.Lock()
+
+    def read(self, name: str, fresh: bool = False) -> str:
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        with self._lock:
+            if self._provider is None:
+                self._provider = SecretsProvider(boto3_client=self._client)
+        try:
+            value = self._provider.get(name, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh)
+        except GetParameterError as exc:  # Secrets Manager's own error: the secret's name, never its value
+            raise RetryableError(f"could not read secret {name!r}: {exc}") from exc
+        return value if isinstance(value, str) else ""
 
 
 def _token_session() -> requests.Session:

@@ -9,22 +9,28 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from functools import cache, update_wrapper
-from typing import Any, NamedTuple
-
-import boto3
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apilake.auth import CredentialStore
 from apilake.config import SourcesFile, load_sources
 from apilake.http import VendorClients, new_session
 from apilake.queue import QueueLocator
 
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=5,
-    read_timeout=30,
-    max_pool_connections=32,
-)
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config
+
+
+# boto3 and botocore's client machinery (~0.2 s) are imported by the clients' makers, not by this module: the
+# handlers import boto3 themselves (their cold start is unchanged), and `apilake ingest` to a lake folder, which
+# makes no AWS client, starts without them.
+@cache
+def client_config() -> Config:
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30, max_pool_connections=32
+    )
 
 
 class per_container[**P, R]:  # noqa: N801 (a decorator, named like functools.cache)
@@ -55,11 +61,14 @@ class AwsClients(NamedTuple):
     def create(cls, session: boto3.session.Session | None = None, endpoint_url: str | None = None) -> AwsClients:
         """The clients of one session; ``endpoint_url`` sends every request there instead of AWS (the local
         stand-in under ``sam local invoke``: settings' ``aws_endpoint_url``)."""
+        import boto3
+
         session = session or boto3.session.Session()
+        config = client_config()
         return cls(
-            s3=session.client("s3", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
-            sqs=session.client("sqs", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
-            secrets=session.client("secretsmanager", config=_CLIENT_CONFIG, endpoint_url=endpoint_url),
+            s3=session.client("s3", config=config, endpoint_url=endpoint_url),
+            sqs=session.client("sqs", config=config, endpoint_url=endpoint_url),
+            secrets=session.client("secretsmanager", config=config, endpoint_url=endpoint_url),
         )
 
 
@@ -90,4 +99,6 @@ def default_queue_locator(stage: str, endpoint_url: str | None = None) -> QueueL
 def default_athena_client(endpoint_url: str | None = None) -> Any:
     """The completeness check's Athena client (its curated step), one per endpoint; apart from the others so
     that no other function loads Athena's API model."""
-    return boto3.session.Session().client("athena", config=_CLIENT_CONFIG, endpoint_url=endpoint_url)
+    import boto3
+
+    return boto3.session.Session().client("athena", config=client_config(), endpoint_url=endpoint_url)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from apilake.config import SourcesFile, load_sources
+from apilake.config import SourcesFile, sources_from_bytes
 from apilake.exceptions import ApilakeError
 from apilake.marks import MarkStore, mark_reports
 from apilake.observability import logger
@@ -143,9 +143,18 @@ def _positive(text: str) -> int:
 
 
 def _processes(text: str) -> int:
-    if text == "auto":
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return _positive(text)
+    return usable_cpus() if text == "auto" else _positive(text)
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: those it may run on, fewer when its cgroup's quota is less (a container's
+    `--cpus`, an ECS task's CPU units: 0.5 vCPU is 1 here, 2.5 is 3)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    return cpus
 
 
 def sources_path(given: Path | None) -> Path:
@@ -217,7 +226,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.endpoint_url and not args.bucket:
         raise ApilakeError("ingest: --endpoint-url goes with --bucket")
-    sources = load_sources(sources_path(args.sources))
+    # Read once: the parts get these very bytes (apilake.runner_parts), whatever happens to the file meanwhile.
+    path = sources_path(args.sources)
+    try:
+        sources_text = path.read_bytes()
+    except OSError as exc:
+        raise ApilakeError(f"{path}: cannot read the sources file: {exc.strerror}") from None
+    sources = sources_from_bytes(path, sources_text)
     names = [n.strip() for given in args.source or [] for n in given.split(",") if n.strip()] or None
     if args.scheduled:
         request = scheduled_request(
@@ -266,7 +281,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             echo=echo,
             max_seconds=args.max_seconds,
             processes=args.processes,
-            launcher=_launcher(args, lake, bucket, secrets) if args.processes > 1 else None,
+            launcher=_launcher(args, lake, bucket, secrets, sources_text) if args.processes > 1 else None,
         )
         where = f"bucket {bucket}" + (f" at {args.endpoint_url}" if args.endpoint_url else "") if lake is None else lake
         how = "in this process" if runner.processes == 1 else f"in up to {runner.processes} processes"
@@ -315,7 +330,9 @@ def scheduled_request(
     return PlanRequest(run_id=run_id, ingestion_date=when.date(), trigger="schedule", sources=selected)
 
 
-def _launcher(args: argparse.Namespace, lake: Path | None, bucket: str, secrets: dict[str, str]) -> PartLauncher:
+def _launcher(
+    args: argparse.Namespace, lake: Path | None, bucket: str, secrets: dict[str, str], sources_text: bytes
+) -> PartLauncher:
     """How this run starts its parts (apilake.runner_parts): this interpreter, the same sources, lake and logs."""
     from apilake.runner_parts import PartLauncher
 
@@ -324,10 +341,9 @@ def _launcher(args: argparse.Namespace, lake: Path | None, bucket: str, secrets:
         from apilake.folder_store import lock_fd
 
         fd = lock_fd(lake)
-    path = sources_path(args.sources).resolve()
     template = {
-        "sources_file": str(path),
-        "sources_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sources_file": str(sources_path(args.sources)),
+        "sources_text": sources_text.decode("utf-8"),
         "lake": str(lake.resolve()) if lake is not None else None,
         "bucket": bucket,
         "endpoint_url": args.endpoint_url,

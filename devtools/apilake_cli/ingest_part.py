@@ -6,7 +6,6 @@ Not a command for people: `apilake ingest --processes N` starts it."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import threading
@@ -46,16 +45,12 @@ def _client(spec: PartSpec) -> Any:
 
 def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
     from apilake.auth import CredentialStore
-    from apilake.config import load_sources
-    from apilake.exceptions import ConfigError
+    from apilake.config import sources_from_bytes
     from apilake.http import new_session
     from apilake.runner import Runner
     from apilake_cli.ingest import LocalSecrets, logs_to
 
-    path = Path(spec.sources_file)
-    if hashlib.sha256(path.read_bytes()).hexdigest() != spec.sources_sha256:
-        raise ConfigError(f"{path}: changed since the run started; its parts run the file the run read")
-    sources = load_sources(path)
+    sources = sources_from_bytes(spec.sources_file, spec.sources_text.encode("utf-8"))
     names = sorted({item.source for item in spec.items})
     threads = sum(spec.workers_per_source or sources.get(name).budget.max_concurrency for name in names)
     runner = Runner(
@@ -96,7 +91,11 @@ def main() -> int:
     import apilake.folder_store
     import apilake.runner  # noqa: F401
 
-    stdout = sys.stdout  # the protocol's (the workers' logs are redirected while the part runs)
+    # The protocol has stdout's descriptor to itself: whatever else would print there (a library's print, a log
+    # handler made before the part's log stream is set) goes to stderr instead.
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     line = sys.stdin.readline()
     if not line:  # started ahead and given no part
         return 0

@@ -6,6 +6,7 @@ columns, and creates the views."""
 from typing import Any
 
 import boto3  # noqa: F401 - its clients are made in the first invoke: the module's import is the cold start's
+from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: F401 - as boto3: the first secret
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config  # noqa: F401 - as boto3
 

@@ -19,6 +19,7 @@ import apilake_cli.ingest
 from apilake.folder_store import FolderClient
 from apilake.ledger import Ledger
 from apilake.runner_parts import PartLauncher
+from apilake_cli.ingest import usable_cpus
 from apilake_cli.main import main
 from apilake_dev.local.aws import LocalAws
 from apilake_dev.vendors.fake import FakeVendor
@@ -165,6 +166,30 @@ def test_a_part_that_fails_stops_the_run_with_its_error_and_a_resume_completes_i
     _every_record_once(home / "lake", ["offsets", "api-b"])
 
 
+def test_a_part_answering_outside_the_protocol_is_stopped_and_stops_the_run(
+    vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given parts that print something else than the protocol's JSON lines, then hang
+    real = apilake_cli.ingest._launcher
+
+    def garbled(*args: Any) -> PartLauncher:
+        launcher = real(*args)
+        hang = "import sys, time; sys.stdin.readline(); print('not json', flush=True); time.sleep(120)"
+        launcher.command = [sys.executable, "-c", hang]
+        return launcher
+
+    monkeypatch.setattr(apilake_cli.ingest, "_launcher", garbled)
+    slow = {"requests_per_second": 5, "max_concurrency": 2}
+    sources, home = _sources(vendor, tmp_path, ["offsets", "api-b"], budget=slow), tmp_path / "home"
+    # When the run starts with two processes
+    started = time.monotonic()
+    code = _ingest(home, sources, "--processes", "2")
+    document = _document(capsys)
+    # Then the part is stopped at once (not waited for), and the run ends, exit 2, saying why
+    assert code == 2 and time.monotonic() - started < 30
+    assert "process part 1 (" in document["error"] and "JSONDecodeError" in document["error"]
+
+
 def test_a_run_with_parts_past_max_seconds_stops_every_part_and_resumes(
     vendor: FakeVendor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -236,3 +261,23 @@ def _lock_freed(lake: Path, within: float) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        pytest.param("max 100000\n", None, id="no quota: the CPUs it may run on"),
+        pytest.param("50000 100000\n", 1, id="half a CPU: one process"),
+        pytest.param("100000 100000\n", 1, id="one CPU"),
+        pytest.param("150000 100000\n", 2, id="1.5 CPUs: two, at most those it may run on"),
+        pytest.param("garbled\n", None, id="unreadable: the CPUs it may run on"),
+    ],
+)
+def test_auto_processes_follow_the_cgroups_cpu_quota(cpu_max: str, expected: int | None, tmp_path: Path) -> None:
+    # Given a cgroup's cpu.max (a container's --cpus, an ECS task's CPU units)
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    cpus = len(os.sched_getaffinity(0))
+    # When auto picks the processes / Then no more than the quota allows, nor than the CPUs it may run on
+    assert usable_cpus(path) == (cpus if expected is None else min(expected, cpus))
+    assert usable_cpus(tmp_path / "none") == cpus

@@ -109,8 +109,8 @@ def test_a_validated_copy_is_read_back_as_what_validating_the_file_gives(
     expected = load_sources(path)
     write_validated_copy(path)
     validations.clear()
-    # When it is loaded
-    loaded = load_sources(path)
+    # When it is loaded as a Lambda does
+    loaded = load_sources(path, validated_copy=True)
     # Then nothing was parsed or validated, and the sources are those validating the file gives, each grouped
     # budget's share of its group included (set by the validation, not in the file)
     assert validations == []
@@ -157,8 +157,8 @@ def test_a_copy_not_made_from_these_bytes_is_ignored(change: Any, tmp_path: Path
     write_validated_copy(path)
     document = change(path)
     validations.clear()
-    # When it is loaded
-    loaded = load_sources(path)
+    # When it is loaded as a Lambda does
+    loaded = load_sources(path, validated_copy=True)
     # Then the file itself was validated, as it is now
     assert validations == [path]
     assert loaded.sources[0].records_path == document["sources"][0]["records_path"]
@@ -193,3 +193,16 @@ def test_a_model_default_of_a_source_is_what_validating_it_gives(name: str) -> N
     # Then they are the same model, with the same fields set
     assert default == validated
     assert default.model_fields_set == validated.model_fields_set
+
+
+def test_a_copy_is_read_only_where_asked_for_the_commands_validate_the_file(
+    tmp_path: Path, validations: list[Path]
+) -> None:
+    # Given a sources file with its validated copy beside it (anyone may write a folder a command reads)
+    path = written(paths.EXAMPLE_SOURCES.read_text(), tmp_path)
+    write_validated_copy(path)
+    validations.clear()
+    # When a command (not a Lambda) loads it
+    load_sources(path)
+    # Then the file is parsed and validated: a pickle is read only from the Lambdas' read-only layer
+    assert validations == [path]

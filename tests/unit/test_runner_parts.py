@@ -122,3 +122,39 @@ def test_no_items_make_no_parts() -> None:
 
 def _keys(items: list[WorkItem]) -> list[tuple[str, int]]:
     return [(item.source, item.page) for item in items]
+
+
+class _Launcher:
+    """Counts the parts a runner would start."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+
+    def prestart(self, count: int) -> None:
+        pass
+
+    def start(self, part: int, *_: Any) -> Any:
+        self.started.append(part)
+        return _Part()
+
+    def close_unused(self) -> None:
+        pass
+
+
+class _Part:
+    def stop(self) -> None:
+        pass
+
+
+def test_a_halted_run_starts_no_part() -> None:
+    # Given a runner of four unrelated sources with two processes, halted (its lease lost while it planned)
+    from apilake.runner import Runner
+
+    config = _file(_source("a"), _source("b"), _source("c"), _source("d"))
+    launcher = _Launcher()
+    runner = Runner(config, None, "b", None, None, processes=2, launcher=launcher)  # type: ignore[arg-type]
+    runner._halt("run r1: another process took its lease")
+    # When its work is spread
+    mine = runner._spread(_items("a", 3) + _items("b", 3) + _items("c", 3) + _items("d", 3), 0.0)
+    # Then no part's process was started (this process's own share is stopped too)
+    assert launcher.started == [] and len(mine) == 6 and runner.queues.stopped

@@ -80,7 +80,8 @@ def default_clients(endpoint_url: str | None = None) -> AwsClients:
 
 @cache
 def cached_sources(path: str) -> SourcesFile:
-    return load_sources(path)
+    """The function's sources file, read once a container (its validated copy, made by the layer's build)."""
+    return load_sources(path, validated_copy=True)
 
 
 @per_container

@@ -471,18 +471,23 @@ def _validate_file(path: Path, data: bytes) -> SourcesFile:
     return parse_sources(raw, path.name, places)
 
 
-def load_sources(path: str | Path) -> SourcesFile:
-    """Read and validate a sources file; ConfigError naming the file, line and column, source and field. Its
-    validated copy instead, when one made from these very bytes (by this apilake and pydantic) is beside it."""
+def load_sources(path: str | Path, validated_copy: bool = False) -> SourcesFile:
+    """Read and validate a sources file; ConfigError naming the file, line and column, source and field. With
+    ``validated_copy`` (the Lambdas': a pickle is code, read only from their read-only layer), the copy beside it
+    made from these very bytes by this apilake and pydantic, if there is one."""
     path = Path(path)
     data = _read(path)
-    key, copy_path = _validated_key(data), validated_copy_path(path)
-    copy = copy_path.read_bytes() if copy_path.is_file() else b""
-    if copy.startswith(key):  # written by write_validated_copy from this file: the layer's build, beside its code
-        sources = pickle.loads(copy[len(key) :])
-        if isinstance(sources, SourcesFile):
+    if validated_copy:
+        key, copy_path = _validated_key(data), validated_copy_path(path)
+        copy = copy_path.read_bytes() if copy_path.is_file() else b""
+        if copy.startswith(key) and isinstance(sources := pickle.loads(copy[len(key) :]), SourcesFile):
             return sources
     return _validate_file(path, data)
+
+
+def sources_from_bytes(path: str | Path, data: bytes) -> SourcesFile:
+    """A sources file's ``data`` (read from ``path``, which its errors name) validated, as :func:`load_sources`."""
+    return _validate_file(Path(path), data)
 
 
 def write_validated_copy(path: str | Path) -> Path:

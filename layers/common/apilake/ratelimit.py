@@ -78,7 +78,10 @@ class ResetClock:
         else:  # heard past the reset, some count left: the next window's
             kept, self.heard_from = bound, now
         self.kept = kept
-        return kept + self.correction
+        estimate = kept + self.correction
+        if spent and estimate <= now:  # a spent share never resets in the past: the vendor's latest word holds
+            estimate = max(estimate, bound)
+        return estimate
 
     @staticmethod
     def _next_window(now: float, bound: float, kept: float, *, spent: bool, sent: float | None) -> bool:

@@ -28,6 +28,7 @@ once at its end: each source's counts in one EMF document, and the stack's pages
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -304,15 +305,10 @@ class Runner:
     def _prestart(self, request: PlanRequest) -> None:
         """The parts' processes started now, as many as the run's families may need, so that their start-up overlaps
         the lease and the planning (those given no part are closed after)."""
-        if self.processes <= 1 or self.launcher is None:
-            return
-        try:
-            names = request.sources or [source.name for source in request.select(self.sources)]
-            known = {source.name for source in self.sources.sources}
-            related = families(self.sources, [name for name in names if name in known])
-        except ConfigError:  # the planning says so, with its own words
-            return
-        self.launcher.prestart(min(self.processes, len(related)) - 1)
+        if self.processes > 1 and self.launcher is not None:
+            with contextlib.suppress(ConfigError):  # a request the planning refuses, with its own words
+                names = request.sources or [source.name for source in request.select(self.sources)]
+                self.launcher.prestart(min(self.processes, len(families(self.sources, names))) - 1)
 
     def _spread(self, items: list[WorkItem], started: float) -> list[WorkItem]:
         """This process's items: all of them, or with ``processes`` above 1 the first part's, the other parts started
@@ -322,8 +318,16 @@ class Runner:
         parts = split(self.sources, items, self.processes)
         left = None if self.max_seconds is None else max(0.0, self.max_seconds - (time.monotonic() - started))
         for number, part_items in enumerate(parts[1:], start=1):
-            self._parts.append(self.launcher.start(number, part_items, left, self._part_ended))
+            if self._halted():  # halted meanwhile (a lost lease, a part that failed): no part more
+                break
+            part = self.launcher.start(number, part_items, left, self._part_ended)
+            self._parts.append(part)
+            if self._halted():  # halted while it started: _halt may not have seen it
+                part.stop()
         return parts[0] if parts else []
+
+    def _halted(self) -> bool:
+        return self.queues.stopped
 
     def _part_ended(self, part: PartProcess) -> None:
         error = part.failure or (part.result.error if part.result is not None else None)

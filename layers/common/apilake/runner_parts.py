@@ -41,8 +41,8 @@ class PartSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     part: int
-    sources_file: str
-    sources_sha256: str  # the file's bytes when the run's process read it: a part refuses a file changed since
+    sources_file: str  # where it came from, for its errors
+    sources_text: str  # the file as the run's process read it (the part validates these, not the file again)
     lake: str | None = None  # a lake folder, or a bucket:
     bucket: str
     endpoint_url: str | None = None
@@ -80,7 +80,8 @@ class PartResult(BaseModel):
 def families(sources: SourcesFile, names: Sequence[str]) -> list[list[str]]:
     """``names`` in groups that one process must run together: a source with its parent and children, and the
     sources of one budget group (each group in the file's order, the groups by their first source)."""
-    root = {name: name for name in names}
+    known = {source.name for source in sources.sources}
+    root = {name: name for name in names if name in known}
 
     def find(name: str) -> str:
         while root[name] != name:
@@ -174,8 +175,9 @@ class PartProcess:
                     self.progress = PartProgress.model_validate(document).progress
                 else:
                     self.result = PartResult.model_validate(document)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # not our protocol: the part cannot be followed, so it is stopped
             self.failure = f"{type(exc).__name__}: {exc}"
+            self._process.kill()
         finally:
             code = self._process.wait()
             with self._stdin_lock:

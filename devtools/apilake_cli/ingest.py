@@ -55,7 +55,8 @@ def add_ingest_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "the run is complete",
             "it is not (pages failed, the planner failed, or --max-seconds passed): run again with its --run-id",
         )
-        + "\n  (2 also: another process runs this run, or a worker thread failed)",
+        + "\n  (2 also: another process runs this run, a worker thread failed, or a part's process ended without "
+        "its result)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ingest.add_argument(
@@ -354,7 +355,7 @@ def _launcher(
         "log_file": str(_log_path(args)),
         "log_level": args.log_level,
     }
-    command = [sys.executable, "-m", "apilake_cli.ingest_part"]
+    command = [sys.executable, "-P", "-m", "apilake_cli.ingest_part"]  # -P: not the working folder's modules
     return PartLauncher(command, template, [fd] if fd is not None else [])
 
 

@@ -201,7 +201,7 @@ def test_a_run_with_parts_past_max_seconds_stops_every_part_and_resumes(
     code = _ingest(home, sources, "--max-seconds", "1", "--processes", "2")
     document = _document(capsys)
     # Then both parts stop soon after (the pages in flight finish), exit 1, not an error
-    assert code == 1 and time.monotonic() - started < 10
+    assert code == 1 and time.monotonic() - started < 30
     assert document["timed_out"] and not document["complete"] and document["error"] is None
     assert document["processes"] == 2 and 0 < document["pages"] < _pages(["offsets", "api-b"])
     # When resumed without a limit, then the rest lands

@@ -324,6 +324,7 @@ class Runner:
             self._parts.append(part)
             if self._halted():  # halted while it started: _halt may not have seen it
                 part.stop()
+        self.launcher.close_unused()  # those started ahead for families with nothing left to do
         return parts[0] if parts else []
 
     def _halted(self) -> bool:

@@ -265,6 +265,13 @@ class PartLauncher:
             process.wait()
 
     def _spawn(self) -> subprocess.Popen[str]:
+        # A session of its own: a Ctrl-C (SIGINT to the terminal's process group) reaches the run's process only,
+        # whose end closes the part's stdin: the part takes no page more and finishes those in flight.
         return subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=tuple(self.pass_fds)
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=tuple(self.pass_fds),
+            start_new_session=True,
         )

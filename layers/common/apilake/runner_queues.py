@@ -7,6 +7,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -54,7 +55,7 @@ _MESSAGE_IDS = itertools.count(1)
 class Entry:
     item: WorkItem
     receives: int = 0
-    message_id: str = field(default_factory=lambda: f"m-{next(_MESSAGE_IDS)}")  # unique in the process
+    message_id: str = field(default_factory=lambda: f"m-{os.getpid()}-{next(_MESSAGE_IDS)}")  # the parts' too
 
 
 class WorkQueues:

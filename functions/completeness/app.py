@@ -3,16 +3,18 @@ the incomplete-run alarms watch; keeps the reports of the judged runs and of the
 and drives the curated step (apilake.curation): Athena curates each of those runs complete for a source with
 columns, and creates the views."""
 
-from typing import Any
+from apilake import cold_start  # first: see its docstring
 
-import boto3  # noqa: F401 - its clients are made in the first invoke: the module's import is the cold start's
-from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: F401 - as boto3: the first secret
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config  # noqa: F401 - as boto3
+try:
+    from typing import Any
 
-from apilake.completeness import CompletenessCheck, check_time
-from apilake.observability import logger, metrics
-from apilake.settings import CompletenessSettings
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from apilake.completeness import CompletenessCheck, check_time
+    from apilake.observability import logger, metrics
+    from apilake.settings import CompletenessSettings
+finally:
+    cold_start.imported()
 
 
 # Metrics: per source (run_complete, pages_missing, records_landed, schema_drift_fields, curation_failed) and for

@@ -140,14 +140,7 @@ def test_a_part_that_fails_stops_the_run_with_its_error_and_a_resume_completes_i
     vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given parts whose process ends at once without a result (a fault of ours in the part)
-    real = apilake_cli.ingest._launcher
-
-    def failing(*args: Any) -> PartLauncher:
-        launcher = real(*args)
-        launcher.command = [sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit(3)"]
-        return launcher
-
-    monkeypatch.setattr(apilake_cli.ingest, "_launcher", failing)
+    real = _parts_run(monkeypatch, "import sys; sys.stdin.readline(); sys.exit(3)")
     slow = {"requests_per_second": 5, "max_concurrency": 2}
     sources, home = _sources(vendor, tmp_path, ["offsets", "api-b"], budget=slow), tmp_path / "home"
     # When the run starts with two processes
@@ -170,15 +163,7 @@ def test_a_part_answering_outside_the_protocol_is_stopped_and_stops_the_run(
     vendor: FakeVendor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given parts that print something else than the protocol's JSON lines, then hang
-    real = apilake_cli.ingest._launcher
-
-    def garbled(*args: Any) -> PartLauncher:
-        launcher = real(*args)
-        hang = "import sys, time; sys.stdin.readline(); print('not json', flush=True); time.sleep(120)"
-        launcher.command = [sys.executable, "-c", hang]
-        return launcher
-
-    monkeypatch.setattr(apilake_cli.ingest, "_launcher", garbled)
+    _parts_run(monkeypatch, "import sys, time; sys.stdin.readline(); print('not json', flush=True); time.sleep(120)")
     slow = {"requests_per_second": 5, "max_concurrency": 2}
     sources, home = _sources(vendor, tmp_path, ["offsets", "api-b"], budget=slow), tmp_path / "home"
     # When the run starts with two processes
@@ -238,6 +223,19 @@ def test_processes_must_be_a_whole_number_or_auto(
         main(["--home", str(tmp_path), "ingest", "--processes", given])
     assert exit_.value.code == 2
     assert "--processes: expected a whole number of 1 or more" in capsys.readouterr().err
+
+
+def _parts_run(monkeypatch: pytest.MonkeyPatch, code: str) -> Any:
+    """The parts' processes run ``code`` (python -c) instead of a part; the real launcher maker, to put back."""
+    real = apilake_cli.ingest._launcher
+
+    def launcher(*args: Any) -> PartLauncher:
+        made = real(*args)
+        made.command = [sys.executable, "-c", code]
+        return made
+
+    monkeypatch.setattr(apilake_cli.ingest, "_launcher", launcher)
+    return real
 
 
 def _configs(vendor: FakeVendor, names: list[str]) -> list[dict[str, Any]]:

@@ -95,23 +95,13 @@ def test_a_handler_does_not_search_the_installed_distributions_for_pydantic_plug
     assert lines == ["True"]
 
 
-@pytest.mark.parametrize("function", ["worker", "planner"])
+@pytest.mark.parametrize("function", ["worker", "planner", "completeness"])
 def test_a_handlers_imports_are_frozen_after_them_and_the_collector_is_on_again(function: str) -> None:
     # Given a fresh interpreter, as Lambda's
-    paths = [str(ROOT / "functions" / function), str(ROOT / "layers" / "common"), sysconfig.get_paths()["purelib"]]
-    code = (
-        f"import gc, json, sys; sys.path[:0] = {paths!r}; import app\n"
-        "print(json.dumps([gc.isenabled(), gc.get_freeze_count()]))"
-    )
     # When the handler's module is imported
-    out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"AWS_DEFAULT_REGION": "us-east-1"},
+    enabled, frozen = json.loads(
+        run_isolated(function, "import gc; print(json.dumps([gc.isenabled(), gc.get_freeze_count()]))")[-1]
     )
-    enabled, frozen = json.loads(out.stdout.splitlines()[-1])
     # Then what it imported is frozen (left out of later collections; none ran while it imported: the collector
     # was off), and the collector is on again: decision 127
     assert enabled and frozen > 10_000

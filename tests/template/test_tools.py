@@ -162,7 +162,7 @@ def test_the_built_layer_imports_with_only_its_own_requirements(tmp_path: Path, 
             "import sys; sys.path[:0] = sys.argv[1:]\n"
             "import app, apilake.config\n"
             "assert callable(app.handler)\n"
-            "sources = apilake.config.load_sources(sys.argv[2] + '/sources.yaml')\n"
+            "sources = apilake.config.load_sources(sys.argv[2] + '/sources.yaml', validated_copy=True)\n"
             "print(app.__name__, [s.name for s in sources.sources], 'yaml' in sys.modules)\n"
         )
         imported = run(sys.executable, "-I", "-S", "-c", code, ROOT / "functions" / function, layer, runtime)

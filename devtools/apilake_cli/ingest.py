@@ -252,12 +252,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     lake: Path | None = None
     client: Any
     if args.bucket:
-        import boto3
-        from botocore.config import Config
-
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads + 8)
-        client = boto3.session.Session().client("s3", endpoint_url=args.endpoint_url, config=config)
-        bucket = args.bucket
+        client, bucket = bucket_client(args.endpoint_url, threads), args.bucket
     else:
         lake = args.lake or args.home / "lake"
         client, bucket = FolderClient(lake), FOLDER_BUCKET
@@ -270,7 +265,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # A lake folder is this process's to write for the run (and its parts'): a second writer fails fast
     # (apilake.folder_store).
     held = writing(lake) if lake is not None else contextlib.nullcontext()
-    with held, _log_stream(args) as stream, logs_to(stream, args.log_level):
+    with held, log_stream(_log_path(args)) as stream, logs_to(stream, args.log_level):
         runner = Runner(
             sources,
             client,
@@ -364,14 +359,24 @@ def _log_path(args: argparse.Namespace) -> Path | str:
 
 
 @contextlib.contextmanager
-def _log_stream(args: argparse.Namespace) -> Iterator[IO[str]]:
-    path = _log_path(args)
-    if not isinstance(path, Path):
+def log_stream(path: Path | str) -> Iterator[IO[str]]:
+    """The workers' logs: appended to ``path``, or stderr for "-"."""
+    if path == "-":
         yield sys.stderr
         return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as stream:
         yield stream
+
+
+def bucket_client(endpoint_url: str | None, threads: int) -> Any:
+    """The lake bucket's S3 client (AWS, or ``endpoint_url``), a connection for each of ``threads`` and some."""
+    import boto3  # only for a bucket: a lake folder's run may need no AWS at all
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads + 8)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def _report(runner: Runner, outcome: RunOutcome, sources: SourcesFile, lake: Path | None) -> str | None:

@@ -5,42 +5,26 @@ Not a command for people: `apilake ingest --processes N` starts it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from apilake.runner_parts import PROGRESS_SECONDS, PartProgress, PartSpec, watch_stdin, write_line
 
-FOLDER_BUCKET = "local"
 
+def _client(spec: PartSpec, threads: int) -> Any:
+    from apilake_cli.ingest import bucket_client
 
-@contextlib.contextmanager
-def _log_stream(log_file: str) -> Iterator[IO[str]]:
-    if log_file == "-":
-        yield sys.stderr
-        return
-    with Path(log_file).open("a") as stream:
-        yield stream
+    if spec.lake is None:
+        return bucket_client(spec.endpoint_url, threads)
+    from apilake.folder_store import FolderClient, adopt_lock
 
-
-def _client(spec: PartSpec) -> Any:
-    if spec.lake is not None:
-        from apilake.folder_store import FolderClient, adopt_lock
-
-        if spec.lock_fd is None:
-            raise ValueError("a part writing a lake folder needs the folder's lock (lock_fd)")
-        adopt_lock(Path(spec.lake), spec.lock_fd)
-        return FolderClient(Path(spec.lake))
-    import boto3
-    from botocore.config import Config
-
-    threads = 64  # the pool only caps connections; each source's threads take what they need
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=threads)
-    return boto3.session.Session().client("s3", endpoint_url=spec.endpoint_url, config=config)
+    if spec.lock_fd is None:
+        raise ValueError("a part writing a lake folder needs the folder's lock (lock_fd)")
+    adopt_lock(Path(spec.lake), spec.lock_fd)
+    return FolderClient(Path(spec.lake))
 
 
 def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
@@ -48,15 +32,14 @@ def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
     from apilake.config import sources_from_bytes
     from apilake.http import new_session
     from apilake.runner import Runner
-    from apilake_cli.ingest import LocalSecrets, logs_to
+    from apilake_cli.ingest import LocalSecrets, log_stream, logs_to, workers_of
 
     sources = sources_from_bytes(spec.sources_file, spec.sources_text.encode("utf-8"))
-    names = sorted({item.source for item in spec.items})
-    threads = sum(spec.workers_per_source or sources.get(name).budget.max_concurrency for name in names)
+    threads = workers_of(sources, sorted({item.source for item in spec.items}), spec.workers_per_source)
     runner = Runner(
         sources,
-        _client(spec),
-        spec.bucket if spec.lake is None else FOLDER_BUCKET,
+        _client(spec, threads),
+        spec.bucket,  # the run's: a lake folder's is ingest's FOLDER_BUCKET
         new_session(pool_size=threads + 2),
         CredentialStore(LocalSecrets(spec.secrets, spec.endpoint_url)),
         workers_per_source=spec.workers_per_source,
@@ -75,7 +58,7 @@ def run_part(spec: PartSpec, stdin: IO[str], stdout: IO[str]) -> int:
     watch_stdin(stdin, runner.queues.stop)
     reporter = threading.Thread(target=report, name="part-progress", daemon=True)
     reporter.start()
-    with _log_stream(spec.log_file) as stream, logs_to(stream, spec.log_level):
+    with log_stream(spec.log_file) as stream, logs_to(stream, spec.log_level):
         result = runner.work(spec.items)
     done.set()
     reporter.join()

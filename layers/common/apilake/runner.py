@@ -243,11 +243,7 @@ class Runner:
             manifest = self.ledger.read_manifest(request.run_id)
             if manifest is not None and existed:  # planned again: what an earlier attempt landed stays
                 items = self.resume_items(manifest, sorted({item.source for item in items}))
-        items = self._spread(items, started)
-        queued = sum(self.queues.offer(item) for item in items)
-        for name in sorted({item.source for item in items}):
-            self._start(self.sources.get(name))
-        drained = self._wait(started)
+        queued, drained = self._drain(self._spread(items, started), started)
         for part in self._parts:
             part.wait()
             if part.result is not None:
@@ -278,12 +274,8 @@ class Runner:
 
     def work(self, items: Sequence[WorkItem]) -> PartResult:
         """``items`` worked in this process, no lease, plan or status (a part of a run whose process has those)."""
-        started = time.monotonic()
         with totals_only():
-            queued = sum(self.queues.offer(item) for item in items)
-            for name in sorted({item.source for item in items}):
-                self._start(self.sources.get(name))
-            drained = self._wait(started)
+            queued, drained = self._drain(items, time.monotonic())
         return PartResult(
             counts=counts_of(list(self._threads), self._before),
             queued=queued,
@@ -292,6 +284,14 @@ class Runner:
             error=self._error,
             timed_out=self._timed_out,
         )
+
+    def _drain(self, items: Sequence[WorkItem], started: float) -> tuple[int, bool]:
+        """``items`` queued and their sources' workers started, until they are done: how many were queued (each page
+        once), and whether every queue drained."""
+        queued = sum(self.queues.offer(item) for item in items)
+        for name in sorted({item.source for item in items}):
+            self._start(self.sources.get(name))
+        return queued, self._wait(started)
 
     def counts(self) -> dict[str, SourceCounts]:
         """Each started source's pages landed, queued and delayed so far in this process."""
